@@ -1,0 +1,65 @@
+"""pg_extras: the shared policy-gradient maths of pg-extras (pure torch, no RL-framework import).
+
+Example::
+
+    >>> import torch
+    >>> from pg_extras import returns_to_go
+    >>> returns_to_go(torch.ones(3), torch.tensor([False, False, True]), gamma=1.0)
+    tensor([3., 2., 1.])
+"""
+
+from pg_extras.episodes import EpisodeLayout
+from pg_extras.group import (
+    ADVANTAGE_MODES,
+    ADVANTAGE_SCALES,
+    GroupAdvantages,
+    group_ids_from_size,
+    group_normalize,
+    group_relative_advantages,
+)
+from pg_extras.kl import KL_ESTIMATORS, exact_kl, kl_estimate
+from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
+from pg_extras.surrogate import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate_loss, importance_ratio, log_ratio
+from pg_extras.trust_region import (
+    TrustRegionResult,
+    conjugate_gradient,
+    fisher_vector_product_fn,
+    flat_grad,
+    get_flat_params,
+    line_search,
+    set_flat_params,
+    trust_region_step,
+)
+from pg_extras.version import __version__
+
+__all__ = [
+    "ADVANTAGE_MODES",
+    "ADVANTAGE_SCALES",
+    "KL_ESTIMATORS",
+    "LOSS_AGGREGATIONS",
+    "EpisodeLayout",
+    "GroupAdvantages",
+    "TrustRegionResult",
+    "__version__",
+    "aggregate_loss",
+    "clipped_surrogate_loss",
+    "complete_episode_mask",
+    "conjugate_gradient",
+    "discounted_cumsum",
+    "exact_kl",
+    "fisher_vector_product_fn",
+    "flat_grad",
+    "gae",
+    "get_flat_params",
+    "group_ids_from_size",
+    "group_normalize",
+    "group_relative_advantages",
+    "importance_ratio",
+    "kl_estimate",
+    "line_search",
+    "log_ratio",
+    "next_values_from_values",
+    "returns_to_go",
+    "set_flat_params",
+    "trust_region_step",
+]

@@ -1,0 +1,181 @@
+"""Discounted returns-to-go and generalised advantage estimation (GAE).
+
+All functions are time-major: tensors have shape ``[T, *B]`` (for example ``[n_steps, n_envs]`` as in
+SB3's rollout buffer, or ``[T]`` for one flat stream of episodes separated by ``done`` flags).
+There is no Python loop over time steps: the linear recurrence ``y_t = x_t + c * (1 - done_t) * y_{t+1}``
+is evaluated in chunks with a masked discount matrix (see :func:`discounted_cumsum`).
+
+Maths: seed section 2.1 (return-to-go ``G_t = sum_k gamma^(k-t) r_k``), 2.3 (baseline), and
+Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation".
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pg_extras._checks import check_finite, check_same_shape, check_unit_interval
+
+__all__ = ["complete_episode_mask", "discounted_cumsum", "gae", "next_values_from_values", "returns_to_go"]
+
+_CHUNK = 128
+
+
+def discounted_cumsum(x: torch.Tensor, discount: float, done: torch.Tensor | None = None, chunk: int = _CHUNK) -> torch.Tensor:
+    """Reverse discounted cumulative sum with resets.
+
+    Computes ``y_t = x_t + discount * (1 - done_t) * y_{t+1}`` with ``y_T = 0``, i.e.
+    ``y_t = sum_{k=t}^{e(t)} discount^(k-t) x_k`` where ``e(t)`` is the first ``k >= t`` with ``done_k``.
+
+    :param x: values, shape ``[T, *B]``.
+    :param discount: scalar discount in [0, 1].
+    :param done: bool, shape ``[T, *B]``: the sum stops after a step where ``done`` is true. ``None``: no resets.
+    :param chunk: time-chunk length of the vectorised evaluation (memory ``chunk^2 * prod(B)``).
+    :return: tensor of shape ``[T, *B]``, dtype of ``x``.
+
+    Example::
+
+        >>> discounted_cumsum(torch.tensor([1.0, 1.0, 1.0]), 0.5, torch.tensor([False, True, False]))
+        tensor([1.5000, 1.0000, 1.0000])
+    """
+    check_unit_interval("discount", discount)
+    if x.dim() == 0:
+        raise ValueError("x must have a leading time dimension [T, *B], got a scalar.")
+    if done is None:
+        done = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+    check_same_shape("x", x, done=done)
+    T = x.shape[0]
+    batch_shape = x.shape[1:]
+    xs = x.reshape(T, -1)
+    ds = done.reshape(T, -1).to(torch.bool)
+    out = torch.empty_like(xs)
+    carry = torch.zeros_like(xs[0])
+    # Powers discount^0 .. discount^chunk computed once (in float64 for accuracy, then cast).
+    n = min(chunk, T)
+    powers = discount ** torch.arange(n + 1, device=x.device, dtype=torch.float64)
+    offsets = torch.arange(n, device=x.device)
+    lag = offsets[None, :] - offsets[:, None]  # lag[t, k] = k - t
+    upper = lag >= 0
+    base = torch.where(upper, powers[lag.clamp(min=0)], torch.zeros((), dtype=torch.float64, device=x.device)).to(x.dtype)
+    for end in range(T, 0, -n):
+        start = max(0, end - n)
+        length = end - start
+        xc, dc = xs[start:end], ds[start:end]
+        # seg[t] = number of dones strictly before t in the chunk; t..k in one segment iff seg[t] == seg[k].
+        dint = dc.to(torch.int64)
+        seg = torch.cumsum(dint, 0) - dint
+        same = seg[:, None, :] == seg[None, :, :]  # [L, L, B]
+        w = base[:length, :length, None] * same
+        yc = torch.einsum("tkb,kb->tb", w, xc)
+        # Carry from the next chunk reaches t when no done lies in [t, end - 1].
+        reach = (dint.sum(0, keepdim=True) - seg) == 0
+        decay = powers[length - torch.arange(length, device=x.device)].to(x.dtype)[:, None]
+        yc = yc + reach * decay * carry
+        out[start:end] = yc
+        carry = yc[0]
+    return out.reshape(T, *batch_shape)
+
+
+def complete_episode_mask(done: torch.Tensor) -> torch.Tensor:
+    """Steps whose episode ends inside the rollout (so a Monte-Carlo return can be computed).
+
+    :param done: bool ``[T, *B]``, ``terminated | truncated``.
+    :return: bool ``[T, *B]``, true at step ``t`` iff some ``k >= t`` has ``done_k``.
+
+    Example::
+
+        >>> complete_episode_mask(torch.tensor([False, True, False]))
+        tensor([ True,  True, False])
+    """
+    d = done.to(torch.int64)
+    return torch.flip(torch.cummax(torch.flip(d, [0]), 0).values, [0]).to(torch.bool)
+
+
+def next_values_from_values(values: torch.Tensor, last_values: torch.Tensor, final_values: torch.Tensor | None = None,
+                            truncated: torch.Tensor | None = None) -> torch.Tensor:
+    """Build ``V(s_{t+1})`` for every step from the critic's values on the rollout.
+
+    :param values: ``V(s_t)``, shape ``[T, *B]``.
+    :param last_values: ``V(s_T)`` of the observation after the rollout, shape ``[*B]``.
+    :param final_values: where ``truncated``, the value of the episode's final observation (before reset), ``[T, *B]``.
+    :param truncated: bool ``[T, *B]``.
+    :return: ``[T, *B]`` next-state values (those at terminated steps are ignored by :func:`gae`).
+    """
+    nxt = torch.cat([values[1:], last_values.reshape(1, *values.shape[1:]).to(values)], 0)
+    if final_values is not None:
+        if truncated is None:
+            raise ValueError("final_values needs truncated: pass the truncation flags of the rollout.")
+        nxt = torch.where(truncated.to(torch.bool), final_values.to(values), nxt)
+    return nxt
+
+
+def returns_to_go(rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor | None = None,
+                  gamma: float = 0.99, next_values: torch.Tensor | None = None) -> torch.Tensor:
+    """Discounted Monte-Carlo returns-to-go ``G_t`` (seed 2.1) that tell termination from truncation.
+
+    ``G_t = r_t + gamma * G_{t+1}`` inside an episode; at a ``terminated`` step ``G_t = r_t`` (no bootstrap);
+    at a ``truncated`` step, or at the last step of the rollout when the episode is still running,
+    ``G_t = r_t + gamma * next_values_t`` if ``next_values`` is given, else ``G_t = r_t`` (no bootstrap).
+    Use :func:`complete_episode_mask` to drop steps of episodes cut by the rollout end.
+
+    :param rewards: ``[T, *B]`` rewards.
+    :param terminated: bool ``[T, *B]``: true terminal states.
+    :param truncated: bool ``[T, *B]`` or ``None``: time-limit ends.
+    :param gamma: discount factor in [0, 1].
+    :param next_values: ``[T, *B]`` value of the next observation (only read at truncations and at ``t = T-1``).
+    :return: ``[T, *B]`` returns-to-go.
+
+    Example::
+
+        >>> r = torch.ones(4)
+        >>> returns_to_go(r, torch.tensor([False, True, False, False]), gamma=0.5)
+        tensor([1.5000, 1.0000, 1.5000, 1.0000])
+    """
+    check_unit_interval("gamma", gamma)
+    check_same_shape("rewards", rewards, terminated=terminated, truncated=truncated, next_values=next_values)
+    check_finite("rewards", rewards)
+    terminated = terminated.to(torch.bool)
+    truncated = torch.zeros_like(terminated) if truncated is None else truncated.to(torch.bool) & ~terminated
+    done = terminated | truncated
+    x = rewards
+    if next_values is not None:
+        boot = truncated.clone()
+        boot[-1] |= ~done[-1]
+        x = rewards + gamma * torch.where(boot, next_values.to(rewards), torch.zeros_like(rewards))
+    return discounted_cumsum(x, gamma, done)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
+        truncated: torch.Tensor | None = None, gamma: float = 0.99, gae_lambda: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016).
+
+    ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)`` and
+    ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}`` with ``done = terminated | truncated``.
+    At a truncated step ``next_values`` must hold the value of the final observation (bootstrap);
+    see :func:`next_values_from_values`.
+
+    :param rewards: ``[T, *B]``.
+    :param values: ``V(s_t)``, ``[T, *B]``.
+    :param next_values: ``V(s_{t+1})``, ``[T, *B]``.
+    :param terminated: bool ``[T, *B]``.
+    :param truncated: bool ``[T, *B]`` or ``None``.
+    :param gamma: discount in [0, 1].
+    :param gae_lambda: lambda in [0, 1]; 1 gives Monte-Carlo returns minus values, 0 gives TD(0).
+    :return: ``(advantages, value_targets)``, both ``[T, *B]``, ``value_targets = advantages + values``.
+
+    Example::
+
+        >>> done = torch.tensor([False, False, True])
+        >>> adv, ret = gae(torch.ones(3), torch.zeros(3), torch.zeros(3), done, gamma=1.0, gae_lambda=1.0)
+        >>> adv
+        tensor([3., 2., 1.])
+    """
+    check_unit_interval("gamma", gamma)
+    check_unit_interval("gae_lambda", gae_lambda)
+    check_same_shape("rewards", rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated)
+    check_finite("rewards", rewards)
+    terminated = terminated.to(torch.bool)
+    done = terminated if truncated is None else terminated | truncated.to(torch.bool)
+    not_term = (~terminated).to(rewards.dtype)
+    delta = rewards + gamma * not_term * next_values.to(rewards) - values.to(rewards)
+    advantages = discounted_cumsum(delta, gamma * gae_lambda, done)
+    return advantages, advantages + values.to(rewards)
