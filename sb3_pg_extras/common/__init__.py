@@ -1,0 +1,1 @@
+"""Pieces shared by the SB3 algorithms of pg-extras."""

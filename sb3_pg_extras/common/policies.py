@@ -1,0 +1,106 @@
+"""Critic-free SB3 policies: an actor only, no value head parameters at all.
+
+REINFORCE and GRPO (DESIGN.md) have no critic. SB3's ``ActorCriticPolicy`` always builds ``value_net`` and the
+value branch of ``MlpExtractor``; these subclasses build neither, so ``model.policy.parameters()`` holds only actor
+weights. ``forward`` returns zeros in place of values so that SB3's rollout collection keeps working.
+
+Example::
+
+    >>> import gymnasium as gym
+    >>> from sb3_pg_extras.common.policies import ActorOnlyPolicy
+    >>> env = gym.make("CartPole-v1")
+    >>> policy = ActorOnlyPolicy(env.observation_space, env.action_space, lambda _: 1e-3)
+    >>> any("value" in name for name, _ in policy.named_parameters())
+    False
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import CombinedExtractor, MlpExtractor, NatureCNN
+from stable_baselines3.common.type_aliases import PyTorchObs
+
+__all__ = ["ActorOnlyCnnPolicy", "ActorOnlyMultiInputPolicy", "ActorOnlyPolicy"]
+
+
+class ActorOnlyPolicy(ActorCriticPolicy):
+    """``ActorCriticPolicy`` without a critic (same arguments; ``net_arch`` may be a list or ``dict(pi=[...])``).
+
+    ``share_features_extractor`` is forced to True: there is only one network.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("share_features_extractor") is False:
+            raise ValueError("share_features_extractor=False makes no sense for a critic-free policy: remove it.")
+        net_arch = kwargs.get("net_arch")
+        if isinstance(net_arch, dict):
+            if set(net_arch) - {"pi", "vf"}:
+                raise ValueError(f"net_arch keys must be 'pi' (and an ignored 'vf'), got {sorted(net_arch)}.")
+            kwargs["net_arch"] = list(net_arch.get("pi", []))
+        super().__init__(*args, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        pi = self.net_arch.get("pi", []) if isinstance(self.net_arch, dict) else self.net_arch
+        self.net_arch = list(pi)
+        self.mlp_extractor = MlpExtractor(
+            self.features_dim, net_arch=dict(pi=list(pi), vf=[]), activation_fn=self.activation_fn, device=self.device
+        )
+
+    def _build(self, lr_schedule) -> None:  # type: ignore[no-untyped-def]
+        super()._build(lr_schedule)
+        # Drop the critic that the parent built, then re-create the optimizer on actor parameters only.
+        del self.value_net
+        self.value_net = None  # type: ignore[assignment]
+        if self.ortho_init:
+            for module, gain in {self.features_extractor: np.sqrt(2), self.mlp_extractor: np.sqrt(2), self.action_net: 0.01}.items():
+                module.apply(partial(self.init_weights, gain=gain))
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _actor_latent(self, obs: PyTorchObs) -> th.Tensor:
+        features = super(ActorCriticPolicy, self).extract_features(obs, self.features_extractor)
+        return self.mlp_extractor.forward_actor(features)
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Sample actions; returns ``(actions, zeros in place of values, log_prob)``."""
+        distribution = self._get_action_dist_from_latent(self._actor_latent(obs))
+        actions = distribution.get_actions(deterministic=deterministic)
+        log_prob = distribution.log_prob(actions)
+        values = th.zeros(log_prob.shape[0], 1, device=log_prob.device)
+        return actions.reshape((-1, *self.action_space.shape)), values, log_prob  # type: ignore[misc]
+
+    def evaluate_actions(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """``(zeros in place of values, log_prob, entropy)`` of ``actions``."""
+        distribution = self._get_action_dist_from_latent(self._actor_latent(obs))
+        log_prob = distribution.log_prob(actions)
+        return th.zeros_like(log_prob)[:, None], log_prob, distribution.entropy()
+
+    def get_distribution(self, obs: PyTorchObs):  # type: ignore[no-untyped-def]
+        """The action distribution at ``obs``."""
+        return self._get_action_dist_from_latent(self._actor_latent(obs))
+
+    def predict_values(self, obs: PyTorchObs) -> th.Tensor:
+        """A critic-free policy has no values: returns zeros (only used by SB3's bootstrap of truncated episodes)."""
+        n = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
+        return th.zeros(n, 1, device=self.device)
+
+
+class ActorOnlyCnnPolicy(ActorOnlyPolicy):
+    """:class:`ActorOnlyPolicy` with SB3's ``NatureCNN`` features extractor."""
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+
+class ActorOnlyMultiInputPolicy(ActorOnlyPolicy):
+    """:class:`ActorOnlyPolicy` for ``Dict`` observation spaces (SB3's ``CombinedExtractor``)."""
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Space, lr_schedule, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("features_extractor_class", CombinedExtractor)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
