@@ -21,11 +21,17 @@ from dataclasses import dataclass
 
 import torch
 
-from pg_extras._checks import check_choice, check_finite, check_positive, check_same_shape, check_unit_interval
+from pg_extras._checks import check_choice, check_finite, check_nonnegative, check_same_shape, check_unit_interval
 from pg_extras.returns import discounted_cumsum
 
-__all__ = ["ADVANTAGE_MODES", "ADVANTAGE_SCALES", "GroupAdvantages", "group_ids_from_size", "group_normalize",
-           "group_relative_advantages"]
+__all__ = [
+    "ADVANTAGE_MODES",
+    "ADVANTAGE_SCALES",
+    "GroupAdvantages",
+    "group_ids_from_size",
+    "group_normalize",
+    "group_relative_advantages",
+]
 
 ADVANTAGE_MODES = ("outcome", "process", "return_to_go")
 ADVANTAGE_SCALES = ("group", "batch", "none")
@@ -66,8 +72,14 @@ def _group_stats(values: torch.Tensor, valid: torch.Tensor, gid: torch.Tensor, n
     return count, total, mean, std
 
 
-def group_normalize(values: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor | None = None, scale: str = "group",
-                    rloo: bool = False, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def group_normalize(
+    values: torch.Tensor,
+    group_ids: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    scale: str = "group",
+    rloo: bool = False,
+    eps: float = 1e-8,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-relative normalisation of ``values [E]`` or ``[E, C]`` (columns normalised independently).
 
     :param values: per-episode (or per-episode-per-step) values.
@@ -93,7 +105,9 @@ def group_normalize(values: torch.Tensor, group_ids: torch.Tensor, valid: torch.
     if valid is None:
         valid = torch.ones_like(values, dtype=torch.bool)
     if group_ids.shape != values.shape[:1]:
-        raise ValueError(f"group_ids must have shape [{values.shape[0]}] (one label per episode), got {tuple(group_ids.shape)}.")
+        raise ValueError(
+            f"group_ids must have shape [{values.shape[0]}] (one label per episode), got {tuple(group_ids.shape)}."
+        )
     _, gid = torch.unique(group_ids, return_inverse=True)
     n_groups = int(gid.max()) + 1 if gid.numel() else 0
     count, total, mean, std = _group_stats(values, valid, gid, n_groups)
@@ -119,9 +133,17 @@ def group_normalize(values: torch.Tensor, group_ids: torch.Tensor, valid: torch.
     return out, zero_std
 
 
-def group_relative_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor | None = None,
-                              group_size: int | None = None, mode: str = "outcome", scale: str = "group", rloo: bool = False,
-                              gamma: float = 1.0, eps: float = 1e-8) -> GroupAdvantages:
+def group_relative_advantages(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    group_ids: torch.Tensor | None = None,
+    group_size: int | None = None,
+    mode: str = "outcome",
+    scale: str = "group",
+    rloo: bool = False,
+    gamma: float = 1.0,
+    eps: float = 1e-8,
+) -> GroupAdvantages:
     """Group-relative advantages for padded episodes (DESIGN.md "GRPO", seed 2.6).
 
     :param rewards: ``[E, L]`` per-step rewards (padding ignored).
@@ -148,7 +170,7 @@ def group_relative_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_i
     check_choice("mode", mode, ADVANTAGE_MODES)
     check_choice("scale", scale, ADVANTAGE_SCALES)
     check_unit_interval("gamma", gamma)
-    check_positive("eps", eps)
+    check_nonnegative("eps", eps)
     if rewards.dim() != 2:
         raise ValueError(f"rewards must have shape [E, L] (episodes x steps), got {tuple(rewards.shape)}.")
     check_same_shape("rewards", rewards, mask=mask)

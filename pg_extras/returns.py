@@ -90,8 +90,12 @@ def complete_episode_mask(done: torch.Tensor) -> torch.Tensor:
     return torch.flip(torch.cummax(torch.flip(d, [0]), 0).values, [0]).to(torch.bool)
 
 
-def next_values_from_values(values: torch.Tensor, last_values: torch.Tensor, final_values: torch.Tensor | None = None,
-                            truncated: torch.Tensor | None = None) -> torch.Tensor:
+def next_values_from_values(
+    values: torch.Tensor,
+    last_values: torch.Tensor,
+    final_values: torch.Tensor | None = None,
+    truncated: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Build ``V(s_{t+1})`` for every step from the critic's values on the rollout.
 
     :param values: ``V(s_t)``, shape ``[T, *B]``.
@@ -108,8 +112,13 @@ def next_values_from_values(values: torch.Tensor, last_values: torch.Tensor, fin
     return nxt
 
 
-def returns_to_go(rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor | None = None,
-                  gamma: float = 0.99, next_values: torch.Tensor | None = None) -> torch.Tensor:
+def returns_to_go(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor | None = None,
+    gamma: float = 0.99,
+    next_values: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Discounted Monte-Carlo returns-to-go ``G_t`` (seed 2.1) that tell termination from truncation.
 
     ``G_t = r_t + gamma * G_{t+1}`` inside an episode; at a ``terminated`` step ``G_t = r_t`` (no bootstrap);
@@ -144,8 +153,15 @@ def returns_to_go(rewards: torch.Tensor, terminated: torch.Tensor, truncated: to
     return discounted_cumsum(x, gamma, done)
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
-        truncated: torch.Tensor | None = None, gamma: float = 0.99, gae_lambda: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor | None = None,
+    gamma: float = 0.99,
+    gae_lambda: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016).
 
     ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)`` and

@@ -26,8 +26,13 @@ def importance_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torc
     return torch.exp(log_ratio(log_prob, old_log_prob))
 
 
-def clipped_surrogate_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
-                           clip_range: float | None, clip_range_high: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_surrogate_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float | None,
+    clip_range_high: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step clipped surrogate loss ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)`` (seed 2.5).
 
     :param log_prob: ``[*S]`` log-probabilities of the taken actions under the current policy.
@@ -57,8 +62,9 @@ def clipped_surrogate_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, a
     return -surrogate, (ratio < 1.0 - clip_range) | (ratio > 1.0 + high)
 
 
-def aggregate_loss(loss: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "bnpo",
-                   max_length: int | None = None) -> torch.Tensor:
+def aggregate_loss(
+    loss: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "bnpo", max_length: int | None = None
+) -> torch.Tensor:
     """Reduce a per-step loss over masked variable-length episodes.
 
     :param loss: ``[E, L]`` (episodes x steps) or ``[S]`` flat steps (then only ``bnpo``/``dapo``/``dr_grpo`` apply

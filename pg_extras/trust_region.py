@@ -45,15 +45,17 @@ def set_flat_params(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
             offset += p.numel()
 
 
-def flat_grad(output: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False,
-              create_graph: bool = False) -> torch.Tensor:
+def flat_grad(
+    output: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False, create_graph: bool = False
+) -> torch.Tensor:
     """Gradient of a scalar ``output`` w.r.t. ``params`` as a 1-D tensor (zeros for unused parameters)."""
     grads = torch.autograd.grad(output, list(params), retain_graph=retain_graph, create_graph=create_graph, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
 
 
-def fisher_vector_product_fn(kl: torch.Tensor, params: Sequence[torch.Tensor],
-                             damping: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
+def fisher_vector_product_fn(
+    kl: torch.Tensor, params: Sequence[torch.Tensor], damping: float = 0.0
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Return ``v -> H v + damping v`` with ``H`` the Hessian of the scalar mean ``kl`` w.r.t. ``params``.
 
     At ``theta = theta_old`` the Hessian of ``KL(pi_old || pi_theta)`` is the Fisher information matrix.
@@ -77,8 +79,9 @@ def fisher_vector_product_fn(kl: torch.Tensor, params: Sequence[torch.Tensor],
     return fvp
 
 
-def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, max_iter: int = 10,
-                       residual_tol: float = 1e-10) -> torch.Tensor:
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, max_iter: int = 10, residual_tol: float = 1e-10
+) -> torch.Tensor:
     """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``matvec(v) = A v``.
 
     :param matvec: the product with ``A``.
@@ -125,8 +128,15 @@ class TrustRegionResult:
     surrogate_after: float
 
 
-def line_search(params: Sequence[torch.Tensor], full_step: torch.Tensor, evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                surrogate_before: float, max_kl: float, shrinking_factor: float = 0.8, max_iter: int = 10) -> TrustRegionResult:
+def line_search(
+    params: Sequence[torch.Tensor],
+    full_step: torch.Tensor,
+    evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    surrogate_before: float,
+    max_kl: float,
+    shrinking_factor: float = 0.8,
+    max_iter: int = 10,
+) -> TrustRegionResult:
     """Backtracking line search along ``full_step``.
 
     Tries ``theta_old + shrinking_factor^i * full_step`` for ``i = 0 .. max_iter - 1`` and accepts the first one whose
@@ -161,9 +171,15 @@ def line_search(params: Sequence[torch.Tensor], full_step: torch.Tensor, evaluat
     return TrustRegionResult(False, max_iter, 0.0, 0.0, 0.0, surrogate_before, surrogate_before)
 
 
-def trust_region_step(params: Sequence[torch.Tensor], evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]], max_kl: float,
-                      cg_max_steps: int = 15, cg_damping: float = 0.1, shrinking_factor: float = 0.8,
-                      line_search_max_iter: int = 10) -> TrustRegionResult:
+def trust_region_step(
+    params: Sequence[torch.Tensor],
+    evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    max_kl: float,
+    cg_max_steps: int = 15,
+    cg_damping: float = 0.1,
+    shrinking_factor: float = 0.8,
+    line_search_max_iter: int = 10,
+) -> TrustRegionResult:
     """One TRPO policy update (seed 2.4.2, step 3).
 
     :param params: actor parameters to update in place.

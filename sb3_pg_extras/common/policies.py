@@ -58,7 +58,11 @@ class ActorOnlyPolicy(ActorCriticPolicy):
         del self.value_net
         self.value_net = None  # type: ignore[assignment]
         if self.ortho_init:
-            for module, gain in {self.features_extractor: np.sqrt(2), self.mlp_extractor: np.sqrt(2), self.action_net: 0.01}.items():
+            for module, gain in {
+                self.features_extractor: np.sqrt(2),
+                self.mlp_extractor: np.sqrt(2),
+                self.action_net: 0.01,
+            }.items():
                 module.apply(partial(self.init_weights, gain=gain))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
