@@ -1,0 +1,156 @@
+"""Run one SB3 algorithm on one env with one seed, RL-Zoo style, and record an evaluation curve.
+
+Hyperparameters come from RL Zoo YAML files: ours from ``zoo_configs/<algo>.yml``, the competitors' (SB3 A2C / PPO,
+sb3-contrib TRPO) from rl-zoo3's own ``hyperparams/<algo>.yml``. The model is built by rl-zoo3's ``ExperimentManager``
+(schedules, wrappers, normalisation exactly as ``rl_zoo3.train``); evaluation runs in a callback and its time is excluded
+from the training wall time, so env-steps/s measures collection + updates only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
+
+# name -> (class path, config source). "ours": zoo_configs/<key>.yml; "zoo": rl_zoo3/hyperparams/<key>.yml
+SB3_ALGOS: dict[str, tuple[str, str, str]] = {
+    "trpo": ("sb3_pg_extras:TRPO", "ours", "trpo"),
+    "grpo": ("sb3_pg_extras:GRPO", "ours", "grpo"),
+    "reinforce": ("sb3_pg_extras:REINFORCE", "ours", "reinforce"),
+    "reinforce_baseline": ("sb3_pg_extras:REINFORCEWithBaseline", "ours", "reinforce_baseline"),
+    "trpo_contrib": ("sb3_contrib:TRPO", "zoo", "trpo"),
+    "a2c": ("stable_baselines3:A2C", "zoo", "a2c"),
+    "ppo": ("stable_baselines3:PPO", "zoo", "ppo"),
+}
+
+
+def load_class(path: str) -> type:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_path(source: str, key: str) -> str:
+    if source == "ours":
+        local = Path(__file__).resolve().parent.parent / "zoo_configs" / f"{key}.yml"
+        if local.is_file():
+            return str(local)
+        return str(resources.files("sb3_pg_extras.zoo_configs") / f"{key}.yml")
+    import rl_zoo3
+
+    return str(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{key}.yml")
+
+
+@dataclass
+class Curve:
+    """Evaluation curve of one run."""
+
+    steps: list[int] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    train_time: list[float] = field(default_factory=list)
+
+
+class _EvalAndTime(BaseCallback):
+    """Evaluate every ``eval_every`` env steps; keep evaluation out of the training clock; optionally stop at a threshold."""
+
+    def __init__(self, eval_env: VecEnv, eval_every: int, n_episodes: int, stop_at: float | None, curve: Curve):
+        super().__init__()
+        self.eval_env, self.eval_every, self.n_episodes, self.stop_at, self.curve = (
+            eval_env,
+            eval_every,
+            n_episodes,
+            stop_at,
+            curve,
+        )
+        self.next_eval = eval_every
+        self.stopped = False
+        self.eval_time = 0.0
+        self.t0 = 0.0
+
+    def _on_training_start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def evaluate(self) -> float:
+        start = time.perf_counter()
+        train_env = self.model.get_env()
+        if train_env is not None:
+            sync_envs_normalization(train_env, self.eval_env)
+        mean, std = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.n_episodes, deterministic=True, warn=False)
+        self.curve.steps.append(int(self.num_timesteps))
+        self.curve.mean.append(float(mean))
+        self.curve.std.append(float(std))
+        self.curve.train_time.append(start - self.t0 - self.eval_time)
+        self.eval_time += time.perf_counter() - start
+        return float(mean)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_eval:
+            self.next_eval += self.eval_every
+            mean = self.evaluate()
+            if self.stop_at is not None and mean >= self.stop_at:
+                self.stopped = True
+                return False
+        return True
+
+
+def run_sb3(
+    name: str,
+    env_id: str,
+    seed: int,
+    budget: int,
+    eval_every: int,
+    n_eval_episodes: int = 10,
+    stop_at: float | None = None,
+    hyperparams: dict | None = None,
+) -> Curve:
+    """Train ``name`` on ``env_id`` for ``budget`` steps (or until the eval mean reaches ``stop_at``)."""
+    from rl_zoo3.exp_manager import ExperimentManager
+    from rl_zoo3.utils import ALGOS
+
+    class_path, source, key = SB3_ALGOS[name]
+    zoo_key = f"bench_{name}"
+    ALGOS[zoo_key] = load_class(class_path)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as log_folder:
+        manager = ExperimentManager(
+            argparse.Namespace(),
+            zoo_key,
+            env_id,
+            log_folder,
+            n_timesteps=budget,
+            eval_freq=-1,
+            seed=seed,
+            verbose=0,
+            config=config_path(source, key),
+            hyperparams=hyperparams,
+            device="cpu",
+        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            model, _ = manager.setup_experiment()
+            eval_env = manager.create_envs(1, eval_env=True, no_log=True)
+        curve = Curve()
+        callback = _EvalAndTime(eval_env, eval_every, n_eval_episodes, stop_at, curve)
+        model.learn(budget, callback=callback)
+        if not callback.stopped and (not curve.steps or curve.steps[-1] < model.num_timesteps):
+            callback.evaluate()
+        model.get_env().close()
+        eval_env.close()
+    return curve
+
+
+def steps_to_threshold(curve: Curve, threshold: float) -> float:
+    """First evaluated step count whose mean return reaches ``threshold`` (``nan`` if never)."""
+    hits = np.nonzero(np.asarray(curve.mean) >= threshold)[0]
+    return float(curve.steps[hits[0]]) if len(hits) else float("nan")
