@@ -17,7 +17,7 @@ from pg_extras.group import (
     group_normalize,
     group_relative_advantages,
 )
-from pg_extras.kl import KL_ESTIMATORS, exact_kl, kl_estimate
+from pg_extras.kl import KL_ESTIMATORS, categorical_kl, exact_kl, kl_estimate
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
 from pg_extras.surrogate import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate_loss, importance_ratio, log_ratio
 from pg_extras.trust_region import (
@@ -42,6 +42,7 @@ __all__ = [
     "TrustRegionResult",
     "__version__",
     "aggregate_loss",
+    "categorical_kl",
     "clipped_surrogate_loss",
     "complete_episode_mask",
     "conjugate_gradient",

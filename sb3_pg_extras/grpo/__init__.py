@@ -1,0 +1,6 @@
+"""GRPO for Stable-Baselines3 (seed 2.6, DeepSeekMath; DAPO, Dr. GRPO, RLOO variants)."""
+
+from sb3_pg_extras.grpo.algo import GRPO
+from sb3_pg_extras.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+__all__ = ["GRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]

@@ -1,0 +1,154 @@
+"""REINFORCE: Monte-Carlo policy gradient without a critic (Williams 1992; seed section 2.1)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+
+from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_pg_extras.common.policies import ActorOnlyCnnPolicy, ActorOnlyMultiInputPolicy, ActorOnlyPolicy
+
+__all__ = ["REINFORCE"]
+
+SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
+
+
+class REINFORCE(EpisodicOnPolicyAlgorithm):
+    """REINFORCE: ``loss = -mean_t(log pi(a_t|s_t) * G_t) - ent_coef * mean_t(H[pi(.|s_t)])`` (seed 2.1).
+
+    ``G_t = sum_{k >= t} gamma^(k-t) r_k`` is the Monte-Carlo return-to-go of the step's episode, computed by
+    :func:`pg_extras.returns_to_go` over *complete* episodes only: an episode still running at the end of a rollout
+    is carried over to the next rollout (``carry_over=True``) or dropped, never scored with a made-up return.
+    A time-limit truncation ends the return (there is no critic to bootstrap from). The policy has no critic:
+    ``MlpPolicy`` etc. are :class:`~sb3_pg_extras.common.policies.ActorOnlyPolicy`. One gradient step per rollout.
+
+    :param policy: the policy model to use (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``).
+    :param env: the environment to learn from (if registered in Gym, can be str).
+    :param learning_rate: learning rate, constant or a schedule of the remaining progress (1 -> 0).
+    :param n_steps: steps per env per rollout (one update per rollout); best at least one episode length.
+    :param batch_size: steps per forward/backward chunk (memory only: the gradient is accumulated over the batch).
+    :param gamma: discount factor.
+    :param ent_coef: entropy bonus coefficient (>= 0).
+    :param max_grad_norm: gradient-norm clipping (``None``: no clipping).
+    :param normalize_returns: standardise ``G_t`` over the batch, ``(G - mean) / std``: a constant baseline plus a
+        step-size scale (seed 2.2 shows the baseline leaves the gradient unbiased); ``False`` is the plain seed 2.1 loss.
+    :param carry_over: keep unfinished episodes for the next rollout (``False``: drop them, strictly on-policy).
+    :param max_carry_steps: error when an episode runs longer than this without ending (default
+        ``max(10 * n_steps, 10_000)``).
+    :param use_sde: generalised State-Dependent Exploration (continuous actions).
+    :param sde_sample_freq: sample a new gSDE noise matrix every n steps (-1: once per rollout).
+    :param stats_window_size: episodes averaged for the rollout logs.
+    :param tensorboard_log: tensorboard log folder (None: no tensorboard).
+    :param policy_kwargs: keyword arguments of the policy (e.g. ``net_arch=[64, 64]``).
+    :param verbose: 0 silent, 1 info, 2 debug.
+    :param seed: seed of the pseudo random generators.
+    :param device: ``cpu``, ``cuda`` or ``auto``.
+    :param _init_setup_model: build the network at construction.
+
+    Example::
+
+        >>> from sb3_pg_extras import REINFORCE
+        >>> model = REINFORCE("MlpPolicy", "CartPole-v1", n_steps=256, learning_rate=1e-2, seed=0)
+        >>> any("value" in name for name, _ in model.policy.named_parameters())
+        False
+        >>> model = model.learn(512)
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorOnlyPolicy,
+        "CnnPolicy": ActorOnlyCnnPolicy,
+        "MultiInputPolicy": ActorOnlyMultiInputPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[ActorOnlyPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-3,
+        n_steps: int = 1024,
+        batch_size: int | None = None,
+        gamma: float = 0.99,
+        ent_coef: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+        normalize_returns: bool = True,
+        carry_over: bool = True,
+        max_carry_steps: int | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            ent_coef=ent_coef,
+            max_grad_norm=max_grad_norm,
+            batch_size=batch_size,
+            carry_over=carry_over,
+            max_carry_steps=max_carry_steps,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self.normalize_returns = bool(normalize_returns)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        critic = [name for name, _ in self.policy.named_parameters() if "value" in name]
+        if critic:
+            raise ValueError(
+                f"REINFORCE is critic-free but policy {type(self.policy).__name__} has value parameters {critic}: "
+                "use REINFORCE's MlpPolicy/CnnPolicy/MultiInputPolicy, or REINFORCEWithBaseline for a learned baseline."
+            )
+
+    def train(self) -> None:
+        """One policy-gradient step on the complete episodes of the rollout, weighted by ``G_t`` (seed 2.1)."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        batch = self._rollout_batch()
+        if batch is None:
+            return
+        weights = batch.returns
+        self.logger.record("train/return_mean", weights.mean().item())
+        if self.normalize_returns and weights.numel() > 1:
+            weights = (weights - weights.mean()) / (weights.std() + 1e-8)
+        self._policy_gradient_step(batch, weights)
+        self._n_updates += 1
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def learn(
+        self: SelfREINFORCE,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        tb_log_name: str = "REINFORCE",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfREINFORCE:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )

@@ -1,0 +1,476 @@
+"""sb3_pg_extras.TRPO: drop-in for sb3_contrib.TRPO (style of sb3-contrib's test-suite)."""
+
+from __future__ import annotations
+
+import inspect
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from sb3_contrib import TRPO as ContribTRPO
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import (
+    FakeImageEnv,
+    IdentityEnv,
+    IdentityEnvBox,
+    IdentityEnvMultiBinary,
+    IdentityEnvMultiDiscrete,
+    SimpleMultiObsEnv,
+)
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack, VecNormalize
+from torch import nn
+from torch.distributions import Categorical, Normal, kl_divergence
+
+from sb3_pg_extras import TRPO
+from sb3_pg_extras.trpo import reachable_parameters
+from sb3_pg_extras.trpo.algo import _fast_rollout_step
+
+SMALL = dict(n_steps=32, batch_size=32, n_critic_updates=2, policy_kwargs=dict(net_arch=[16]))
+SPACE_ENVS = {
+    "Discrete": lambda: IdentityEnv(3, ep_length=8),
+    "Box": lambda: IdentityEnvBox(ep_length=8),
+    "MultiDiscrete": lambda: IdentityEnvMultiDiscrete(3, ep_length=8),
+    "MultiBinary": lambda: IdentityEnvMultiBinary(3, ep_length=8),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+def flat_params(model) -> th.Tensor:
+    return th.cat([p.detach().flatten() for p in model.policy.parameters()])
+
+
+def make(env_fn, seed: int = 0, n_envs: int = 2, **kwargs) -> TRPO:
+    return TRPO("MlpPolicy", make_vec_env(env_fn, n_envs=n_envs, seed=seed), seed=seed, **{**SMALL, **kwargs})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Drop-in: signature, logger keys, spaces, policies, SB3 features
+# ----------------------------------------------------------------------------------------------------------------------
+def test_constructor_signature_is_a_superset_of_sb3_contrib():
+    ours = inspect.signature(TRPO.__init__).parameters
+    theirs = inspect.signature(ContribTRPO.__init__).parameters
+    # Same names in the same positions (positional calls keep working), same defaults
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for name, param in theirs.items():
+        assert ours[name].default == param.default, name
+        assert ours[name].kind == param.kind, name
+    assert ours["advantage_estimator"].default == "gae"
+    assert set(TRPO.policy_aliases) == set(ContribTRPO.policy_aliases)
+
+
+def test_same_logger_keys_as_sb3_contrib():
+    keys = {}
+    for cls in (TRPO, ContribTRPO):
+        env = make_vec_env(lambda: IdentityEnvBox(ep_length=8), n_envs=2, seed=0)
+        model = cls("MlpPolicy", env, seed=0, **SMALL)
+        model.learn(64)  # the train/ keys of the last update are still in the logger
+        keys[cls] = {k for k in model.logger.name_to_value if k.startswith("train/")}
+    assert keys[ContribTRPO] <= keys[TRPO]
+    assert {"train/policy_objective", "train/kl_divergence_loss", "train/is_line_search_success", "train/std"} <= keys[TRPO]
+
+
+@pytest.mark.parametrize("space", list(SPACE_ENVS))
+def test_every_action_space_learns_briefly(space):
+    model = make(SPACE_ENVS[space])
+    before = flat_params(model).clone()
+    model.learn(128)
+    assert model._n_updates == 2
+    assert not th.equal(before, flat_params(model))
+    assert model.last_trust_region_result is not None
+    obs = model.env.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    assert model.action_space.contains(action[0])
+
+
+@pytest.mark.parametrize(
+    "policy, env_fn",
+    [
+        ("CnnPolicy", lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1)),
+        ("MultiInputPolicy", lambda: SimpleMultiObsEnv(random_start=True)),
+    ],
+)
+def test_cnn_and_multi_input_policies(policy, env_fn):
+    model = TRPO(policy, make_vec_env(env_fn, n_envs=2, seed=0), seed=0, n_steps=16, batch_size=16, n_critic_updates=1)
+    model.learn(32)
+    assert model._n_updates == 1
+
+
+def test_gsde_and_sub_sampling_and_unshared_extractor():
+    model = make(
+        SPACE_ENVS["Box"], use_sde=True, sde_sample_freq=4, sub_sampling_factor=3,
+        policy_kwargs=dict(net_arch=[16], share_features_extractor=False),
+    )
+    model.learn(128)
+    assert model._n_updates == 2
+
+
+def test_vec_env_wrappers_and_subprocess():
+    venv = VecFrameStack(VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0)), n_stack=2)
+    TRPO("MlpPolicy", venv, seed=0, **SMALL).learn(64)
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
+    try:
+        TRPO("MlpPolicy", venv, seed=0, **SMALL).learn(64)
+    finally:
+        venv.close()
+
+
+def test_callbacks_progress_bar_tensorboard_and_schedule(tmp_path):
+    model = TRPO(
+        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, tensorboard_log=str(tmp_path / "tb"),
+        learning_rate=lambda progress: 1e-3 * progress, **SMALL,
+    )
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=1)
+    callbacks = [
+        CheckpointCallback(save_freq=32, save_path=str(tmp_path / "ckpt")),
+        EvalCallback(eval_env, eval_freq=32, n_eval_episodes=1),
+    ]
+    model.learn(128, callback=callbacks, progress_bar=True)
+    assert list((tmp_path / "tb").rglob("events.out.tfevents*"))
+    assert list((tmp_path / "ckpt").glob("*.zip"))
+    lr = model.policy.optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(1e-3 * model._current_progress_remaining) and lr < 1e-3
+
+
+def test_a_false_callback_stops_training():
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.n_calls < 5
+
+    model = make("CartPole-v1")
+    model.learn(1000, callback=Stop())
+    assert model.num_timesteps == 10 and model._n_updates == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reproducibility, save / load, parameters
+# ----------------------------------------------------------------------------------------------------------------------
+def test_same_seed_same_run():
+    # SB3 seeds the global generators at construction: build each model right before its run
+    a = make("CartPole-v1", seed=3).learn(128)
+    b = make("CartPole-v1", seed=3).learn(128)
+    assert th.equal(flat_params(a), flat_params(b))
+    assert not th.equal(flat_params(a), flat_params(make("CartPole-v1", seed=4).learn(128)))
+
+
+def test_save_load_predict_and_continued_training(tmp_path):
+    model = make("CartPole-v1", seed=0)
+    model.learn(128)
+    model.save(tmp_path / "trpo")
+    loaded = TRPO.load(
+        tmp_path / "trpo", env=make_vec_env("CartPole-v1", n_envs=2, seed=9), device="cpu",
+        custom_objects={"learning_rate": 1e-3},
+    )
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    assert np.array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    assert loaded.target_kl == model.target_kl and loaded.advantage_estimator == "gae"
+    # Continued training from the same seed and env is identical (optimizer state and counters were restored)
+    for m in (model, loaded):
+        m.set_env(make_vec_env("CartPole-v1", n_envs=2, seed=5))
+        m.set_random_seed(5)
+        m.learn(128, reset_num_timesteps=False)
+    assert model._n_updates == loaded._n_updates == 4
+    assert th.equal(flat_params(model), flat_params(loaded))
+
+
+def test_get_set_parameters_and_loading_into_sb3_contrib(tmp_path):
+    a, b = make("CartPole-v1", seed=0), make("CartPole-v1", seed=1)
+    a.learn(64)
+    b.set_parameters(a.get_parameters())
+    assert th.equal(flat_params(a), flat_params(b))
+    # A model saved by us loads in sb3-contrib (same save format) and acts the same
+    a.save(tmp_path / "ours")
+    theirs = ContribTRPO.load(tmp_path / "ours", device="cpu")
+    obs = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    assert np.array_equal(a.predict(obs, deterministic=True)[0], theirs.predict(obs, deterministic=True)[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The algorithm: KL bound, actor / critic separation, structural split
+# ----------------------------------------------------------------------------------------------------------------------
+class KLRecordingTRPO(TRPO):
+    """Measures KL(pi_old || pi) over the batch around every update, independently of the implementation."""
+
+    measured: list
+
+    def train(self) -> None:
+        data = self._rollout_tensors()
+        obs, actions = data["observations"], data["actions"]
+        with th.no_grad():
+            old = self._dists(obs)
+        before = flat_params(self).clone()
+        super().train()
+        with th.no_grad():
+            new = self._dists(obs)
+        old_new = sum(self._kl(p, q) for p, q in zip(old, new, strict=True)).mean().item()
+        new_old = sum(self._kl(q, p) for p, q in zip(old, new, strict=True)).mean().item()
+        moved = not th.equal(before, flat_params(self))
+        self.measured = [*getattr(self, "measured", []), (self.last_trust_region_result, old_new, new_old, moved)]
+
+    def _dists(self, obs):
+        inner = self.policy.get_distribution(obs).distribution
+        inner = list(inner) if isinstance(inner, list) else [inner]
+        return [
+            Categorical(logits=d.logits.clone()) if isinstance(d, Categorical) else Normal(d.loc.clone(), d.scale.clone())
+            for d in inner
+        ]
+
+    @staticmethod
+    def _kl(p, q):
+        kl = kl_divergence(p, q)
+        return kl.sum(-1) if kl.dim() > 1 else kl
+
+
+@pytest.mark.parametrize("space", ["Discrete", "Box", "MultiDiscrete"])
+def test_accepted_updates_respect_the_kl_bound_old_to_new(space):
+    target_kl = 0.005
+    env = make_vec_env(SPACE_ENVS[space], n_envs=2, seed=0)
+    model = KLRecordingTRPO("MlpPolicy", env, seed=0, target_kl=target_kl, **SMALL)
+    model.learn(32 * 2 * 4)
+    accepted = 0
+    for result, old_new, new_old, _ in model.measured:
+        if result.accepted:
+            accepted += 1
+            assert 0.0 < old_new <= target_kl * (1 + 1e-4)
+            # The reported KL is KL(old || new) (DESIGN.md), not sb3-contrib's KL(new || old)
+            assert result.kl == pytest.approx(old_new, rel=1e-3, abs=1e-7)
+            assert abs(result.kl - old_new) < abs(result.kl - new_old) or new_old == pytest.approx(old_new, rel=1e-3)
+        else:
+            assert result.kl == 0.0
+    assert accepted >= 2
+
+
+class ZeroAdvantageTRPO(TRPO):
+    def _train_actor(self, obs, actions, old_log_prob, advantages):
+        return super()._train_actor(obs, actions, old_log_prob, th.zeros_like(advantages))
+
+
+def test_rejected_update_leaves_the_actor_unchanged():
+    # Zero advantages: no direction improves the surrogate, so the step is rejected and the actor must not move.
+    model = ZeroAdvantageTRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **SMALL)
+    actor = {n: p.detach().clone() for n, p in model.policy.named_parameters() if "value" not in n}
+    model.learn(64)
+    result = model.last_trust_region_result
+    assert result is not None and not result.accepted and result.kl == 0.0
+    assert model.logger.name_to_value["train/is_line_search_success"] == 0.0
+    assert model.logger.name_to_value["train/kl_divergence_loss"] == 0.0
+    for name, param in model.policy.named_parameters():
+        if name in actor:
+            assert th.equal(param, actor[name]), name
+
+
+class SpyTRPO(TRPO):
+    """Snapshots every parameter around the actor and critic phases."""
+
+    def _train_actor(self, *args):
+        before = {n: p.detach().clone() for n, p in self.policy.named_parameters()}
+        result, actor_params = super()._train_actor(*args)
+        self.actor_phase = (before, {n: p.detach().clone() for n, p in self.policy.named_parameters()}, result)
+        self.actor_ids = {id(p) for p in actor_params}
+        return result, actor_params
+
+    def _train_critic(self, *args):
+        before = {n: p.detach().clone() for n, p in self.policy.named_parameters()}
+        out = super()._train_critic(*args)
+        self.critic_phase = (before, {n: p.detach().clone() for n, p in self.policy.named_parameters()})
+        return out
+
+
+def _changed(before, after):
+    return {n for n in before if not th.equal(before[n], after[n])}
+
+
+def _check_separation(model: SpyTRPO, actor_names: set, critic_names: set):
+    names = {id(p): n for n, p in model.policy.named_parameters()}
+    assert {names[i] for i in model.actor_ids} == actor_names
+    before, after, result = model.actor_phase
+    assert result.accepted
+    assert _changed(before, after) == actor_names  # the policy step moves the actor only
+    before, after = model.critic_phase
+    assert _changed(before, after) == critic_names  # the critic step moves the critic only
+
+
+def test_critic_updates_never_move_actor_parameters():
+    model = SpyTRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **SMALL)
+    model.learn(64)
+    names = {n for n, _ in model.policy.named_parameters()}
+    critic = {n for n in names if "value" in n}
+    _check_separation(model, names - critic, critic)
+
+
+class OddNamesExtractor(nn.Module):
+    """Actor branch called ``value_stream``, critic branch called ``policy_stream``: names say nothing."""
+
+    def __init__(self, feature_dim: int):
+        super().__init__()
+        self.latent_dim_pi = self.latent_dim_vf = 8
+        self.value_stream = nn.Sequential(nn.Linear(feature_dim, 8), nn.Tanh())
+        self.policy_stream = nn.Sequential(nn.Linear(feature_dim, 8), nn.Tanh())
+
+    def forward(self, features):
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features):
+        return self.value_stream(features)
+
+    def forward_critic(self, features):
+        return self.policy_stream(features)
+
+
+class OddNamesPolicy(ActorCriticPolicy):
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = OddNamesExtractor(self.features_dim)
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        # Rename the heads too: the action head is now "value_head", the value head "scorer"
+        self.value_head, self.scorer = self.action_net, self.value_net
+        del self.action_net, self.value_net
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def __getattr__(self, name):
+        aliases = {"action_net": "value_head", "value_net": "scorer"}
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in aliases:
+                raise
+            return super().__getattr__(aliases[name])
+
+
+def test_custom_policy_with_arbitrary_parameter_names():
+    model = SpyTRPO(OddNamesPolicy, make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **SMALL)
+    names = {n for n, _ in model.policy.named_parameters()}
+    assert any("value" in n for n in names) and not any("value_net" in n for n in names)
+    model.learn(64)
+    actor = {n for n in names if n.startswith(("mlp_extractor.value_stream", "value_head"))}
+    _check_separation(model, actor, names - actor)
+
+
+def test_reachable_parameters_follows_the_graph_not_names():
+    value, other = nn.Linear(3, 2), nn.Linear(3, 2)
+    out = value(th.ones(1, 3)).tanh().sum() * 2
+    assert reachable_parameters([out], [*other.parameters(), *value.parameters()]) == list(value.parameters())
+    assert reachable_parameters([th.ones(2)], list(value.parameters())) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Rollouts and advantages
+# ----------------------------------------------------------------------------------------------------------------------
+def _rollout(env_fn, ours: bool = True, **kwargs) -> TRPO:
+    """Build a model (which seeds the global generators) and fill its buffer with our or SB3's collect_rollouts."""
+    model = make(env_fn, n_steps=64, **kwargs)
+    _, callback = model._setup_learn(model.n_steps * model.n_envs)
+    if ours:
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    else:
+        OnPolicyAlgorithm.collect_rollouts(model, model.env, callback, model.rollout_buffer, model.n_steps)
+    return model
+
+
+@pytest.mark.parametrize(
+    "env_id, fast",
+    [("CartPole-v1", True), ("Pendulum-v1", True), ("MultiDiscrete", False)],
+)
+def test_rollouts_are_identical_to_sb3(env_id, fast):
+    # Short time limits exercise SB3's time-limit bootstrap; MultiDiscrete takes the generic policy(obs) path.
+    env_fn = SPACE_ENVS["MultiDiscrete"] if env_id == "MultiDiscrete" else (lambda: gym.make(env_id, max_episode_steps=20))
+    ours = _rollout(env_fn, ours=True)
+    sb3 = _rollout(env_fn, ours=False)
+    assert (_fast_rollout_step(ours.policy) is not None) == fast
+    a, b = ours.rollout_buffer, sb3.rollout_buffer
+    for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.episode_starts[1:].any()  # episodes did end inside the rollout
+    # GAE from the core (no step loop) equals SB3's recursion
+    np.testing.assert_allclose(a.advantages, b.advantages, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.returns, b.returns, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(ours._last_obs, sb3._last_obs) and ours.num_timesteps == sb3.num_timesteps
+
+
+def test_fast_rollout_path_is_skipped_for_custom_forward():
+    class Custom(ActorCriticPolicy):
+        def forward(self, obs, deterministic=False):
+            return super().forward(obs, deterministic)
+
+    model = TRPO(Custom, make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **SMALL)
+    assert _fast_rollout_step(model.policy) is None
+    model.learn(64)
+    assert _fast_rollout_step(make("CartPole-v1", use_sde=False).policy) is not None
+    assert _fast_rollout_step(make(SPACE_ENVS["Box"], use_sde=True).policy) is None
+
+
+def test_monte_carlo_estimator_equals_gae_with_lambda_one():
+    gae = _rollout("CartPole-v1", gae_lambda=1.0)
+    mc = _rollout("CartPole-v1", advantage_estimator="mc")
+    np.testing.assert_array_equal(gae.rollout_buffer.rewards, mc.rollout_buffer.rewards)
+    np.testing.assert_allclose(gae.rollout_buffer.advantages, mc.rollout_buffer.advantages, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mc.rollout_buffer.returns, mc.rollout_buffer.advantages + mc.rollout_buffer.values, atol=1e-5)
+    # ... and differs from the default lambda
+    default = _rollout("CartPole-v1")
+    assert not np.allclose(default.rollout_buffer.advantages, mc.rollout_buffer.advantages)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(target_kl=0.0), "target_kl"),
+        (dict(target_kl=-0.1), "target_kl"),
+        (dict(cg_max_steps=0), "cg_max_steps"),
+        (dict(cg_damping=-1.0), "cg_damping"),
+        (dict(line_search_shrinking_factor=1.0), "line_search_shrinking_factor"),
+        (dict(line_search_max_iter=0), "line_search_max_iter"),
+        (dict(n_critic_updates=-1), "n_critic_updates"),
+        (dict(sub_sampling_factor=0), "sub_sampling_factor"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(gae_lambda=1.5), "gae_lambda"),
+        (dict(advantage_estimator="td"), "advantage_estimator"),
+        (dict(advantage_estimator="group"), "GRPO"),
+        (dict(n_steps=1, normalize_advantage=True), "n_steps \\* n_envs"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), **{**SMALL, **kwargs})
+
+
+def test_unsupported_action_space_is_rejected():
+    class TupleActionEnv(IdentityEnv):
+        def __init__(self):
+            super().__init__(space=spaces.Discrete(2))
+            self.action_space = spaces.Tuple([spaces.Discrete(2), spaces.Discrete(2)])
+
+    with pytest.raises(AssertionError, match="only supports"):
+        TRPO("MlpPolicy", TupleActionEnv())
+
+
+def test_no_critic_updates_is_allowed():
+    model = make("CartPole-v1", n_critic_updates=0)
+    critic = [p.detach().clone() for n, p in model.policy.named_parameters() if "value" in n]
+    model.learn(64)
+    assert np.isnan(model.logger.name_to_value["train/value_loss"])
+    after = [p for n, p in model.policy.named_parameters() if "value" in n]
+    assert all(th.equal(a, b) for a, b in zip(critic, after, strict=True))
+
+
+def test_user_optimizer_kwargs_are_kept():
+    model = make("CartPole-v1", policy_kwargs=dict(net_arch=[16], optimizer_kwargs=dict(eps=1e-7)))
+    group = model.policy.optimizer.param_groups[0]
+    assert group["eps"] == 1e-7 and not group["fused"]
+    default = make("CartPole-v1")
+    assert default.policy.optimizer.param_groups[0]["fused"] and default.policy.optimizer.param_groups[0]["eps"] == 1e-5
+    assert default.policy_kwargs == SMALL["policy_kwargs"]  # what is saved is what the user passed

@@ -1,0 +1,172 @@
+"""Small helpers shared by the TorchRL adapters: layout conversion, masks, log-probabilities, entropy.
+
+TorchRL batches are ``[*B, T]`` with the time dimension last (or the one named ``"time"``); the core
+(:mod:`pg_extras`) is time-major ``[T, N]``. Everything here only moves data between the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+
+import torch
+from tensordict import TensorDictBase, is_tensor_collection
+from tensordict.nn import CompositeDistribution
+from tensordict.utils import NestedKey
+
+__all__ = [
+    "actor_context",
+    "as_batch",
+    "check_coeff",
+    "entropy_of",
+    "from_time_major",
+    "gather_mask",
+    "get_required",
+    "log_prob_of",
+    "masked_mean",
+    "time_dim_of",
+    "to_time_major",
+]
+
+
+def check_coeff(name: str, value: float | None, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` if a loss coefficient is negative (or ``None`` where not allowed)."""
+    if value is None:
+        if allow_none:
+            return
+        raise ValueError(f"{name} must be a non-negative number, got None.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+    if not float(value) >= 0.0:
+        raise ValueError(f"{name} must be >= 0, got {float(value)}: pass a non-negative coefficient.")
+
+
+def get_required(tensordict: TensorDictBase, key: NestedKey, key_name: str, owner: str) -> torch.Tensor:
+    """``tensordict.get(key)`` with an error that names the ``set_keys`` entry to fix."""
+    value = tensordict.get(key, default=None)
+    if value is None:
+        raise KeyError(
+            f"{owner}: the entry {key!r} (tensor key {key_name!r}) is missing from the input tensordict. "
+            f"Write it upstream or rename the key with {owner}.set_keys({key_name}=<your key>)."
+        )
+    return value
+
+
+def time_dim_of(tensordict: TensorDictBase, time_dim: int | None = None) -> int:
+    """Index of the time dimension: ``time_dim``, else the dimension named ``"time"``, else the last one."""
+    ndim = tensordict.batch_dims
+    if ndim < 1:
+        raise ValueError(f"Expected a tensordict with a time dimension (batch_dims >= 1), got batch_size={tensordict.batch_size}.")
+    if time_dim is not None:
+        return time_dim % ndim
+    if tensordict._has_names():
+        names = tensordict.names
+        if "time" in names:
+            return names.index("time")
+    return ndim - 1
+
+
+def as_batch(x: torch.Tensor, batch_shape: torch.Size, name: str) -> torch.Tensor:
+    if x.shape[: len(batch_shape)] != batch_shape:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, expected leading batch shape {tuple(batch_shape)}.")
+    extra = x.shape[len(batch_shape) :]
+    if extra.numel() != 1:
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)}: one value per step is expected (batch shape {tuple(batch_shape)} "
+            "plus an optional trailing singleton dimension). Multi-agent / multi-objective entries are not supported."
+        )
+    return x.reshape(batch_shape)
+
+
+def to_time_major(x: torch.Tensor, batch_shape: torch.Size, time_dim: int, name: str = "tensor") -> torch.Tensor:
+    """``[*B, T, (1)]`` (time at ``time_dim``) -> ``[T, N]`` with ``N`` the product of the other batch dims."""
+    x = as_batch(x, batch_shape, name)
+    return x.movedim(time_dim, 0).reshape(batch_shape[time_dim], -1)
+
+
+def from_time_major(y: torch.Tensor, batch_shape: torch.Size, time_dim: int) -> torch.Tensor:
+    """Inverse of :func:`to_time_major`: ``[T, N]`` -> ``[*B, T, 1]``."""
+    others = [s for i, s in enumerate(batch_shape) if i != time_dim]
+    return y.reshape(batch_shape[time_dim], *others).movedim(0, time_dim).unsqueeze(-1)
+
+
+def gather_mask(tensordict: TensorDictBase, keys: Iterable[NestedKey]) -> torch.Tensor | None:
+    """AND of the boolean masks found under ``keys`` (trailing singleton dims dropped), or ``None``."""
+    batch_shape = tensordict.batch_size
+    mask = None
+    for key in keys:
+        m = tensordict.get(key, default=None)
+        if m is None:
+            continue
+        while m.ndim > len(batch_shape) and m.shape[-1] == 1:
+            m = m.squeeze(-1)
+        if m.shape != batch_shape:
+            raise ValueError(f"The mask {key!r} has shape {tuple(m.shape)}, expected the batch shape {tuple(batch_shape)}.")
+        m = m.to(torch.bool)
+        mask = m if mask is None else mask & m
+    return mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x`` over ``mask`` (all entries if ``None``); 0 if the mask is empty."""
+    if mask is None:
+        return x.mean()
+    x = torch.where(mask, x, torch.zeros_like(x))
+    return x.sum() / mask.sum().clamp(min=1)
+
+
+def actor_context(module: torch.nn.Module, params: TensorDictBase | None):
+    """Context that runs ``module`` with ``params`` (functional call), or as it is when ``params`` is ``None``."""
+    if params is None:
+        return contextlib.nullcontext()
+    return params.to_module(module, preserve_module_state=False)
+
+
+def _to_batch(lp: torch.Tensor, batch_shape: Sequence[int]) -> torch.Tensor:
+    """Sum the event dimensions of a log-prob / entropy so that it has exactly the batch shape."""
+    batch_shape = torch.Size(batch_shape)
+    if lp.shape == batch_shape:
+        return lp
+    if lp.shape[: len(batch_shape)] == batch_shape:
+        return lp.reshape(*batch_shape, -1).sum(-1)
+    raise ValueError(
+        f"The policy's log-probability / entropy has shape {tuple(lp.shape)}, which does not start with the batch shape "
+        f"{tuple(batch_shape)}: check the actor's distribution and the action shape."
+    )
+
+
+def _sum_leaves(td: TensorDictBase, batch_shape: Sequence[int]) -> torch.Tensor:
+    return sum(_to_batch(v, batch_shape) for v in td.values(True, True))
+
+
+def log_prob_of(dist: torch.distributions.Distribution, tensordict: TensorDictBase, action_key: NestedKey,
+                owner: str) -> torch.Tensor:
+    """Log-probability of the stored action(s) under ``dist``, with the tensordict's batch shape."""
+    batch_shape = tensordict.batch_size
+    if isinstance(dist, CompositeDistribution):
+        lp = dist.log_prob(tensordict)
+    else:
+        action = get_required(tensordict, action_key, "action", owner)
+        if action.requires_grad:
+            raise RuntimeError(f"{owner}: the stored action {action_key!r} requires grad; detach it before the loss.")
+        lp = dist.log_prob(action)
+    if is_tensor_collection(lp):
+        return _sum_leaves(lp, batch_shape)
+    return _to_batch(lp, batch_shape)
+
+
+def entropy_of(dist: torch.distributions.Distribution, batch_shape: Sequence[int]) -> torch.Tensor:
+    """Entropy per step: analytic when available, else a one-sample Monte-Carlo estimate ``-log pi(a~)``."""
+    try:
+        ent = dist.entropy()
+    except NotImplementedError:
+        ent = None
+    if ent is not None and not is_tensor_collection(ent) and bool(torch.isfinite(ent).all()):
+        return _to_batch(ent, batch_shape)
+    if ent is not None and is_tensor_collection(ent):
+        return _sum_leaves(ent, batch_shape)
+    sample = dist.rsample() if getattr(dist, "has_rsample", False) else dist.sample()
+    lp = dist.log_prob(sample)
+    if is_tensor_collection(lp):
+        return -_sum_leaves(lp, batch_shape)
+    return -_to_batch(lp, batch_shape)

@@ -1,0 +1,213 @@
+"""GRPO for any environment (seed 2.6; DeepSeekMath; DAPO; Dr. GRPO) as a TorchRL loss module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
+from tensordict.utils import NestedKey
+
+from pg_extras import LOSS_AGGREGATIONS, EpisodeLayout, aggregate_loss, clipped_surrogate_loss, kl_estimate
+from pg_extras._checks import check_choice
+from torchrl_pg_extras._base import PolicyGradientLossBase
+from torchrl_pg_extras._utils import check_coeff, get_required, masked_mean, time_dim_of, to_time_major
+
+__all__ = ["GRPOLoss"]
+
+
+class GRPOLoss(PolicyGradientLossBase):
+    """Critic-free GRPO loss for discrete and continuous control (not only LLMs).
+
+    Per step ``t`` of episode ``i`` (DESIGN.md "GRPO"):
+
+    * PPO-clip on the per-step ratio ``rho = exp(log pi(a|s) - log pi_old(a|s))`` with a low and an optional high
+      clip (DAPO clip-higher): ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)``
+      (:func:`pg_extras.clipped_surrogate_loss`);
+    * plus ``kl_coeff * KL(pi || pi_ref)`` with the k3 estimator ``exp(ref - logp) - (ref - logp) - 1`` against a
+      frozen reference actor (a snapshot of the initial actor, refreshed by :meth:`update_reference`);
+    * minus ``entropy_coeff * H(pi(.|s))``.
+
+    ``A`` is a group-relative advantage (:class:`~torchrl_pg_extras.GroupRelativeAdvantage`), read from the input
+    or computed by the advantage module set with :meth:`make_value_estimator`. With ``reduction="mean"`` the
+    per-step terms are aggregated over variable-length episodes by ``loss_aggregation``
+    (:func:`pg_extras.aggregate_loss`): ``"grpo"`` (mean over each episode's steps, then over episodes),
+    ``"bnpo"`` / ``"dapo"`` (mean over all valid steps), ``"dr_grpo"`` (sum over valid steps divided by
+    ``num_episodes * max_length``). Episodes are delimited by ``("next", "done")``; only valid steps (collector
+    mask, ``shifted_valid``) count.
+
+    Args:
+        actor_network (ProbabilisticTensorDictSequential): the policy; its log-prob key is read as ``pi_old``.
+
+    Keyword Args:
+        clip_epsilon (float): low clip ``eps_low``. Defaults to ``0.2``.
+        clip_epsilon_high (float, optional): high clip ``eps_high`` (DAPO uses 0.28). ``None``: ``clip_epsilon``.
+        kl_coeff (float): ``beta``, weight of the KL to the reference actor. ``0`` (default) skips the reference
+            forward pass entirely.
+        entropy_coeff (float): entropy bonus weight. Defaults to ``0.0``.
+        loss_aggregation (str): ``"grpo"`` (default), ``"bnpo"``, ``"dapo"`` or ``"dr_grpo"``.
+        max_length (int, optional): Dr. GRPO's constant ``max_length`` (default: the padded length of the batch).
+        functional (bool): functionalise the actor (TorchRL convention). Defaults to ``True``.
+        reduction (str): ``"mean"`` (default: ``loss_aggregation``), ``"sum"`` (sum over valid steps) or
+            ``"none"`` (per-step terms, masked steps 0).
+
+    Outputs: ``loss_objective``, ``clip_fraction``, ``kl_approx`` (k3 estimate of ``KL(pi_old || pi)``),
+    ``loss_kl_to_ref`` and ``kl_to_ref`` (when ``kl_coeff > 0``), ``loss_entropy`` and ``entropy`` (when
+    ``entropy_coeff > 0``).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> from torchrl.modules import ProbabilisticActor
+        >>> from torchrl_pg_extras import GRPOLoss, GroupRelativeAdvantage
+        >>> actor = ProbabilisticActor(TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+        ...                            in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+        ...                            return_log_prob=True)
+        >>> done = torch.tensor([[False, True], [True, False]]).unsqueeze(-1)
+        >>> data = TensorDict({"observation": torch.randn(2, 2, 3), "next": {"reward": torch.rand(2, 2, 1),
+        ...                    "done": done, "terminated": done}, "group_id": torch.zeros(2, 2, 1, dtype=torch.long),
+        ...                    "collector": {"mask": torch.tensor([[True, True], [True, False]])}}, [2, 2])
+        >>> with torch.no_grad():
+        ...     data = actor(data)  # samples "action" and writes "action_log_prob"
+        >>> loss = GRPOLoss(actor, kl_coeff=0.04, clip_epsilon_high=0.28)
+        >>> loss.make_value_estimator(GroupRelativeAdvantage(group_size=2))  # doctest: +ELLIPSIS
+        GRPOLoss(...)
+        >>> out = loss(data)
+        >>> (out["loss_objective"] + out["loss_kl_to_ref"]).backward()
+        >>> loss.update_reference()  # refresh pi_ref, e.g. every few hundred updates
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (``set_keys``).
+
+        Attributes:
+            advantage (NestedKey): the group-relative advantage. Defaults to ``"advantage"``.
+            sample_log_prob (NestedKey): ``log pi_old(a|s)`` stored at collection. Defaults to the actor's
+                log-prob key (``"action_log_prob"``).
+            action (NestedKey): the stored action. Defaults to ``"action"``.
+            reward (NestedKey): reward, under ``"next"`` (for the advantage module). Defaults to ``"reward"``.
+            done (NestedKey): done flag, under ``"next"`` (delimits episodes). Defaults to ``"done"``.
+            terminated (NestedKey): terminal flag, under ``"next"``. Defaults to ``"terminated"``.
+            truncated (NestedKey): truncation flag, under ``"next"``. Defaults to ``"truncated"``.
+            group_id (NestedKey): group label (for the advantage module). Defaults to ``"group_id"``.
+        """
+
+        advantage: NestedKey = "advantage"
+        sample_log_prob: NestedKey = "action_log_prob"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        truncated: NestedKey = "truncated"
+        group_id: NestedKey = "group_id"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    default_value_estimator = None
+    _schedulable_buffers = frozenset({"entropy_coeff", "kl_coeff"})
+
+    def __init__(self, actor_network: ProbabilisticTensorDictSequential, *, clip_epsilon: float = 0.2,
+                 clip_epsilon_high: float | None = None, kl_coeff: float = 0.0, entropy_coeff: float = 0.0,
+                 loss_aggregation: str = "grpo", max_length: int | None = None, functional: bool = True,
+                 reduction: str | None = None) -> None:
+        check_coeff("clip_epsilon", clip_epsilon)
+        check_coeff("clip_epsilon_high", clip_epsilon_high, allow_none=True)
+        check_coeff("kl_coeff", kl_coeff)
+        check_choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}.")
+        super().__init__(actor_network, None, functional=functional, reduction=reduction, entropy_coeff=entropy_coeff)
+        self.clip_epsilon = float(clip_epsilon)
+        self.clip_epsilon_high = None if clip_epsilon_high is None else float(clip_epsilon_high)
+        self.loss_aggregation = loss_aggregation
+        self.max_length = max_length
+        self.register_coeff_buffer("kl_coeff", float(kl_coeff), device=self._default_device)
+        self._has_kl = float(kl_coeff) > 0
+        self._has_entropy = float(entropy_coeff) > 0
+        self.reference_actor_network_params = TensorDictParams(self._current_actor_params().data.clone(), no_convert=True)
+
+    @property
+    def out_keys(self):
+        keys = ["loss_objective", "clip_fraction", "kl_approx"]
+        if self._has_kl:
+            keys += ["loss_kl_to_ref", "kl_to_ref"]
+        if self._has_entropy:
+            keys += ["loss_entropy", "entropy"]
+        return keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        pass
+
+    def _current_actor_params(self) -> TensorDictBase:
+        if self.functional:
+            return self.actor_network_params
+        return TensorDict.from_module(self.actor_network)
+
+    @torch.no_grad()
+    def update_reference(self) -> None:
+        """Copy the current actor parameters into the frozen reference actor ``pi_ref``."""
+        self.reference_actor_network_params.data.update_(self._current_actor_params().data)
+
+    def _missing_advantage_message(self) -> str:
+        return (
+            f"GRPOLoss: no {self.tensor_keys.advantage!r} entry in the input. GRPO has no critic: compute the advantage "
+            "with torchrl_pg_extras.GroupRelativeAdvantage(...)(data) or call "
+            "loss.make_value_estimator(GroupRelativeAdvantage(group_size=...))."
+        )
+
+    def _episode_aggregator(self, tensordict: TensorDictBase, mask: torch.Tensor | None):
+        """Return ``x [*B, T] -> scalar`` that applies ``loss_aggregation`` over the valid steps."""
+        shape = tensordict.batch_size
+        valid = torch.ones(shape, dtype=torch.bool, device=tensordict.device) if mask is None else mask
+        if self.loss_aggregation in ("bnpo", "dapo") or tensordict.batch_dims == 0:
+            return lambda x: aggregate_loss(x.reshape(-1), valid.reshape(-1), self.loss_aggregation)
+        tdim = time_dim_of(tensordict)
+        done = get_required(tensordict, ("next", self.tensor_keys.done), "done", "GRPOLoss")
+        layout = EpisodeLayout.from_dones(to_time_major(done, shape, tdim, "done"))
+        ep_mask = layout.mask & layout.to_episodes(to_time_major(valid, shape, tdim, "mask"), fill=False)
+        keep = ep_mask.any(1)
+        ep_mask = ep_mask[keep]
+
+        def aggregate(x: torch.Tensor) -> torch.Tensor:
+            x_e = layout.to_episodes(to_time_major(x, shape, tdim))[keep]
+            return aggregate_loss(x_e, ep_mask, self.loss_aggregation, self.max_length)
+
+        return aggregate
+
+    @dispatch
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = tensordict.clone(False)
+        self._maybe_compute_advantage(tensordict)
+        mask = self._mask(tensordict)
+        advantage = self._advantage(tensordict, mask, normalize=False)
+        dist = self._dist(tensordict)
+        log_prob = self._log_prob(dist, tensordict)
+        old_log_prob = self._old_log_prob(tensordict).to(log_prob.dtype)
+        objective, clipped = clipped_surrogate_loss(log_prob, old_log_prob, advantage, self.clip_epsilon,
+                                                    self.clip_epsilon_high)
+        terms = {"loss_objective": objective}
+        diagnostics = {
+            "clip_fraction": masked_mean(clipped.to(log_prob.dtype), mask),
+            "kl_approx": masked_mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), mask),
+        }
+        if self._has_kl:
+            with torch.no_grad():
+                ref_log_prob = self._log_prob(self._dist(tensordict, self.reference_actor_network_params), tensordict)
+            kl = kl_estimate(log_prob, ref_log_prob, "k3")
+            terms["loss_kl_to_ref"] = self.kl_coeff * kl
+            diagnostics["kl_to_ref"] = masked_mean(kl.detach(), mask)
+        if self._has_entropy:
+            entropy = self._entropy(dist, tensordict)
+            terms["loss_entropy"] = -self.entropy_coeff * entropy
+            diagnostics["entropy"] = masked_mean(entropy.detach(), mask)
+        if self.reduction == "mean":
+            aggregate = self._episode_aggregator(tensordict, mask)
+            terms = {k: aggregate(v) for k, v in terms.items()}
+        else:
+            terms = {k: self._reduce(v, mask) for k, v in terms.items()}
+        return self._out({**terms, **diagnostics})

@@ -1,0 +1,153 @@
+"""REINFORCE (seed 2.1) and REINFORCE with baseline (seed 2.3) as a TorchRL loss module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tensordict import TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
+from tensordict.utils import NestedKey
+
+from pg_extras._checks import check_unit_interval
+from torchrl_pg_extras._base import PolicyGradientLossBase
+from torchrl_pg_extras._utils import masked_mean
+from torchrl_pg_extras.value import MonteCarloEstimator
+
+__all__ = ["REINFORCELoss"]
+
+
+class REINFORCELoss(PolicyGradientLossBase):
+    """REINFORCE loss, critic-free or with a learned baseline.
+
+    Without a critic this is pure Monte-Carlo REINFORCE (seed 2.1, Williams 1992): ``loss_actor`` is the mean of
+    ``-log pi(a_t|s_t) G_t`` with ``G_t`` the discounted return-to-go of complete episodes. With a critic it is
+    REINFORCE with baseline (seed 2.3): the advantage is ``G_t - V(s_t)`` and ``loss_value`` regresses ``V(s_t)``
+    on ``G_t``. The log-probabilities are those of the stored actions under the current policy.
+
+    The advantage is read from the input (``tensor_keys.advantage``) or, when absent, computed by the value
+    estimator: :class:`~torchrl_pg_extras.MonteCarloEstimator` by default (``gamma=0.99``, the critic as baseline),
+    which needs complete episodes: collect them with ``Collector(..., trajs_per_batch=...)``. Any other advantage
+    module can be set with :meth:`make_value_estimator` (e.g. ``ValueEstimators.GAE`` for an actor-critic).
+
+    Args:
+        actor_network (ProbabilisticTensorDictSequential): the policy (e.g. a
+            :class:`~torchrl.modules.ProbabilisticActor`); discrete or continuous actions.
+        critic_network (TensorDictModule, optional): the baseline ``V(s)`` (e.g. a
+            :class:`~torchrl.modules.ValueOperator`). ``None``: no critic exists (pure REINFORCE).
+
+    Keyword Args:
+        gamma (float): discount of the default Monte-Carlo estimator. Defaults to ``0.99``.
+        entropy_coeff (float): entropy bonus weight (adds ``loss_entropy`` and ``entropy``). Defaults to ``0.0``.
+        critic_coeff (float): weight of ``loss_value``. Defaults to ``1.0``.
+        loss_critic_type (str): ``"l2"`` (MSE, default), ``"l1"`` or ``"smooth_l1"``.
+        normalize_advantage (bool): standardise the advantage over the valid steps of the batch (a baseline and a
+            scale, seed 2.2). Defaults to ``False``.
+        separate_losses (bool): parameters shared by actor and critic get no gradient from ``loss_value``.
+            Defaults to ``False``.
+        functional (bool): functionalise the networks (TorchRL convention). Defaults to ``True``.
+        reduction (str): ``"mean"`` (default, over valid steps), ``"sum"`` or ``"none"`` (per-step, masked steps 0).
+
+    Outputs: ``loss_actor``, ``loss_value`` (with a critic), ``explained_variance`` (with a critic),
+    ``loss_entropy`` and ``entropy`` (when ``entropy_coeff > 0``).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> from torchrl.modules import ProbabilisticActor, ValueOperator
+        >>> from torchrl_pg_extras import REINFORCELoss
+        >>> actor = ProbabilisticActor(TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+        ...                            in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+        ...                            return_log_prob=True)
+        >>> critic = ValueOperator(nn.Linear(3, 1), in_keys=["observation"])
+        >>> done = torch.tensor([[False, False, True], [False, True, False]]).unsqueeze(-1)
+        >>> data = TensorDict({"observation": torch.randn(2, 3, 3), "action": torch.randint(2, (2, 3)),
+        ...                    "next": {"reward": torch.ones(2, 3, 1), "done": done, "terminated": done},
+        ...                    "collector": {"mask": torch.tensor([[True, True, True], [True, True, False]])}}, [2, 3])
+        >>> loss = REINFORCELoss(actor, critic)
+        >>> out = loss(data)
+        >>> sorted(out.keys())
+        ['explained_variance', 'loss_actor', 'loss_value']
+        >>> (out["loss_actor"] + out["loss_value"]).backward()
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (``set_keys``).
+
+        Attributes:
+            advantage (NestedKey): the advantage. Defaults to ``"advantage"``.
+            value_target (NestedKey): the critic's regression target. Defaults to ``"value_target"``.
+            value (NestedKey): the critic's output. Defaults to ``"state_value"``.
+            sample_log_prob (NestedKey): the behaviour log-prob (not read by this loss). Defaults to the actor's
+                log-prob key (``"action_log_prob"``).
+            action (NestedKey): the stored action. Defaults to ``"action"``.
+            reward (NestedKey): reward, under ``"next"``. Defaults to ``"reward"``.
+            done (NestedKey): done flag, under ``"next"``. Defaults to ``"done"``.
+            terminated (NestedKey): terminal flag, under ``"next"``. Defaults to ``"terminated"``.
+            truncated (NestedKey): truncation flag, under ``"next"``. Defaults to ``"truncated"``.
+        """
+
+        advantage: NestedKey = "advantage"
+        value_target: NestedKey = "value_target"
+        value: NestedKey = "state_value"
+        sample_log_prob: NestedKey = "action_log_prob"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        truncated: NestedKey = "truncated"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    default_value_estimator = None
+
+    def __init__(self, actor_network: ProbabilisticTensorDictSequential, critic_network: TensorDictModule | None = None,
+                 *, gamma: float = 0.99, entropy_coeff: float = 0.0, critic_coeff: float = 1.0, loss_critic_type: str = "l2",
+                 normalize_advantage: bool = False, separate_losses: bool = False, functional: bool = True,
+                 reduction: str | None = None) -> None:
+        check_unit_interval("gamma", float(gamma))
+        super().__init__(actor_network, critic_network, functional=functional, reduction=reduction,
+                         separate_losses=separate_losses, loss_critic_type=loss_critic_type, critic_coeff=critic_coeff,
+                         entropy_coeff=entropy_coeff)
+        self.gamma = float(gamma)
+        self.normalize_advantage = normalize_advantage
+        self._has_entropy = float(entropy_coeff) > 0
+
+    @property
+    def out_keys(self):
+        keys = ["loss_actor"]
+        if self.critic_network is not None:
+            keys += ["loss_value", "explained_variance"]
+        if self._has_entropy:
+            keys += ["loss_entropy", "entropy"]
+        return keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        pass
+
+    def _make_default_estimator(self, **hyperparams):
+        hyperparams.setdefault("gamma", self.gamma)
+        hyperparams.setdefault("value_network", self.critic_network)
+        return MonteCarloEstimator(**hyperparams)
+
+    @dispatch
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = tensordict.clone(False)
+        self._maybe_compute_advantage(tensordict)
+        mask = self._mask(tensordict)
+        advantage = self._advantage(tensordict, mask, self.normalize_advantage)
+        dist = self._dist(tensordict)
+        log_prob = self._log_prob(dist, tensordict)
+        out = {"loss_actor": self._reduce(-log_prob * advantage, mask)}
+        if self.critic_network is not None:
+            loss_value, explained_variance = self._critic_loss(tensordict, mask)
+            out["loss_value"] = self._reduce(loss_value, mask)
+            out["explained_variance"] = explained_variance
+        if self._has_entropy:
+            entropy = self._entropy(dist, tensordict)
+            out["loss_entropy"] = self._reduce(-self.entropy_coeff * entropy, mask)
+            out["entropy"] = masked_mean(entropy.detach(), mask)
+        return self._out(out)

@@ -1,0 +1,331 @@
+"""TRPO (seed 2.4; Schulman et al. 2015) as a TorchRL loss module plus a trust-region update and a Trainer stepper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
+from tensordict.utils import NestedKey
+from torchrl.objectives.value import GAE
+from torchrl.trainers import OptimizationStepper
+
+from pg_extras import exact_kl, importance_ratio, kl_estimate, trust_region_step
+from pg_extras._checks import check_positive
+from torchrl_pg_extras._base import PolicyGradientLossBase
+from torchrl_pg_extras._utils import _to_batch, check_coeff, masked_mean
+
+__all__ = ["TRPOLoss", "TRPOStepper"]
+
+
+class TRPOLoss(PolicyGradientLossBase):
+    """Trust Region Policy Optimization: surrogate, KL and critic loss, and the trust-region policy update.
+
+    TRPO maximises the importance-ratio surrogate ``E[pi(a|s) / pi_old(a|s) A]`` subject to
+    ``KL(pi_old || pi) <= max_kl`` (seed 2.4). The constrained step is not a gradient step, so it is exposed as
+    :meth:`trust_region_step` (conjugate gradient on Fisher-vector products, step ``sqrt(2 delta / x^T F x) x``,
+    backtracking line search that accepts only an improving step inside the KL bound and otherwise restores the
+    parameters: :func:`pg_extras.trust_region_step`). The critic is trained separately by gradient descent on
+    ``loss_critic``, which never touches actor parameters. :class:`TRPOStepper` wires both into a TorchRL
+    :class:`~torchrl.trainers.Trainer`.
+
+    ``forward`` returns, like any TorchRL loss, ``loss_objective`` (``-ratio * A``), ``loss_critic``, and the
+    diagnostics ``kl_approx`` (k3 estimate of ``KL(pi_old || pi)`` from the stored log-probs), ``entropy`` (when
+    ``entropy_coeff > 0``, with ``loss_entropy``) and ``explained_variance``.
+
+    Args:
+        actor_network (ProbabilisticTensorDictSequential): the policy; its log-prob key is read as ``pi_old``.
+        critic_network (TensorDictModule, optional): ``V(s)``. ``None`` gives a critic-free TRPO whose advantage
+            comes from the input or from an advantage module (e.g. :class:`~torchrl_pg_extras.GroupRelativeAdvantage`).
+
+    Keyword Args:
+        max_kl (float): trust-region radius ``delta``. Defaults to ``0.01``.
+        cg_max_steps (int): conjugate-gradient iterations. Defaults to ``15``.
+        cg_damping (float): damping added to the Fisher-vector products. Defaults to ``0.1``.
+        line_search_shrinking_factor (float): backtracking factor in (0, 1). Defaults to ``0.8``.
+        line_search_max_iter (int): backtracking tries. Defaults to ``10``.
+        kl_samples (int): Monte-Carlo samples for the KL of distributions without a closed form (0: raise).
+            Defaults to ``16``.
+        normalize_advantage (bool): standardise the advantage over the valid steps (as sb3-contrib).
+            Defaults to ``True``.
+        gamma, lmbda (float): discount and lambda of the default GAE estimator. Defaults to ``0.99``, ``0.95``.
+        entropy_coeff (float): entropy weight in ``loss_entropy`` (reported only; the trust-region step maximises the
+            surrogate). Defaults to ``0.0``.
+        critic_coeff (float): weight of ``loss_critic``. Defaults to ``1.0``.
+        loss_critic_type (str): ``"l2"`` (default), ``"l1"`` or ``"smooth_l1"``.
+        functional (bool): functionalise the networks. Defaults to ``True``.
+        reduction (str): ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> from torchrl.modules import ProbabilisticActor, ValueOperator
+        >>> from torchrl_pg_extras import TRPOLoss
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> actor = ProbabilisticActor(TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+        ...                            in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+        ...                            return_log_prob=True)
+        >>> critic = ValueOperator(nn.Linear(3, 1), in_keys=["observation"])
+        >>> done = torch.zeros(4, 8, 1, dtype=torch.bool)
+        >>> data = TensorDict({"observation": torch.randn(4, 8, 3), "next": {"observation": torch.randn(4, 8, 3),
+        ...                    "reward": torch.randn(4, 8, 1), "done": done, "terminated": done}}, [4, 8])
+        >>> with torch.no_grad():
+        ...     data = actor(data)
+        >>> loss = TRPOLoss(actor, critic, max_kl=0.01)
+        >>> loss(data)["loss_critic"].backward()  # critic: ordinary gradient step
+        >>> result = loss.trust_region_step(data)  # actor: constrained step
+        >>> bool(result["kl"] <= 0.01)
+        True
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (``set_keys``).
+
+        Attributes:
+            advantage (NestedKey): the advantage. Defaults to ``"advantage"``.
+            value_target (NestedKey): the critic's regression target. Defaults to ``"value_target"``.
+            value (NestedKey): the critic's output. Defaults to ``"state_value"``.
+            sample_log_prob (NestedKey): ``log pi_old(a|s)``. Defaults to the actor's log-prob key.
+            action (NestedKey): the stored action. Defaults to ``"action"``.
+            reward (NestedKey): reward, under ``"next"``. Defaults to ``"reward"``.
+            done (NestedKey): done flag, under ``"next"``. Defaults to ``"done"``.
+            terminated (NestedKey): terminal flag, under ``"next"``. Defaults to ``"terminated"``.
+            truncated (NestedKey): truncation flag, under ``"next"``. Defaults to ``"truncated"``.
+        """
+
+        advantage: NestedKey = "advantage"
+        value_target: NestedKey = "value_target"
+        value: NestedKey = "state_value"
+        sample_log_prob: NestedKey = "action_log_prob"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        truncated: NestedKey = "truncated"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    default_value_estimator = None
+
+    def __init__(self, actor_network: ProbabilisticTensorDictSequential, critic_network: TensorDictModule | None = None,
+                 *, max_kl: float = 0.01, cg_max_steps: int = 15, cg_damping: float = 0.1,
+                 line_search_shrinking_factor: float = 0.8, line_search_max_iter: int = 10, kl_samples: int = 16,
+                 normalize_advantage: bool = True, gamma: float = 0.99, lmbda: float = 0.95, entropy_coeff: float = 0.0,
+                 critic_coeff: float = 1.0, loss_critic_type: str = "l2", functional: bool = True,
+                 reduction: str | None = None) -> None:
+        check_positive("max_kl", max_kl)
+        check_coeff("cg_damping", cg_damping)
+        for name, value in (("cg_max_steps", cg_max_steps), ("line_search_max_iter", line_search_max_iter)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not 0.0 < line_search_shrinking_factor < 1.0:
+            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor}.")
+        if isinstance(kl_samples, bool) or not isinstance(kl_samples, int) or kl_samples < 0:
+            raise ValueError(f"kl_samples must be a non-negative integer, got {kl_samples!r}.")
+        if critic_network is not None:
+            shared = {id(p) for p in actor_network.parameters()} & {id(p) for p in critic_network.parameters()}
+            if shared:
+                raise ValueError(
+                    "TRPOLoss: actor_network and critic_network share parameters, so the critic update would move the "
+                    "actor outside the trust region. Use separate networks for the actor and the critic."
+                )
+        super().__init__(actor_network, critic_network, functional=functional, reduction=reduction,
+                         loss_critic_type=loss_critic_type, critic_coeff=critic_coeff, entropy_coeff=entropy_coeff)
+        self.max_kl = float(max_kl)
+        self.cg_max_steps = cg_max_steps
+        self.cg_damping = float(cg_damping)
+        self.line_search_shrinking_factor = float(line_search_shrinking_factor)
+        self.line_search_max_iter = line_search_max_iter
+        self.kl_samples = kl_samples
+        self.normalize_advantage = normalize_advantage
+        self.gamma = float(gamma)
+        self.lmbda = float(lmbda)
+        self._has_entropy = float(entropy_coeff) > 0
+
+    @property
+    def out_keys(self):
+        keys = ["loss_objective", "kl_approx"]
+        if self.critic_network is not None:
+            keys += ["loss_critic", "explained_variance"]
+        if self._has_entropy:
+            keys += ["loss_entropy", "entropy"]
+        return keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        pass
+
+    def _make_default_estimator(self, **hyperparams):
+        if self.critic_network is None:
+            return None
+        hyperparams.setdefault("gamma", self.gamma)
+        hyperparams.setdefault("lmbda", self.lmbda)
+        return GAE(value_network=self.critic_network, **hyperparams)
+
+    @dispatch
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = tensordict.clone(False)
+        self._maybe_compute_advantage(tensordict)
+        mask = self._mask(tensordict)
+        advantage = self._advantage(tensordict, mask, self.normalize_advantage)
+        dist = self._dist(tensordict)
+        log_prob = self._log_prob(dist, tensordict)
+        old_log_prob = self._old_log_prob(tensordict).to(log_prob.dtype)
+        out = {
+            "loss_objective": self._reduce(-importance_ratio(log_prob, old_log_prob) * advantage, mask),
+            "kl_approx": masked_mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), mask),
+        }
+        if self.critic_network is not None:
+            loss_critic, explained_variance = self._critic_loss(tensordict, mask)
+            out["loss_critic"] = self._reduce(loss_critic, mask)
+            out["explained_variance"] = explained_variance
+        if self._has_entropy:
+            entropy = self._entropy(dist, tensordict)
+            out["loss_entropy"] = self._reduce(-self.entropy_coeff * entropy, mask)
+            out["entropy"] = masked_mean(entropy.detach(), mask)
+        return self._out(out)
+
+    def _kl(self, old_dist, new_dist, batch_shape: torch.Size) -> torch.Tensor:
+        return _to_batch(exact_kl(old_dist, new_dist, num_samples=self.kl_samples), batch_shape)
+
+    def trust_region_step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """One TRPO policy update on ``tensordict`` (seed 2.4.2, step 3); the actor parameters change in place.
+
+        The advantage is read from the input or computed (and written into ``tensordict``) by the value estimator,
+        with the critic as it is now: call this before updating the critic on the same batch.
+
+        Returns:
+            a TensorDict with ``accepted`` (bool), ``steps_tried``, ``step_fraction`` (of the maximal step),
+            ``kl`` (``KL(pi_old || pi)`` after the step; 0 if rejected), ``improvement`` (surrogate gain),
+            ``surrogate_before`` / ``surrogate_after`` and ``max_kl``.
+        """
+        self._maybe_compute_advantage(tensordict)
+        td = tensordict.clone(False)
+        mask = self._mask(td)
+        advantage = self._advantage(td, mask, self.normalize_advantage)
+        old_log_prob = self._old_log_prob(td)
+        batch_shape = td.batch_size
+        with torch.no_grad():
+            old_dist = self._dist(td)
+
+        def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+            dist = self._dist(td)
+            log_prob = self._log_prob(dist, td)
+            surrogate = masked_mean(importance_ratio(log_prob, old_log_prob.to(log_prob.dtype)) * advantage, mask)
+            kl = masked_mean(self._kl(old_dist, dist, batch_shape), mask)
+            return surrogate, kl
+
+        result = trust_region_step(self.actor_parameters(), evaluate, self.max_kl, self.cg_max_steps, self.cg_damping,
+                                   self.line_search_shrinking_factor, self.line_search_max_iter)
+        device = advantage.device
+        return TensorDict(
+            {
+                "accepted": torch.tensor(result.accepted, device=device),
+                "steps_tried": torch.tensor(result.steps_tried, device=device),
+                "step_fraction": torch.tensor(result.step_fraction, device=device),
+                "kl": torch.tensor(result.kl, device=device),
+                "improvement": torch.tensor(result.improvement, device=device),
+                "surrogate_before": torch.tensor(result.surrogate_before, device=device),
+                "surrogate_after": torch.tensor(result.surrogate_after, device=device),
+                "max_kl": torch.tensor(self.max_kl, device=device),
+            },
+            batch_size=[],
+        )
+
+
+class TRPOStepper(OptimizationStepper):
+    """A :class:`~torchrl.trainers.Trainer` optimization stepper for :class:`TRPOLoss`.
+
+    Each call does one trust-region actor update on the sub-batch, then ``critic_updates`` passes of
+    gradient descent on ``loss_critic`` with ``critic_optimizer`` (mini-batches of ``critic_batch_size`` valid
+    steps, or the whole sub-batch). The advantage is computed before the critic moves (seed 2.4.2).
+
+    Args:
+        loss_module (TRPOLoss): the loss.
+        critic_optimizer (torch.optim.Optimizer, optional): optimizer over the critic parameters only
+            (e.g. ``Adam(loss.critic_parameters())``); ``None`` for a critic-free TRPO.
+
+    Keyword Args:
+        critic_updates (int): passes over the sub-batch for the critic. Defaults to ``10``.
+        critic_batch_size (int, optional): mini-batch size of the critic passes. ``None``: full batch.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import TensorDictModule
+        >>> from torchrl.modules import ProbabilisticActor, ValueOperator
+        >>> from torchrl_pg_extras import TRPOLoss, TRPOStepper
+        >>> actor = ProbabilisticActor(TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"]),
+        ...                            in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+        ...                            return_log_prob=True)
+        >>> loss = TRPOLoss(actor, ValueOperator(nn.Linear(3, 1), in_keys=["observation"]))
+        >>> stepper = TRPOStepper(loss, torch.optim.Adam(loss.critic_parameters(), lr=1e-3), critic_updates=2)
+        >>> done = torch.zeros(2, 5, 1, dtype=torch.bool)
+        >>> data = TensorDict({"observation": torch.randn(2, 5, 3), "next": {"observation": torch.randn(2, 5, 3),
+        ...                    "reward": torch.randn(2, 5, 1), "done": done, "terminated": done}}, [2, 5])
+        >>> with torch.no_grad():
+        ...     data = actor(data)
+        >>> metrics = stepper.step(None, data)  # a Trainer passes itself; Trainer(..., optimization_stepper=stepper)
+        >>> sorted(metrics.keys())[:3]
+        ['accepted', 'improvement', 'kl']
+    """
+
+    def __init__(self, loss_module: TRPOLoss, critic_optimizer: torch.optim.Optimizer | None = None, *,
+                 critic_updates: int = 10, critic_batch_size: int | None = None) -> None:
+        if not isinstance(loss_module, TRPOLoss):
+            raise TypeError(f"loss_module must be a TRPOLoss, got {type(loss_module).__name__}.")
+        if isinstance(critic_updates, bool) or not isinstance(critic_updates, int) or critic_updates < 0:
+            raise ValueError(f"critic_updates must be a non-negative integer, got {critic_updates!r}.")
+        if critic_batch_size is not None and (not isinstance(critic_batch_size, int) or critic_batch_size < 1):
+            raise ValueError(f"critic_batch_size must be a positive integer or None, got {critic_batch_size!r}.")
+        if loss_module.critic_network is not None and critic_optimizer is None and critic_updates > 0:
+            raise ValueError("critic_optimizer is required to train the critic: pass Adam(loss.critic_parameters()).")
+        actor_ids = {id(p) for p in loss_module.actor_parameters()}
+        if critic_optimizer is not None:
+            for group in critic_optimizer.param_groups:
+                if any(id(p) in actor_ids for p in group["params"]):
+                    raise ValueError("critic_optimizer holds actor parameters: build it on loss.critic_parameters() only.")
+        self.loss_module = loss_module
+        self.critic_optimizer = critic_optimizer
+        self.critic_updates = critic_updates
+        self.critic_batch_size = critic_batch_size
+
+    def step(self, trainer, sub_batch: TensorDictBase) -> TensorDictBase:
+        loss = self.loss_module
+        loss.compute_advantage(sub_batch)
+        metrics = loss.trust_region_step(sub_batch)
+        critic_losses = []
+        if loss.critic_network is not None and self.critic_optimizer is not None:
+            data = sub_batch
+            mask = loss._mask(sub_batch)
+            if self.critic_batch_size is not None:
+                data = sub_batch[mask] if mask is not None else sub_batch.reshape(-1)
+            for _ in range(self.critic_updates):
+                batches = [data]
+                if self.critic_batch_size is not None:
+                    perm = torch.randperm(data.shape[0], device=data.device)
+                    batches = [data[idx] for idx in perm.split(self.critic_batch_size)]
+                for batch in batches:
+                    self.critic_optimizer.zero_grad(set_to_none=True)
+                    value_loss = loss.loss_critic(batch)
+                    if value_loss.ndim:  # reduction="none"
+                        value_loss = value_loss.mean()
+                    value_loss.backward()
+                    self.critic_optimizer.step()
+                    critic_losses.append(value_loss.detach())
+        if critic_losses:
+            metrics.set("loss_critic", torch.stack(critic_losses).mean())
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {} if self.critic_optimizer is None else {"critic_optimizer": self.critic_optimizer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.critic_optimizer is not None and "critic_optimizer" in state_dict:
+            self.critic_optimizer.load_state_dict(state_dict["critic_optimizer"])

@@ -1,0 +1,365 @@
+"""Advantage modules with the TorchRL value-estimator interface (call on a tensordict, write ``advantage``).
+
+* :class:`MonteCarloEstimator`: discounted Monte-Carlo returns-to-go ``G_t`` (seed 2.1) that tell termination
+  from truncation, optionally minus a critic baseline ``V(s_t)`` (seed 2.3);
+* :class:`GroupRelativeAdvantage`: GRPO's critic-free group-relative advantages (seed 2.6, DESIGN.md "GRPO").
+
+Both accept the three layouts TorchRL collectors produce: fixed-frame batches ``[*B, T]`` (time last or named
+``"time"``), padded complete trajectories ``[E, L]`` with a ``("collector", "mask")`` entry
+(``Collector(trajs_per_batch=...)``), and concatenated trajectories ``[sum T_i]``. The maths is the core's
+(:func:`pg_extras.returns_to_go`, :func:`pg_extras.group_relative_advantages`); this module only moves data.
+
+Steps whose target cannot be computed (episodes that do not end inside the batch, padding, incomplete groups)
+are reported in the ``valid`` entry (``"shifted_valid"`` by default, the validity mask every TorchRL loss reads
+with ``loss_mask_key="auto"``), or rejected with an error (``incomplete="raise"``, the default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+
+from pg_extras import (
+    ADVANTAGE_MODES,
+    ADVANTAGE_SCALES,
+    EpisodeLayout,
+    complete_episode_mask,
+    group_relative_advantages,
+    returns_to_go,
+)
+from pg_extras._checks import check_choice, check_positive, check_unit_interval
+from torchrl.objectives.value import ValueEstimatorBase
+from torchrl_pg_extras._utils import from_time_major, gather_mask, get_required, time_dim_of, to_time_major
+
+__all__ = ["GroupRelativeAdvantage", "MonteCarloEstimator"]
+
+_INCOMPLETE = ("raise", "mask")
+
+
+def _incomplete_error(owner: str, n_steps: int) -> ValueError:
+    return ValueError(
+        f"{owner}: {n_steps} valid steps belong to episodes that do not end inside this batch, so their Monte-Carlo "
+        "return is unknown. Collect whole episodes (Collector(..., trajs_per_batch=..., traj_format='padded')), or "
+        f"pass incomplete='mask' to {owner} to drop those steps (they are marked False in the 'valid' entry)."
+    )
+
+
+class _EpisodeEstimatorBase(ValueEstimatorBase):
+    """Shared plumbing: key handling, layout conversion, validity masks."""
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (``set_keys``).
+
+        Attributes:
+            advantage (NestedKey): output advantage. Defaults to ``"advantage"``.
+            value_target (NestedKey): output value target (Monte-Carlo return). Defaults to ``"value_target"``.
+            value (NestedKey): state value written by the value network. Defaults to ``"state_value"``.
+            reward (NestedKey): reward, read under ``"next"``. Defaults to ``"reward"``.
+            done (NestedKey): end-of-episode flag, read under ``"next"``. Defaults to ``"done"``.
+            terminated (NestedKey): true terminal state, read under ``"next"``. Defaults to ``"terminated"``.
+            truncated (NestedKey): time-limit end, read under ``"next"``. Defaults to ``"truncated"``.
+            group_id (NestedKey): per-step group label (:class:`GroupRelativeAdvantage`). Defaults to ``"group_id"``.
+            mask (NestedKey): input validity mask (padding). Defaults to ``("collector", "mask")``.
+            valid (NestedKey): output validity mask. Defaults to ``"shifted_valid"`` (read by TorchRL losses).
+            steps_to_next_obs (NestedKey): accepted for compatibility with TorchRL losses; unused.
+            sample_log_prob (NestedKey): accepted for compatibility with TorchRL losses; unused.
+        """
+
+        advantage: NestedKey = "advantage"
+        value_target: NestedKey = "value_target"
+        value: NestedKey = "state_value"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        truncated: NestedKey = "truncated"
+        group_id: NestedKey = "group_id"
+        mask: NestedKey = ("collector", "mask")
+        valid: NestedKey = "shifted_valid"
+        steps_to_next_obs: NestedKey = "steps_to_next_obs"
+        sample_log_prob: NestedKey = "action_log_prob"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+
+    def __init__(self, *, value_network: TensorDictModuleBase | None = None, incomplete: str = "raise",
+                 differentiable: bool = False, time_dim: int | None = None, device: torch.device | None = None) -> None:
+        check_choice("incomplete", incomplete, _INCOMPLETE)
+        super().__init__(value_network=value_network, differentiable=differentiable, device=device)
+        self.incomplete = incomplete
+        self.time_dim = time_dim
+
+    @property
+    def in_keys(self):
+        keys = [("next", self.tensor_keys.reward), ("next", self.tensor_keys.done), ("next", self.tensor_keys.terminated)]
+        if self.value_network is not None:
+            keys += list(self.value_network.in_keys)
+        return keys
+
+    @property
+    def out_keys(self):
+        return [self.tensor_keys.advantage, self.tensor_keys.value_target, self.tensor_keys.valid]
+
+    def _signals(self, tensordict: TensorDictBase, time_dim: int | None):
+        """Time-major ``[T, N]`` reward, terminated, truncated, done and input validity."""
+        owner = type(self).__name__
+        tdim = time_dim_of(tensordict, time_dim if time_dim is not None else self.time_dim)
+        shape = tensordict.batch_size
+        reward = get_required(tensordict, ("next", self.tensor_keys.reward), "reward", owner)
+        done = get_required(tensordict, ("next", self.tensor_keys.done), "done", owner)
+        terminated = tensordict.get(("next", self.tensor_keys.terminated), default=None)
+        truncated = tensordict.get(("next", self.tensor_keys.truncated), default=None)
+        done_tm = to_time_major(done, shape, tdim, "done").to(torch.bool)
+        term_tm = done_tm if terminated is None else to_time_major(terminated, shape, tdim, "terminated").to(torch.bool)
+        trunc_tm = done_tm & ~term_tm if truncated is None else to_time_major(truncated, shape, tdim, "truncated").to(torch.bool)
+        mask = gather_mask(tensordict, [self.tensor_keys.mask])
+        valid_tm = torch.ones_like(done_tm) if mask is None else to_time_major(mask, shape, tdim, "mask")
+        reward_tm = to_time_major(reward, shape, tdim, "reward")
+        reward_tm = torch.where(valid_tm, reward_tm, torch.zeros_like(reward_tm))
+        return tdim, reward_tm, term_tm, trunc_tm, done_tm | term_tm | trunc_tm, valid_tm
+
+    def _run_value_network(self, tensordict: TensorDictBase, params: TensorDictBase | None) -> torch.Tensor:
+        net = self.value_network
+        ctx = params.detach().to_module(net, preserve_module_state=False) if params is not None else contextlib.nullcontext()
+        with ctx, torch.set_grad_enabled(self.differentiable):
+            out = net(tensordict.select(*net.in_keys, strict=False))
+        return get_required(out, self.tensor_keys.value, "value", type(self).__name__)
+
+    def value_estimate(self, tensordict: TensorDictBase, target_params: TensorDictBase | None = None,
+                       next_value: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """The value target (Monte-Carlo return) without writing anything else."""
+        td = tensordict.copy()
+        self(td, **kwargs)
+        return td.get(self.tensor_keys.value_target)
+
+
+class MonteCarloEstimator(_EpisodeEstimatorBase):
+    """Discounted Monte-Carlo returns-to-go (seed 2.1), optionally with a critic baseline (seed 2.3).
+
+    Writes ``value_target = G_t = sum_{k >= t} gamma^(k - t) r_k`` (the sum stops at the end of the episode,
+    terminated or truncated) and ``advantage = G_t - V(s_t)`` (``G_t`` without a value network). With
+    ``bootstrap_truncated=True`` and a value network, a time-limit truncation is bootstrapped:
+    ``G_t = r_t + gamma V(s_{t+1})`` at the truncated step (:func:`pg_extras.returns_to_go`).
+
+    Episodes that do not end inside the batch have no Monte-Carlo return: by default they raise (collect whole
+    episodes with ``Collector(..., trajs_per_batch=...)``); ``incomplete="mask"`` marks their steps False in the
+    ``valid`` entry instead (and sets their advantage to 0).
+
+    Args:
+        gamma (float): discount factor in [0, 1].
+
+    Keyword Args:
+        value_network (TensorDictModule, optional): critic ``V(s)`` used as a baseline. ``None``: no baseline
+            (pure REINFORCE); if the input already holds ``tensor_keys.value`` it is used as the baseline.
+        bootstrap_truncated (bool, optional): bootstrap time-limit truncations, and the last step of episodes cut
+            by the batch end, with the critic (then no episode is incomplete). Defaults to ``False`` (pure
+            Monte-Carlo: a truncated episode is summed up to its last reward, a cut one is incomplete).
+        incomplete (str, optional): ``"raise"`` (default) or ``"mask"``.
+        differentiable (bool, optional): propagate gradients through the value network. Defaults to ``False``.
+        time_dim (int, optional): the time dimension (default: named ``"time"``, else the last one).
+        device (torch.device, optional): kept for TorchRL compatibility.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl_pg_extras import MonteCarloEstimator
+        >>> done = torch.tensor([[False, True, False, True]]).unsqueeze(-1)
+        >>> td = TensorDict({"next": {"reward": torch.ones(1, 4, 1), "done": done, "terminated": done}}, [1, 4])
+        >>> _ = MonteCarloEstimator(gamma=0.5)(td)
+        >>> td["advantage"].squeeze(-1)
+        tensor([[1.5000, 1.0000, 1.5000, 1.0000]])
+    """
+
+    def __init__(self, gamma: float = 0.99, *, value_network: TensorDictModuleBase | None = None,
+                 bootstrap_truncated: bool = False, incomplete: str = "raise", differentiable: bool = False,
+                 time_dim: int | None = None, device: torch.device | None = None) -> None:
+        check_unit_interval("gamma", float(gamma))
+        if bootstrap_truncated and value_network is None:
+            raise ValueError("bootstrap_truncated=True needs a value_network to bootstrap with: pass value_network=critic.")
+        super().__init__(value_network=value_network, incomplete=incomplete, differentiable=differentiable,
+                         time_dim=time_dim, device=device)
+        self.gamma = float(gamma)
+        self.bootstrap_truncated = bootstrap_truncated
+
+    def forward(self, tensordict: TensorDictBase, *, params: TensorDictBase | None = None,
+                target_params: TensorDictBase | None = None, time_dim: int | None = None) -> TensorDictBase:
+        """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
+        shape = tensordict.batch_size
+        tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
+        next_values = None
+        if self.bootstrap_truncated:
+            nv = self._run_value_network(tensordict.get("next"), target_params if target_params is not None else params)
+            next_values = to_time_major(nv, shape, tdim, "next value")
+            # truncated steps and the last step of episodes cut by the batch end are bootstrapped
+            returns = returns_to_go(reward, term, trunc & ~term, self.gamma, next_values)
+            complete = torch.ones_like(done)
+        else:
+            returns = returns_to_go(reward, term, trunc & ~term, self.gamma)
+            complete = complete_episode_mask(done)
+        incomplete = valid & ~complete
+        if self.incomplete == "raise" and bool(incomplete.any()):
+            raise _incomplete_error(type(self).__name__, int(incomplete.sum()))
+        valid = valid & complete
+        if self.value_network is not None:
+            values = to_time_major(self._run_value_network(tensordict, params), shape, tdim, "value")
+            tensordict.set(self.tensor_keys.value, from_time_major(values, shape, tdim).to(returns.dtype))
+        else:
+            stored = tensordict.get(self.tensor_keys.value, default=None)
+            values = None if stored is None else to_time_major(stored, shape, tdim, "value")
+        advantage = returns if values is None else returns - values.to(returns)
+        zero = torch.zeros_like(returns)
+        tensordict.set(self.tensor_keys.advantage, from_time_major(torch.where(valid, advantage, zero), shape, tdim))
+        tensordict.set(self.tensor_keys.value_target, from_time_major(torch.where(valid, returns, zero), shape, tdim))
+        tensordict.set(self.tensor_keys.valid, from_time_major(valid, shape, tdim))
+        return tensordict
+
+
+class GroupRelativeAdvantage(_EpisodeEstimatorBase):
+    """Critic-free group-relative advantages (GRPO, seed 2.6; DESIGN.md "GRPO").
+
+    Episodes are grouped by the ``group_id`` entry (written by :class:`~torchrl_pg_extras.GroupReset`; the label
+    of an episode is the one of its first step), or, without that entry, ``group_size`` consecutive episodes form a
+    group (the rows of a padded trajectory batch). The advantage of every step is computed by
+    :func:`pg_extras.group_relative_advantages`:
+
+    * ``mode="outcome"``: ``(R_i - mean_g R) / (std_g R + eps)`` broadcast to every step of episode ``i``;
+    * ``mode="process"``: per-step rewards normalised over the group, summed from ``t`` on;
+    * ``mode="return_to_go"``: ``(G_{i,t} - mean_j G_{j,t}) / std_j G_{j,t}`` over the members running at ``t``;
+    * ``scale``: ``"group"`` (GRPO), ``"batch"``, ``"none"`` (Dr. GRPO); ``rloo``: leave-one-out baseline.
+
+    A group whose returns have zero spread gets advantage 0 (never NaN); :attr:`last_stats` records the share of
+    such groups and the mean within-group return std. The value target (written for interoperability) is the
+    discounted return-to-go.
+
+    Args:
+        group_size (int, optional): expected episodes per group. With a ``group_id`` entry, every group must have
+            exactly that many episodes (checked); without it, it defines contiguous groups and must divide the
+            number of episodes. ``None``: groups as labelled, any size.
+
+    Keyword Args:
+        mode (str): ``"outcome"`` (default), ``"process"`` or ``"return_to_go"``.
+        scale (str): ``"group"`` (default), ``"batch"`` or ``"none"``.
+        rloo (bool): leave-one-out baseline. Defaults to ``False``.
+        gamma (float): discount of the returns. Defaults to ``1.0``.
+        eps (float): added to the std. Defaults to ``1e-8``.
+        incomplete (str): ``"raise"`` (default) rejects episodes that do not end in the batch and groups with a
+            wrong number of episodes; ``"mask"`` drops them (``valid`` False, advantage 0).
+        time_dim (int, optional): the time dimension (default: named ``"time"``, else the last one).
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl_pg_extras import GroupRelativeAdvantage
+        >>> reward = torch.tensor([[1.0, 1.0], [1.0, 0.0], [3.0, 0.0], [1.0, 0.0]]).unsqueeze(-1)
+        >>> mask = torch.tensor([[True, True], [True, False], [True, False], [True, False]])
+        >>> done = torch.tensor([[False, True], [True, False], [True, False], [True, False]]).unsqueeze(-1)
+        >>> td = TensorDict({"next": {"reward": reward, "done": done, "terminated": done},
+        ...                  "collector": {"mask": mask}}, [4, 2])
+        >>> _ = GroupRelativeAdvantage(group_size=2)(td)
+        >>> td["advantage"].squeeze(-1)
+        tensor([[ 0.7071,  0.7071],
+                [-0.7071,  0.0000],
+                [ 0.7071,  0.0000],
+                [-0.7071,  0.0000]])
+    """
+
+    def __init__(self, group_size: int | None = None, *, mode: str = "outcome", scale: str = "group", rloo: bool = False,
+                 gamma: float = 1.0, eps: float = 1e-8, incomplete: str = "raise", time_dim: int | None = None,
+                 device: torch.device | None = None) -> None:
+        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+            raise ValueError(f"group_size must be a positive integer or None, got {group_size!r}.")
+        check_choice("mode", mode, ADVANTAGE_MODES)
+        check_choice("scale", scale, ADVANTAGE_SCALES)
+        check_unit_interval("gamma", float(gamma))
+        check_positive("eps", eps)
+        super().__init__(value_network=None, incomplete=incomplete, time_dim=time_dim, device=device)
+        self.group_size = group_size
+        self.mode = mode
+        self.scale = scale
+        self.rloo = rloo
+        self.gamma = float(gamma)
+        self.eps = float(eps)
+        self.last_stats: dict[str, float] = {}
+
+    @property
+    def in_keys(self):
+        return [*super().in_keys, self.tensor_keys.group_id]
+
+    def forward(self, tensordict: TensorDictBase, *, params: TensorDictBase | None = None,
+                target_params: TensorDictBase | None = None, time_dim: int | None = None) -> TensorDictBase:
+        """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
+        owner = type(self).__name__
+        shape = tensordict.batch_size
+        tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
+        layout = EpisodeLayout.from_dones(done)
+        ep_mask = layout.mask & layout.to_episodes(valid, fill=False)  # [E, L] valid steps
+        has_steps = ep_mask.any(1)
+        incomplete = has_steps & ~layout.complete
+        if self.incomplete == "raise" and bool(incomplete.any()):
+            raise _incomplete_error(owner, int(layout.to_episodes(valid.to(torch.int64))[incomplete].sum()))
+        keep = has_steps & layout.complete
+
+        gid_entry = tensordict.get(self.tensor_keys.group_id, default=None)
+        if gid_entry is not None:
+            gid_tm = to_time_major(gid_entry, shape, tdim, "group_id").to(torch.int64)
+            gid_steps = layout.to_episodes(gid_tm)
+            ep_gid = gid_steps[:, 0]
+            if bool(((gid_steps != ep_gid[:, None]) & ep_mask).any()):
+                raise ValueError(f"{owner}: the group label {self.tensor_keys.group_id!r} changes inside an episode.")
+        elif self.group_size is None:
+            raise KeyError(
+                f"{owner}: no group label {self.tensor_keys.group_id!r} in the input and no group_size: add the "
+                f"GroupReset transform to the env, rename the key with set_keys(group_id=...), or pass group_size."
+            )
+        else:
+            n_ep = int(keep.sum())
+            if n_ep % self.group_size != 0:
+                raise ValueError(
+                    f"{owner}: group_size={self.group_size} does not divide the number of complete episodes in the batch "
+                    f"({n_ep}): collect a multiple of group_size episodes (trajs_per_batch) or use GroupReset + GroupBatcher."
+                )
+            ep_gid = torch.full_like(layout.lengths, -1)
+            ep_gid[keep] = torch.arange(n_ep, device=keep.device) // self.group_size
+
+        if self.group_size is not None and gid_entry is not None and bool(keep.any()):
+            labels, inverse, counts = torch.unique(ep_gid[keep], return_inverse=True, return_counts=True)
+            wrong = counts != self.group_size
+            if bool(wrong.any()):
+                if self.incomplete == "raise":
+                    raise ValueError(
+                        f"{owner}: {int(wrong.sum())} of {labels.numel()} groups do not have group_size={self.group_size} "
+                        f"complete episodes (sizes {sorted(set(counts.tolist()))}). Feed whole groups: wrap the collector in "
+                        "GroupBatcher, or pass incomplete='mask' to drop partial groups."
+                    )
+                kept_idx = keep.nonzero().squeeze(1)
+                keep = keep.clone()
+                keep[kept_idx[wrong[inverse]]] = False
+
+        adv_e = torch.zeros(ep_mask.shape, dtype=reward.dtype, device=reward.device)
+        if bool(keep.any()):
+            res = group_relative_advantages(
+                layout.to_episodes(reward)[keep], ep_mask[keep], group_ids=ep_gid[keep], mode=self.mode,
+                scale=self.scale, rloo=self.rloo, gamma=self.gamma, eps=self.eps,
+            )
+            adv_e[keep] = res.advantages
+            self.last_stats = {
+                "frac_zero_std_groups": res.frac_zero_std_groups,
+                "group_return_std": res.group_return_std,
+                "num_groups": float(torch.unique(ep_gid[keep]).numel()),
+                "num_episodes": float(keep.sum()),
+            }
+        else:
+            self.last_stats = {"frac_zero_std_groups": 0.0, "group_return_std": 0.0, "num_groups": 0.0, "num_episodes": 0.0}
+        valid = valid & layout.step_mask(keep)
+        zero = torch.zeros_like(reward)
+        advantage = torch.where(valid, layout.to_steps(adv_e), zero)
+        returns = torch.where(valid, returns_to_go(reward, term, trunc & ~term, self.gamma), zero)
+        tensordict.set(self.tensor_keys.advantage, from_time_major(advantage, shape, tdim))
+        tensordict.set(self.tensor_keys.value_target, from_time_major(returns, shape, tdim))
+        tensordict.set(self.tensor_keys.valid, from_time_major(valid, shape, tdim))
+        return tensordict
