@@ -34,6 +34,7 @@ In Python, :func:`register_algorithms` makes the names above known to rl-zoo3 (`
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import difflib
 import importlib
@@ -263,8 +264,11 @@ def register_algorithms() -> dict[str, type[BaseAlgorithm]]:
     Example::
 
         >>> from sb3_pg_extras.zoo import register_algorithms
-        >>> sorted(register_algorithms())  # doctest: +SKIP
+        >>> sorted(register_algorithms())
         ['grpo', 'reinforce', 'reinforce_baseline', 'trpo', 'trpo_contrib']
+        >>> from rl_zoo3.utils import ALGOS
+        >>> ALGOS["trpo"].__module__, ALGOS["trpo_contrib"].__module__
+        ('sb3_pg_extras.trpo.algo', 'sb3_contrib.trpo.trpo')
     """
     from sb3_contrib import TRPO as ContribTRPO
 
@@ -294,6 +298,7 @@ def _rl_zoo_hyperparams_dir() -> Path:
 
 
 _RESOURCE_STACK = contextlib.ExitStack()
+atexit.register(_RESOURCE_STACK.close)
 
 
 def config_path(algo: str) -> str | None:
@@ -304,8 +309,8 @@ def config_path(algo: str) -> str | None:
 
     Example::
 
-        >>> config_path("grpo").endswith("grpo.yml")  # doctest: +SKIP
-        True
+        >>> Path(config_path("grpo")).name, Path(config_path("trpo_contrib")).parent.name, config_path("ppo")
+        ('grpo.yml', 'hyperparams', None)
     """
     if algo == CONTRIB_TRPO:
         return str(_rl_zoo_hyperparams_dir() / "trpo.yml")
@@ -345,6 +350,8 @@ def check_hyperparameters(algo: str, hyperparams: dict[str, Any], source: str = 
 
     Example::
 
+        >>> _ = register_algorithms()
+        >>> check_hyperparameters("grpo", {"policy": "MlpPolicy", "n_envs": 8, "group_size": 8})
         >>> check_hyperparameters("grpo", {"policy": "MlpPolicy", "n_timesteps": 1000, "group_sise": 8})
         Traceback (most recent call last):
         ...

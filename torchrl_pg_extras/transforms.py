@@ -48,9 +48,9 @@ class GroupReset(Transform):
         group_size (int): number of episodes per group; must divide the env's batch size.
 
     Keyword Args:
-        seed (int, optional): base seed. ``None`` (default) draws one from the OS at the first reset; the
-            group ids then also get a random namespace, so that the ids of several worker processes do not
-            collide. With an explicit seed, pass different seeds to different workers.
+        seed (int, optional): base seed. ``None`` (default) draws one from the OS at the first reset. The group ids
+            carry a namespace (random, or derived from ``seed``) so that the ids of collector workers with
+            different seeds never collide: pass different seeds to different workers.
         group_id_key (NestedKey, optional): where the group label is written. Defaults to ``"group_id"``.
         seed_kwarg (str, optional): name of the seed keyword of the sub-envs' ``reset``. Defaults to ``"seed"``.
 
@@ -82,6 +82,13 @@ class GroupReset(Transform):
         self._base_seed: int | None = None
         self._namespace: int = 0
 
+    def set_container(self, container) -> None:
+        super().set_container(container)
+        # validate as soon as the transform is attached to an env (ValueError at construction)
+        if self.parent is not None:
+            self._num_envs()
+            self._check_base_env()
+
     # -- geometry -----------------------------------------------------------------------------------
     def _num_envs(self) -> int:
         parent = self.parent
@@ -108,7 +115,9 @@ class GroupReset(Transform):
 
     def _check_base_env(self) -> EnvBase:
         base = self.parent.base_env
-        if base.__dict__.get("_torchrl_native_autoreset", False):
+        mode = getattr(base.__dict__.get("_env", None), "autoreset_mode", None)  # gymnasium vector env
+        self_resetting = mode is not None and getattr(mode, "name", str(mode)) != "DISABLED"
+        if self_resetting or base.__dict__.get("_torchrl_native_autoreset", False):
             raise ValueError(
                 "GroupReset cannot seed sub-envs that reset themselves inside step (native auto-reset, "
                 "gymnasium AutoresetMode.SAME_STEP): use SerialEnv / ParallelEnv of GymEnv, or "
@@ -124,8 +133,10 @@ class GroupReset(Transform):
                 self._base_seed = int.from_bytes(os.urandom(4), "little") % _SEED_MOD
                 self._namespace = int.from_bytes(os.urandom(4), "little") % (2**30)
             else:
+                # ids of envs with different seeds (e.g. collector workers) never collide; equal seeds give equal
+                # start states, so merging their groups is harmless
                 self._base_seed = self.seed % _SEED_MOD
-                self._namespace = 0
+                self._namespace = self.seed % (2**30)
 
     def _slot_index(self, n: int) -> torch.Tensor:
         return torch.arange(n) // self.group_size

@@ -232,8 +232,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             self._update_info_buffer(infos, dones)
             n_steps += 1
 
-            truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & dones
-            terminated = dones & ~truncated
+            ended = np.asarray(dones, dtype=bool)
+            truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & ended
+            terminated = ended & ~truncated
             rollout_buffer.add(
                 self._last_obs,  # type: ignore[arg-type]
                 actions,

@@ -10,6 +10,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import TRPO as ContribTRPO
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import (
@@ -109,7 +110,10 @@ def test_cnn_and_multi_input_policies(policy, env_fn):
 
 def test_gsde_and_sub_sampling_and_unshared_extractor():
     model = make(
-        SPACE_ENVS["Box"], use_sde=True, sde_sample_freq=4, sub_sampling_factor=3,
+        SPACE_ENVS["Box"],
+        use_sde=True,
+        sde_sample_freq=4,
+        sub_sampling_factor=3,
         policy_kwargs=dict(net_arch=[16], share_features_extractor=False),
     )
     model.learn(128)
@@ -119,7 +123,7 @@ def test_gsde_and_sub_sampling_and_unshared_extractor():
 def test_vec_env_wrappers_and_subprocess():
     venv = VecFrameStack(VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0)), n_stack=2)
     TRPO("MlpPolicy", venv, seed=0, **SMALL).learn(64)
-    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv, vec_env_kwargs=dict(start_method="fork"))
     try:
         TRPO("MlpPolicy", venv, seed=0, **SMALL).learn(64)
     finally:
@@ -128,8 +132,12 @@ def test_vec_env_wrappers_and_subprocess():
 
 def test_callbacks_progress_bar_tensorboard_and_schedule(tmp_path):
     model = TRPO(
-        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, tensorboard_log=str(tmp_path / "tb"),
-        learning_rate=lambda progress: 1e-3 * progress, **SMALL,
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=2, seed=0),
+        seed=0,
+        tensorboard_log=str(tmp_path / "tb"),
+        learning_rate=lambda progress: 1e-3 * progress,
+        **SMALL,
     )
     eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=1)
     callbacks = [
@@ -169,7 +177,9 @@ def test_save_load_predict_and_continued_training(tmp_path):
     model.learn(128)
     model.save(tmp_path / "trpo")
     loaded = TRPO.load(
-        tmp_path / "trpo", env=make_vec_env("CartPole-v1", n_envs=2, seed=9), device="cpu",
+        tmp_path / "trpo",
+        env=make_vec_env("CartPole-v1", n_envs=2, seed=9),
+        device="cpu",
         custom_objects={"learning_rate": 1e-3},
     )
     obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
@@ -189,11 +199,17 @@ def test_get_set_parameters_and_loading_into_sb3_contrib(tmp_path):
     a.learn(64)
     b.set_parameters(a.get_parameters())
     assert th.equal(flat_params(a), flat_params(b))
-    # A model saved by us loads in sb3-contrib (same save format) and acts the same
+    # Same save format both ways: a model saved by us loads in sb3-contrib, and one of sb3-contrib's loads in ours
     a.save(tmp_path / "ours")
     theirs = ContribTRPO.load(tmp_path / "ours", device="cpu")
     obs = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
     assert np.array_equal(a.predict(obs, deterministic=True)[0], theirs.predict(obs, deterministic=True)[0])
+    contrib = ContribTRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **SMALL).learn(64)
+    contrib.save(tmp_path / "theirs")
+    ours = TRPO.load(tmp_path / "theirs", env=make_vec_env("CartPole-v1", n_envs=2, seed=0), device="cpu")
+    assert np.array_equal(contrib.predict(obs, deterministic=True)[0], ours.predict(obs, deterministic=True)[0])
+    assert ours.advantage_estimator == "gae"
+    ours.learn(64)  # and trains on
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -206,7 +222,7 @@ class KLRecordingTRPO(TRPO):
 
     def train(self) -> None:
         data = self._rollout_tensors()
-        obs, actions = data["observations"], data["actions"]
+        obs = data["observations"]
         with th.no_grad():
             old = self._dists(obs)
         before = flat_params(self).clone()
@@ -381,11 +397,12 @@ def _rollout(env_fn, ours: bool = True, **kwargs) -> TRPO:
 
 @pytest.mark.parametrize(
     "env_id, fast",
-    [("CartPole-v1", True), ("Pendulum-v1", True), ("MultiDiscrete", False)],
+    [("CartPole-v1", True), ("Pendulum-v1", True), ("Discrete", True), ("MultiDiscrete", False)],
 )
 def test_rollouts_are_identical_to_sb3(env_id, fast):
-    # Short time limits exercise SB3's time-limit bootstrap; MultiDiscrete takes the generic policy(obs) path.
-    env_fn = SPACE_ENVS["MultiDiscrete"] if env_id == "MultiDiscrete" else (lambda: gym.make(env_id, max_episode_steps=20))
+    # Short time limits exercise SB3's time-limit bootstrap; "Discrete" has Discrete observations too; MultiDiscrete
+    # takes the generic policy(obs) path.
+    env_fn = SPACE_ENVS.get(env_id) or (lambda: gym.make(env_id, max_episode_steps=20))
     ours = _rollout(env_fn, ours=True)
     sb3 = _rollout(env_fn, ours=False)
     assert (_fast_rollout_step(ours.policy) is not None) == fast
@@ -397,6 +414,32 @@ def test_rollouts_are_identical_to_sb3(env_id, fast):
     np.testing.assert_allclose(a.advantages, b.advantages, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a.returns, b.returns, rtol=1e-5, atol=1e-5)
     assert np.array_equal(ours._last_obs, sb3._last_obs) and ours.num_timesteps == sb3.num_timesteps
+
+
+class ConstantAdvantageBuffer(RolloutBuffer):
+    def compute_returns_and_advantage(self, last_values, dones) -> None:
+        super().compute_returns_and_advantage(last_values, dones)
+        self.advantages[:] = 1.0
+
+
+def test_custom_rollout_buffer_is_used():
+    model = _rollout("CartPole-v1", rollout_buffer_class=ConstantAdvantageBuffer)
+    assert np.all(model.rollout_buffer.advantages == 1.0)  # its own compute_returns_and_advantage ran
+    model.train()  # normalised constant advantages are zero: the step is rejected, nothing breaks
+    assert model.last_trust_region_result is not None and not model.last_trust_region_result.accepted
+
+
+def test_training_works_after_a_callback_read_the_buffer():
+    class ReadBuffer(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            next(self.model.rollout_buffer.get(batch_size=8))  # flattens the buffer's arrays in place
+
+    model = make("CartPole-v1")
+    model.learn(128, callback=ReadBuffer())
+    assert model._n_updates == 2 and model.last_trust_region_result.accepted
 
 
 def test_fast_rollout_path_is_skipped_for_custom_forward():

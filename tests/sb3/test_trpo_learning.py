@@ -29,8 +29,15 @@ def _one_thread():
 def test_solves_identity_env(estimator):
     env = make_vec_env(lambda: IdentityEnv(4, ep_length=20), n_envs=4, seed=0)
     model = TRPO(
-        "MlpPolicy", env, n_steps=64, batch_size=64, target_kl=0.05, n_critic_updates=5, seed=0,
-        advantage_estimator=estimator, policy_kwargs=dict(net_arch=[32]),
+        "MlpPolicy",
+        env,
+        n_steps=64,
+        batch_size=64,
+        target_kl=0.05,
+        n_critic_updates=5,
+        seed=0,
+        advantage_estimator=estimator,
+        policy_kwargs=dict(net_arch=[32]),
     )
     model.learn(1536)
     mean_reward, _ = evaluate_policy(model, make_vec_env(lambda: IdentityEnv(4, ep_length=20), seed=1), n_eval_episodes=5)

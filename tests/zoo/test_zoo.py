@@ -288,3 +288,10 @@ def test_cli_prints_errors_without_traceback(monkeypatch, capsys):
     assert "pg-extras-zoo: error: Unknown command 'trian' (did you mean 'train'?)" in str(exit_info.value.code)
     zoo.main(["--help"])
     assert "optimize" in capsys.readouterr().out
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(zoo, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0

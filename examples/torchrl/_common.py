@@ -1,0 +1,176 @@
+"""Shared pieces of the TorchRL examples: env, networks, collector, logger, command-line flags.
+
+Nothing here is algorithm-specific; see ``reinforce_torchrl.py``, ``trpo_torchrl.py`` and ``grpo_torchrl.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Iterable
+
+import gymnasium as gym
+import torch
+from gymnasium.vector import AutoresetMode
+from tensordict import TensorDictBase
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.record.loggers import Logger, get_logger
+
+from torchrl_pg_extras import GroupReset
+
+ENVS = ("CartPole-v1", "Pendulum-v1")
+
+
+def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
+    """The flags every example understands."""
+    p = argparse.ArgumentParser(description=f"{algo} with TorchRL on CartPole-v1 / Pendulum-v1 (pg-extras).")
+    p.add_argument("--env", default="CartPole-v1", choices=sorted(ENVS))
+    p.add_argument("--frames", type=int, default=frames, help="total environment steps")
+    p.add_argument("--num-envs", type=int, default=envs, help="sub-envs per collector worker (gymnasium vector env)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
+    p.add_argument("--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"])
+    p.add_argument("--log-dir", default="logs/torchrl")
+    p.add_argument("--multiprocess", type=int, default=0, metavar="W",
+                   help="collect with W worker processes (Collector(backend='process', num_collectors=W))")
+    p.add_argument("--mp-start-method", default=None, choices=["spawn", "fork", "forkserver"],
+                   help="multiprocessing start method for --multiprocess (TorchRL's default: spawn)")
+    p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    p.add_argument("--target-return", type=float, default=None, help="stop once the mean episode return reaches it")
+    return p
+
+
+def device_of(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_env(env_name: str, num_envs: int, seed: int, group_size: int | None = None) -> EnvBase:
+    """A gymnasium vector env (sync, ``AutoresetMode.DISABLED``: TorchRL drives the resets) with episode returns.
+
+    ``group_size`` adds :class:`~torchrl_pg_extras.GroupReset` (GRPO groups of same-seed episodes).
+    """
+    vec = gym.make_vec(env_name, num_envs=num_envs, vectorization_mode="sync",
+                       vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED})
+    env = TransformedEnv(GymWrapper(vec, categorical_action_encoding=True), RewardSum())
+    if group_size is not None:
+        env.append_transform(GroupReset(group_size, seed=seed))
+    env.set_seed(seed)
+    return env
+
+
+def env_factories(args, group_size: int | None = None) -> list[Callable[[], EnvBase]]:
+    """One picklable env constructor per collector worker, each with its own seed."""
+    workers = max(args.multiprocess, 1)
+    return [functools.partial(make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size) for i in range(workers)]
+
+
+def make_actor(env: EnvBase, hidden: int, device: torch.device) -> ProbabilisticActor:
+    """Categorical policy for discrete actions, TanhNormal (scaled to the action bounds) for continuous ones."""
+    n_obs = env.observation_spec_unbatched["observation"].shape[-1]
+    spec = env.action_spec_unbatched
+    if spec.domain == "discrete":
+        net = MLP(in_features=n_obs, out_features=int(spec.space.n), num_cells=[hidden, hidden], activation_class=nn.Tanh)
+        module = TensorDictModule(net, ["observation"], ["logits"])
+        actor = ProbabilisticActor(module, in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+                                   return_log_prob=True, spec=spec)
+    else:
+        n_act = spec.shape[-1]
+        net = nn.Sequential(MLP(in_features=n_obs, out_features=2 * n_act, num_cells=[hidden, hidden],
+                                activation_class=nn.Tanh), NormalParamExtractor())
+        module = TensorDictModule(net, ["observation"], ["loc", "scale"])
+        bounds = {"low": spec.space.low.to(device), "high": spec.space.high.to(device)}
+        actor = ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
+                                   distribution_kwargs=bounds, return_log_prob=True, spec=spec)
+    return actor.to(device)
+
+
+def make_critic(env: EnvBase, hidden: int, device: torch.device) -> ValueOperator:
+    n_obs = env.observation_spec_unbatched["observation"].shape[-1]
+    net = MLP(in_features=n_obs, out_features=1, num_cells=[hidden, hidden], activation_class=nn.Tanh)
+    return ValueOperator(net, in_keys=["observation"]).to(device)
+
+
+def make_collector(args, policy, frames_per_batch: int, group_size: int | None = None,
+                   trajs_per_batch: int | None = None, device: torch.device | None = None):
+    """A direct ``Collector``, or one with ``--multiprocess W`` worker processes (``MultiSyncCollector``).
+
+    For Ray, the same call takes ``backend="ray"`` (``pip install ray``): the workers then run as Ray actors.
+    """
+    kwargs = dict(frames_per_batch=frames_per_batch, total_frames=-1, auto_register_policy_transforms=False,
+                  policy_device=device, storing_device=device, env_device="cpu")
+    if trajs_per_batch is not None:
+        kwargs.update(trajs_per_batch=trajs_per_batch, traj_format="padded")
+    factories = env_factories(args, group_size)
+    if args.multiprocess:
+        if args.mp_start_method is not None:
+            mp.set_start_method(args.mp_start_method, force=True)
+        return Collector(factories, policy, num_collectors=args.multiprocess, backend="process", sync=True, **kwargs)
+    return Collector(factories[0](), policy, **kwargs)
+
+
+def make_logger(args, algo: str) -> Logger | None:
+    if args.logger == "none":
+        return None
+    name = f"{algo}_{args.env}_seed{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return get_logger(args.logger, logger_name=args.log_dir, experiment_name=name)
+
+
+def episode_returns(batch: TensorDictBase) -> torch.Tensor:
+    """Returns of the episodes that end in ``batch`` (from :class:`~torchrl.envs.RewardSum`)."""
+    done = batch["next", "done"].squeeze(-1)
+    mask = batch.get(("collector", "mask"), default=None)
+    if mask is not None:
+        done = done & mask
+    return batch["next", "episode_reward"].squeeze(-1)[done]
+
+
+class Progress:
+    """A tqdm bar over frames that also logs scalars to the TorchRL logger."""
+
+    def __init__(self, args, algo: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=args.frames, disable=args.no_progress, desc=f"{algo} {args.env}")
+        self.logger = make_logger(args, algo)
+        self.frames = 0
+        self.recent: list[float] = []
+        self.target = args.target_return
+        self.start = time.time()
+
+    def update(self, frames: int, returns: torch.Tensor, metrics: dict[str, float]) -> None:
+        self.frames += frames
+        self.bar.update(frames)
+        if returns.numel():
+            self.recent = (self.recent + returns.tolist())[-50:]
+        mean_return = sum(self.recent) / max(len(self.recent), 1)
+        scalars = {"train/episode_return": mean_return, "train/fps": self.frames / (time.time() - self.start), **metrics}
+        if self.logger is not None:
+            for key, value in scalars.items():
+                self.logger.log_scalar(key, float(value), step=self.frames)
+        self.bar.set_postfix(ret=f"{mean_return:.1f}")
+
+    @property
+    def mean_return(self) -> float:
+        return sum(self.recent) / max(len(self.recent), 1)
+
+    def done(self) -> bool:
+        reached = self.target is not None and len(self.recent) >= 10 and self.mean_return >= self.target
+        return reached or self.frames >= self.bar.total
+
+    def close(self) -> None:
+        self.bar.close()
+        print(f"frames={self.frames} mean_return(last 50 episodes)={self.mean_return:.1f} time={time.time() - self.start:.1f}s")
+
+
+def scalars(td: TensorDictBase, keys: Iterable[str] | None = None) -> dict[str, float]:
+    """Detached scalar entries of a loss output, prefixed with ``train/``."""
+    return {f"train/{k}": float(v) for k, v in td.items() if v.numel() == 1 and (keys is None or k in keys)}

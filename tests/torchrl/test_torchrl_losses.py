@@ -1,0 +1,277 @@
+"""REINFORCELoss, TRPOLoss and GRPOLoss: TorchRL conventions and equality with the core's formulas."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl_helpers import clone_module, critic, discrete_actor, make_actor, padded_batch
+
+from pg_extras import aggregate_loss, clipped_surrogate_loss, group_normalize, kl_estimate
+from torchrl_pg_extras import GRPOLoss, GroupRelativeAdvantage, MonteCarloEstimator, REINFORCELoss, TRPOLoss
+
+torch.set_num_threads(1)
+
+KINDS = ["discrete", "continuous"]
+LOSSES = ["reinforce", "reinforce_baseline", "trpo", "grpo"]
+
+
+def build(name: str, actor, value_net=None, **kwargs):
+    if name == "reinforce":
+        return REINFORCELoss(actor, **kwargs)
+    if name == "reinforce_baseline":
+        return REINFORCELoss(actor, value_net or critic(), **kwargs)
+    if name == "trpo":
+        return TRPOLoss(actor, value_net or critic(), **kwargs)
+    return GRPOLoss(actor, kl_coeff=0.1, entropy_coeff=0.01, **kwargs)
+
+
+def loss_sum(out: TensorDict) -> torch.Tensor:
+    return sum(v.sum() for k, v in out.items() if k.startswith("loss_"))
+
+
+def actor_lp(actor, td):
+    """Log-prob of the stored actions under ``actor`` (independent of the losses' code)."""
+    dist = actor.get_dist(td)
+    lp = dist.log_prob(td["action"])
+    return lp if lp.shape == td.shape else lp.sum(-1)
+
+
+def mask_of(td):
+    return td["collector", "mask"]
+
+
+def mmean(x, m):
+    return x[m].mean()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_reduction_shapes(name, kind, reduction):
+    actor = make_actor(kind)
+    td = padded_batch(actor)
+    out = build(name, actor, reduction=reduction)(td)
+    for key, value in out.items():
+        if key.startswith("loss_"):
+            assert value.shape == (td.shape if reduction == "none" else ()), (key, value.shape)
+            assert torch.isfinite(value).all()
+        else:
+            assert value.shape == (), key
+    if reduction == "none":
+        m = mask_of(td)
+        for key, value in out.items():
+            if key.startswith("loss_"):
+                assert (value[~m] == 0).all()
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_functional_and_stateful_agree(name):
+    actor = discrete_actor()
+    value_net = critic()
+    td = padded_batch(actor)
+    loss_f = build(name, actor, value_net, functional=True)
+    loss_s = build(name, clone_module(actor), clone_module(value_net), functional=False)
+    out_f, out_s = loss_f(td), loss_s(td)
+    assert set(out_f.keys()) == set(out_s.keys())
+    for key in out_f.keys():
+        torch.testing.assert_close(out_f[key], out_s[key])
+    loss_sum(out_f).backward()
+    loss_sum(out_s).backward()
+    for pf, ps in zip(loss_f.parameters(), loss_s.parameters(), strict=True):
+        torch.testing.assert_close(pf.grad, ps.grad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", LOSSES)
+def test_masked_steps_do_not_contribute(name, kind):
+    actor = make_actor(kind)
+    td = padded_batch(actor)
+    loss = build(name, actor)
+    torch.manual_seed(0)  # Monte-Carlo entropy of TanhNormal: same samples in both calls
+    out = loss(td)
+    loss_sum(out).backward()
+    g1 = [p.grad.clone() for p in loss.parameters()]
+    loss.zero_grad()
+    td2 = td.clone()
+    pad = ~mask_of(td2)
+    for key in ("advantage", "value_target", "observation", ("next", "reward")):
+        td2[key][pad] = -td2[key][pad] * 3.0 + 1.0
+    td2["action_log_prob"][pad] = 0.5
+    torch.manual_seed(0)
+    out2 = loss(td2)
+    for key in out.keys():
+        torch.testing.assert_close(out[key], out2[key])
+    loss_sum(out2).backward()
+    for a, b in zip(g1, (p.grad for p in loss.parameters()), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_set_keys_renames_end_to_end(name):
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    reference = build(name, actor)(td)
+    renamed = td.rename_key_("action", "act").rename_key_("action_log_prob", "old_lp").rename_key_("advantage", "adv")
+    renamed.rename_key_("value_target", "ret")
+    renamed.rename_key_(("next", "done"), ("next", "end"))
+    loss = build(name, actor)
+    keys = {"action": "act", "sample_log_prob": "old_lp", "advantage": "adv", "done": "end"}
+    if name != "grpo":
+        keys["value_target"] = "ret"
+    loss.set_keys(**keys)
+    out = loss(renamed)
+    for key in reference.keys():
+        torch.testing.assert_close(out[key], reference[key])
+    with pytest.raises(ValueError, match="not an accepted"):
+        loss.set_keys(not_a_key="x")
+
+
+@pytest.mark.parametrize("name", ["reinforce_baseline", "trpo"])
+def test_gradient_isolation(name):
+    actor, value_net = discrete_actor(), critic()
+    td = padded_batch(actor)
+    loss = build(name, actor, value_net)
+    out = loss(td)
+    actor_key = "loss_actor" if name.startswith("reinforce") else "loss_objective"
+    critic_key = "loss_value" if name.startswith("reinforce") else "loss_critic"
+    out[actor_key].backward(retain_graph=True)
+    assert all(p.grad is None or (p.grad == 0).all() for p in loss.critic_parameters())
+    assert any(p.grad is not None and (p.grad != 0).any() for p in loss.actor_parameters())
+    loss.zero_grad()
+    out[critic_key].backward()
+    assert all(p.grad is None or (p.grad == 0).all() for p in loss.actor_parameters())
+    assert any(p.grad is not None and (p.grad != 0).any() for p in loss.critic_parameters())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reinforce_equals_core_formulas(kind):
+    actor, value_net = make_actor(kind), critic()
+    td = padded_batch(actor)
+    m = mask_of(td)
+    out = REINFORCELoss(actor, value_net)(td)
+    lp = actor_lp(actor, td)
+    adv = td["advantage"].squeeze(-1)
+    torch.testing.assert_close(out["loss_actor"], mmean(-lp * adv, m))
+    v = value_net(td.select("observation").clone())["state_value"].squeeze(-1)
+    torch.testing.assert_close(out["loss_value"], mmean((v - td["value_target"].squeeze(-1)) ** 2, m))
+    # normalize_advantage: the core's group_normalize over the valid steps
+    out_n = REINFORCELoss(actor, normalize_advantage=True)(td)
+    norm, _ = group_normalize(adv.reshape(-1), torch.zeros(adv.numel(), dtype=torch.long), m.reshape(-1))
+    torch.testing.assert_close(out_n["loss_actor"], mmean(-lp * norm.reshape(adv.shape), m))
+
+
+def test_reinforce_default_estimator_is_monte_carlo():
+    actor, value_net = discrete_actor(), critic()
+    td = padded_batch(actor).exclude("advantage", "value_target")
+    loss = REINFORCELoss(actor, value_net, gamma=0.9)
+    out = loss(td)
+    explicit = MonteCarloEstimator(gamma=0.9, value_network=value_net)(td.clone())
+    expected = REINFORCELoss(actor, value_net)(explicit)
+    for key in out.keys():
+        torch.testing.assert_close(out[key], expected[key])
+    assert isinstance(loss.value_estimator, MonteCarloEstimator)
+    with pytest.raises(ValueError, match="trajs_per_batch"):
+        loss(td.exclude(("collector", "mask")))  # without the mask, the padding looks like cut episodes
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trpo_forward_equals_core_formulas(kind):
+    actor = make_actor(kind)
+    td = padded_batch(actor)
+    m = mask_of(td)
+    out = TRPOLoss(actor, critic(), normalize_advantage=False)(td)
+    lp, old = actor_lp(actor, td), td["action_log_prob"]
+    adv = td["advantage"].squeeze(-1)
+    torch.testing.assert_close(out["loss_objective"], mmean(-torch.exp(lp - old) * adv, m))
+    torch.testing.assert_close(out["kl_approx"], mmean(kl_estimate(old, lp.detach(), "k3"), m))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("aggregation", ["grpo", "bnpo", "dapo", "dr_grpo"])
+def test_grpo_equals_core_formulas(kind, aggregation):
+    actor = make_actor(kind)
+    td = padded_batch(actor)
+    m = mask_of(td)
+    loss = GRPOLoss(actor, clip_epsilon=0.1, clip_epsilon_high=0.3, kl_coeff=0.2, entropy_coeff=0.05,
+                    loss_aggregation=aggregation)
+    with torch.no_grad():  # move the policy away from the reference
+        for p in loss.actor_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = loss(td)
+    lp, old = actor_lp(actor, td), td["action_log_prob"]
+    adv = td["advantage"].squeeze(-1)
+    surrogate, clipped = clipped_surrogate_loss(lp, old, adv, 0.1, 0.3)
+    torch.testing.assert_close(out["loss_objective"], aggregate_loss(surrogate, m, aggregation))
+    torch.testing.assert_close(out["clip_fraction"], clipped[m].float().mean())
+    ref_actor = make_actor(kind)  # same seed: the initial actor is the reference
+    ref_lp = actor_lp(ref_actor, td).detach()
+    kl = kl_estimate(lp, ref_lp, "k3")
+    torch.testing.assert_close(out["loss_kl_to_ref"], 0.2 * aggregate_loss(kl, m, aggregation))
+    torch.testing.assert_close(out["kl_to_ref"], kl[m].mean().detach())
+    assert out["kl_to_ref"] > 0
+    if kind == "discrete":
+        ent = actor.get_dist(td).entropy()
+        torch.testing.assert_close(out["loss_entropy"], -0.05 * aggregate_loss(ent, m, aggregation))
+    # equal-length episodes: grpo and bnpo coincide; unequal ones (LENGTHS) they differ
+    if aggregation == "grpo":
+        bnpo = GRPOLoss(actor, clip_epsilon=0.1, clip_epsilon_high=0.3, loss_aggregation="bnpo")(td)
+        assert not torch.allclose(out["loss_objective"], bnpo["loss_objective"])
+
+
+def test_grpo_reference_is_frozen_until_update():
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    loss = GRPOLoss(actor, kl_coeff=0.5)
+    ref_ids = {id(t) for t in loss.reference_actor_network_params.values(True, True)}
+    assert not ref_ids & {id(p) for p in loss.parameters()}
+    assert loss(td)["kl_to_ref"] == 0
+    opt = torch.optim.SGD(loss.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_sum(loss(td)).backward()
+        opt.step()
+    assert loss(td)["kl_to_ref"] > 1e-4
+    loss.update_reference()
+    assert loss(td)["kl_to_ref"] == 0
+    state = loss.state_dict()
+    assert any(k.startswith("reference_actor_network_params") for k in state)
+
+
+def test_grpo_advantage_module_and_missing_advantage():
+    actor = discrete_actor()
+    td = padded_batch(actor).exclude("advantage")
+    loss = GRPOLoss(actor)
+    with pytest.raises(KeyError, match="GroupRelativeAdvantage"):
+        loss(td)
+    loss.make_value_estimator(GroupRelativeAdvantage(group_size=2))
+    expected = GRPOLoss(actor)(GroupRelativeAdvantage(group_size=2)(td.clone()))
+    out = loss(td)
+    torch.testing.assert_close(out["loss_objective"], expected["loss_objective"])
+
+
+def test_bad_inputs_raise_clear_errors():
+    actor = discrete_actor()
+    for make, match in [
+        (lambda: REINFORCELoss(actor, entropy_coeff=-0.1), "entropy_coeff"),
+        (lambda: REINFORCELoss(actor, critic(), critic_coeff=-1.0), "critic_coeff"),
+        (lambda: REINFORCELoss(actor, gamma=2.0), "gamma"),
+        (lambda: REINFORCELoss(actor, reduction="avg"), "reduction"),
+        (lambda: GRPOLoss(actor, clip_epsilon=-0.2), "clip_epsilon"),
+        (lambda: GRPOLoss(actor, clip_epsilon_high=-0.2), "clip_epsilon_high"),
+        (lambda: GRPOLoss(actor, kl_coeff=-0.01), "kl_coeff"),
+        (lambda: GRPOLoss(actor, loss_aggregation="token"), "loss_aggregation"),
+        (lambda: TRPOLoss(actor, critic(), max_kl=0.0), "max_kl"),
+        (lambda: TRPOLoss(actor, critic(), cg_damping=-1.0), "cg_damping"),
+        (lambda: TRPOLoss(actor, critic(), line_search_shrinking_factor=1.5), "shrinking"),
+        (lambda: TRPOLoss(actor, actor.module[0]), "share parameters"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            make()
+    td = padded_batch(actor)
+    loss = GRPOLoss(actor)
+    loss.set_keys(sample_log_prob="behaviour_log_prob")
+    with pytest.raises(KeyError, match=r"set_keys\(sample_log_prob="):
+        loss(td)
+    with pytest.raises(RuntimeError, match="no critic"):
+        REINFORCELoss(actor).loss_critic(td)
