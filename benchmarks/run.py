@@ -45,9 +45,10 @@ SUITE_ALGOS = [
     "a2c",
     "ppo",
     "torchrl_grpo",
+    "torchrl_reinforce_pgx",
+    "torchrl_trpo",
     "torchrl_reinforce",
     "torchrl_ppo",
-    "torchrl_reinforce_tr",
 ]
 COMPETITORS = {"trpo_contrib", "a2c", "ppo", "torchrl_reinforce", "torchrl_ppo"}
 QUICK_ALGOS = ["trpo", "trpo_contrib", "grpo", "reinforce_baseline", "ppo", "torchrl_grpo", "torchrl_ppo"]

@@ -14,15 +14,15 @@ import importlib
 import io
 import tempfile
 import time
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
+
+from benchmarks.common import Curve
 
 # name -> (class path, config source). "ours": zoo_configs/<key>.yml; "zoo": rl_zoo3/hyperparams/<key>.yml
 SB3_ALGOS: dict[str, tuple[str, str, str]] = {
@@ -50,16 +50,6 @@ def config_path(source: str, key: str) -> str:
     import rl_zoo3
 
     return str(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{key}.yml")
-
-
-@dataclass
-class Curve:
-    """Evaluation curve of one run."""
-
-    steps: list[int] = field(default_factory=list)
-    mean: list[float] = field(default_factory=list)
-    std: list[float] = field(default_factory=list)
-    train_time: list[float] = field(default_factory=list)
 
 
 class _EvalAndTime(BaseCallback):
@@ -148,9 +138,3 @@ def run_sb3(
         model.get_env().close()
         eval_env.close()
     return curve
-
-
-def steps_to_threshold(curve: Curve, threshold: float) -> float:
-    """First evaluated step count whose mean return reaches ``threshold`` (``nan`` if never)."""
-    hits = np.nonzero(np.asarray(curve.mean) >= threshold)[0]
-    return float(curve.steps[hits[0]]) if len(hits) else float("nan")
