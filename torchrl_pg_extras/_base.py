@@ -13,8 +13,8 @@ from torchrl.objectives.value import ValueEstimatorBase
 
 from pg_extras import group_normalize
 from torchrl_pg_extras._utils import (
-    as_batch,
     actor_context,
+    as_batch,
     check_coeff,
     entropy_of,
     gather_mask,
@@ -45,9 +45,18 @@ class PolicyGradientLossBase(LossModule):
     target_actor_network_params: TensorDictParams
     target_critic_network_params: TensorDictParams
 
-    def __init__(self, actor_network: ProbabilisticTensorDictSequential, critic_network: TensorDictModule | None, *,
-                 functional: bool, reduction: str | None, separate_losses: bool = False,
-                 loss_critic_type: str = "l2", critic_coeff: float = 1.0, entropy_coeff: float = 0.0) -> None:
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        critic_network: TensorDictModule | None,
+        *,
+        functional: bool,
+        reduction: str | None,
+        separate_losses: bool = False,
+        loss_critic_type: str = "l2",
+        critic_coeff: float = 1.0,
+        entropy_coeff: float = 0.0,
+    ) -> None:
         if actor_network is None:
             raise TypeError(f"{type(self).__name__} needs an actor_network (a ProbabilisticActor or similar).")
         if not hasattr(actor_network, "get_dist"):
@@ -198,7 +207,9 @@ class PolicyGradientLossBase(LossModule):
         if self.critic_network is None:
             return []
         if self.functional:
-            return [p for p in self.critic_network_params.values(True, True) if isinstance(p, torch.Tensor) and p.requires_grad]
+            return [
+                p for p in self.critic_network_params.values(True, True) if isinstance(p, torch.Tensor) and p.requires_grad
+            ]
         return [p for p in self.critic_network.parameters() if p.requires_grad]
 
     def _dist(self, tensordict: TensorDictBase, params: TensorDictBase | None = None):

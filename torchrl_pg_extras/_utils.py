@@ -56,7 +56,9 @@ def time_dim_of(tensordict: TensorDictBase, time_dim: int | None = None) -> int:
     """Index of the time dimension: ``time_dim``, else the dimension named ``"time"``, else the last one."""
     ndim = tensordict.batch_dims
     if ndim < 1:
-        raise ValueError(f"Expected a tensordict with a time dimension (batch_dims >= 1), got batch_size={tensordict.batch_size}.")
+        raise ValueError(
+            f"Expected a tensordict with a time dimension (batch_dims >= 1), got batch_size={tensordict.batch_size}."
+        )
     if time_dim is not None:
         return time_dim % ndim
     if tensordict._has_names():
@@ -139,8 +141,9 @@ def _sum_leaves(td: TensorDictBase, batch_shape: Sequence[int]) -> torch.Tensor:
     return sum(_to_batch(v, batch_shape) for v in td.values(True, True))
 
 
-def log_prob_of(dist: torch.distributions.Distribution, tensordict: TensorDictBase, action_key: NestedKey,
-                owner: str) -> torch.Tensor:
+def log_prob_of(
+    dist: torch.distributions.Distribution, tensordict: TensorDictBase, action_key: NestedKey, owner: str
+) -> torch.Tensor:
     """Log-probability of the stored action(s) under ``dist``, with the tensordict's batch shape."""
     batch_shape = tensordict.batch_size
     if isinstance(dist, CompositeDistribution):

@@ -54,12 +54,23 @@ class GroupBatcher:
         >>> collector.shutdown()
     """
 
-    def __init__(self, collector: Iterable[TensorDictBase], group_size: int, groups_per_batch: int, *,
-                 group_id_key: NestedKey = "group_id", mask_key: NestedKey = ("collector", "mask"),
-                 traj_id_key: NestedKey = ("collector", "traj_ids"), done_key: NestedKey = ("next", "done"),
-                 max_pending_groups: int = 4096) -> None:
-        for name, value in (("group_size", group_size), ("groups_per_batch", groups_per_batch),
-                            ("max_pending_groups", max_pending_groups)):
+    def __init__(
+        self,
+        collector: Iterable[TensorDictBase],
+        group_size: int,
+        groups_per_batch: int,
+        *,
+        group_id_key: NestedKey = "group_id",
+        mask_key: NestedKey = ("collector", "mask"),
+        traj_id_key: NestedKey = ("collector", "traj_ids"),
+        done_key: NestedKey = ("next", "done"),
+        max_pending_groups: int = 4096,
+    ) -> None:
+        for name, value in (
+            ("group_size", group_size),
+            ("groups_per_batch", groups_per_batch),
+            ("max_pending_groups", max_pending_groups),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         self.collector = collector

@@ -110,10 +110,19 @@ class GRPOLoss(PolicyGradientLossBase):
     default_value_estimator = None
     _schedulable_buffers = frozenset({"entropy_coeff", "kl_coeff"})
 
-    def __init__(self, actor_network: ProbabilisticTensorDictSequential, *, clip_epsilon: float = 0.2,
-                 clip_epsilon_high: float | None = None, kl_coeff: float = 0.0, entropy_coeff: float = 0.0,
-                 loss_aggregation: str = "grpo", max_length: int | None = None, functional: bool = True,
-                 reduction: str | None = None) -> None:
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        *,
+        clip_epsilon: float = 0.2,
+        clip_epsilon_high: float | None = None,
+        kl_coeff: float = 0.0,
+        entropy_coeff: float = 0.0,
+        loss_aggregation: str = "grpo",
+        max_length: int | None = None,
+        functional: bool = True,
+        reduction: str | None = None,
+    ) -> None:
         check_coeff("clip_epsilon", clip_epsilon)
         check_coeff("clip_epsilon_high", clip_epsilon_high, allow_none=True)
         check_coeff("kl_coeff", kl_coeff)
@@ -160,10 +169,10 @@ class GRPOLoss(PolicyGradientLossBase):
             "loss.make_value_estimator(GroupRelativeAdvantage(group_size=...))."
         )
 
-    def _episode_aggregator(self, tensordict: TensorDictBase, mask: torch.Tensor | None):
+    def _episode_aggregator(self, tensordict: TensorDictBase, mask: torch.Tensor | None, device: torch.device):
         """Return ``x [*B, T] -> scalar`` that applies ``loss_aggregation`` over the valid steps."""
         shape = tensordict.batch_size
-        valid = torch.ones(shape, dtype=torch.bool, device=tensordict.device) if mask is None else mask
+        valid = torch.ones(shape, dtype=torch.bool, device=device) if mask is None else mask
         if self.loss_aggregation in ("bnpo", "dapo") or tensordict.batch_dims == 0:
             return lambda x: aggregate_loss(x.reshape(-1), valid.reshape(-1), self.loss_aggregation)
         tdim = time_dim_of(tensordict)
@@ -188,8 +197,9 @@ class GRPOLoss(PolicyGradientLossBase):
         dist = self._dist(tensordict)
         log_prob = self._log_prob(dist, tensordict)
         old_log_prob = self._old_log_prob(tensordict).to(log_prob.dtype)
-        objective, clipped = clipped_surrogate_loss(log_prob, old_log_prob, advantage, self.clip_epsilon,
-                                                    self.clip_epsilon_high)
+        objective, clipped = clipped_surrogate_loss(
+            log_prob, old_log_prob, advantage, self.clip_epsilon, self.clip_epsilon_high
+        )
         terms = {"loss_objective": objective}
         diagnostics = {
             "clip_fraction": masked_mean(clipped.to(log_prob.dtype), mask),
@@ -206,7 +216,7 @@ class GRPOLoss(PolicyGradientLossBase):
             terms["loss_entropy"] = -self.entropy_coeff * entropy
             diagnostics["entropy"] = masked_mean(entropy.detach(), mask)
         if self.reduction == "mean":
-            aggregate = self._episode_aggregator(tensordict, mask)
+            aggregate = self._episode_aggregator(tensordict, mask, log_prob.device)
             terms = {k: aggregate(v) for k, v in terms.items()}
         else:
             terms = {k: self._reduce(v, mask) for k, v in terms.items()}

@@ -103,14 +103,31 @@ class REINFORCELoss(PolicyGradientLossBase):
     tensor_keys: _AcceptedKeys
     default_value_estimator = None
 
-    def __init__(self, actor_network: ProbabilisticTensorDictSequential, critic_network: TensorDictModule | None = None,
-                 *, gamma: float = 0.99, entropy_coeff: float = 0.0, critic_coeff: float = 1.0, loss_critic_type: str = "l2",
-                 normalize_advantage: bool = False, separate_losses: bool = False, functional: bool = True,
-                 reduction: str | None = None) -> None:
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        critic_network: TensorDictModule | None = None,
+        *,
+        gamma: float = 0.99,
+        entropy_coeff: float = 0.0,
+        critic_coeff: float = 1.0,
+        loss_critic_type: str = "l2",
+        normalize_advantage: bool = False,
+        separate_losses: bool = False,
+        functional: bool = True,
+        reduction: str | None = None,
+    ) -> None:
         check_unit_interval("gamma", float(gamma))
-        super().__init__(actor_network, critic_network, functional=functional, reduction=reduction,
-                         separate_losses=separate_losses, loss_critic_type=loss_critic_type, critic_coeff=critic_coeff,
-                         entropy_coeff=entropy_coeff)
+        super().__init__(
+            actor_network,
+            critic_network,
+            functional=functional,
+            reduction=reduction,
+            separate_losses=separate_losses,
+            loss_critic_type=loss_critic_type,
+            critic_coeff=critic_coeff,
+            entropy_coeff=entropy_coeff,
+        )
         self.gamma = float(gamma)
         self.normalize_advantage = normalize_advantage
         self._has_entropy = float(entropy_coeff) > 0

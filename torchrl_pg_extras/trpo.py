@@ -112,12 +112,26 @@ class TRPOLoss(PolicyGradientLossBase):
     tensor_keys: _AcceptedKeys
     default_value_estimator = None
 
-    def __init__(self, actor_network: ProbabilisticTensorDictSequential, critic_network: TensorDictModule | None = None,
-                 *, max_kl: float = 0.01, cg_max_steps: int = 15, cg_damping: float = 0.1,
-                 line_search_shrinking_factor: float = 0.8, line_search_max_iter: int = 10, kl_samples: int = 16,
-                 normalize_advantage: bool = True, gamma: float = 0.99, lmbda: float = 0.95, entropy_coeff: float = 0.0,
-                 critic_coeff: float = 1.0, loss_critic_type: str = "l2", functional: bool = True,
-                 reduction: str | None = None) -> None:
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        critic_network: TensorDictModule | None = None,
+        *,
+        max_kl: float = 0.01,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        kl_samples: int = 16,
+        normalize_advantage: bool = True,
+        gamma: float = 0.99,
+        lmbda: float = 0.95,
+        entropy_coeff: float = 0.0,
+        critic_coeff: float = 1.0,
+        loss_critic_type: str = "l2",
+        functional: bool = True,
+        reduction: str | None = None,
+    ) -> None:
         check_positive("max_kl", max_kl)
         check_coeff("cg_damping", cg_damping)
         for name, value in (("cg_max_steps", cg_max_steps), ("line_search_max_iter", line_search_max_iter)):
@@ -134,8 +148,15 @@ class TRPOLoss(PolicyGradientLossBase):
                     "TRPOLoss: actor_network and critic_network share parameters, so the critic update would move the "
                     "actor outside the trust region. Use separate networks for the actor and the critic."
                 )
-        super().__init__(actor_network, critic_network, functional=functional, reduction=reduction,
-                         loss_critic_type=loss_critic_type, critic_coeff=critic_coeff, entropy_coeff=entropy_coeff)
+        super().__init__(
+            actor_network,
+            critic_network,
+            functional=functional,
+            reduction=reduction,
+            loss_critic_type=loss_critic_type,
+            critic_coeff=critic_coeff,
+            entropy_coeff=entropy_coeff,
+        )
         self.max_kl = float(max_kl)
         self.cg_max_steps = cg_max_steps
         self.cg_damping = float(cg_damping)
@@ -220,8 +241,15 @@ class TRPOLoss(PolicyGradientLossBase):
             kl = masked_mean(self._kl(old_dist, dist, batch_shape), mask)
             return surrogate, kl
 
-        result = trust_region_step(self.actor_parameters(), evaluate, self.max_kl, self.cg_max_steps, self.cg_damping,
-                                   self.line_search_shrinking_factor, self.line_search_max_iter)
+        result = trust_region_step(
+            self.actor_parameters(),
+            evaluate,
+            max_kl=self.max_kl,
+            cg_max_steps=self.cg_max_steps,
+            cg_damping=self.cg_damping,
+            shrinking_factor=self.line_search_shrinking_factor,
+            line_search_max_iter=self.line_search_max_iter,
+        )
         device = advantage.device
         return TensorDict(
             {
@@ -276,8 +304,14 @@ class TRPOStepper(OptimizationStepper):
         ['accepted', 'improvement', 'kl']
     """
 
-    def __init__(self, loss_module: TRPOLoss, critic_optimizer: torch.optim.Optimizer | None = None, *,
-                 critic_updates: int = 10, critic_batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        loss_module: TRPOLoss,
+        critic_optimizer: torch.optim.Optimizer | None = None,
+        *,
+        critic_updates: int = 10,
+        critic_batch_size: int | None = None,
+    ) -> None:
         if not isinstance(loss_module, TRPOLoss):
             raise TypeError(f"loss_module must be a TRPOLoss, got {type(loss_module).__name__}.")
         if isinstance(critic_updates, bool) or not isinstance(critic_updates, int) or critic_updates < 0:

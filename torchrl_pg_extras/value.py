@@ -23,6 +23,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
+from torchrl.objectives.value import ValueEstimatorBase
 
 from pg_extras import (
     ADVANTAGE_MODES,
@@ -33,7 +34,6 @@ from pg_extras import (
     returns_to_go,
 )
 from pg_extras._checks import check_choice, check_positive, check_unit_interval
-from torchrl.objectives.value import ValueEstimatorBase
 from torchrl_pg_extras._utils import from_time_major, gather_mask, get_required, time_dim_of, to_time_major
 
 __all__ = ["GroupRelativeAdvantage", "MonteCarloEstimator"]
@@ -87,8 +87,15 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
 
-    def __init__(self, *, value_network: TensorDictModuleBase | None = None, incomplete: str = "raise",
-                 differentiable: bool = False, time_dim: int | None = None, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        value_network: TensorDictModuleBase | None = None,
+        incomplete: str = "raise",
+        differentiable: bool = False,
+        time_dim: int | None = None,
+        device: torch.device | None = None,
+    ) -> None:
         check_choice("incomplete", incomplete, _INCOMPLETE)
         super().__init__(value_network=value_network, differentiable=differentiable, device=device)
         self.incomplete = incomplete
@@ -116,7 +123,9 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
         truncated = tensordict.get(("next", self.tensor_keys.truncated), default=None)
         done_tm = to_time_major(done, shape, tdim, "done").to(torch.bool)
         term_tm = done_tm if terminated is None else to_time_major(terminated, shape, tdim, "terminated").to(torch.bool)
-        trunc_tm = done_tm & ~term_tm if truncated is None else to_time_major(truncated, shape, tdim, "truncated").to(torch.bool)
+        trunc_tm = (
+            done_tm & ~term_tm if truncated is None else to_time_major(truncated, shape, tdim, "truncated").to(torch.bool)
+        )
         mask = gather_mask(tensordict, [self.tensor_keys.mask])
         valid_tm = torch.ones_like(done_tm) if mask is None else to_time_major(mask, shape, tdim, "mask")
         reward_tm = to_time_major(reward, shape, tdim, "reward")
@@ -130,8 +139,13 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
             out = net(tensordict.select(*net.in_keys, strict=False))
         return get_required(out, self.tensor_keys.value, "value", type(self).__name__)
 
-    def value_estimate(self, tensordict: TensorDictBase, target_params: TensorDictBase | None = None,
-                       next_value: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def value_estimate(
+        self,
+        tensordict: TensorDictBase,
+        target_params: TensorDictBase | None = None,
+        next_value: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
         """The value target (Monte-Carlo return) without writing anything else."""
         td = tensordict.copy()
         self(td, **kwargs)
@@ -175,19 +189,34 @@ class MonteCarloEstimator(_EpisodeEstimatorBase):
         tensor([[1.5000, 1.0000, 1.5000, 1.0000]])
     """
 
-    def __init__(self, gamma: float = 0.99, *, value_network: TensorDictModuleBase | None = None,
-                 bootstrap_truncated: bool = False, incomplete: str = "raise", differentiable: bool = False,
-                 time_dim: int | None = None, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        gamma: float = 0.99,
+        *,
+        value_network: TensorDictModuleBase | None = None,
+        bootstrap_truncated: bool = False,
+        incomplete: str = "raise",
+        differentiable: bool = False,
+        time_dim: int | None = None,
+        device: torch.device | None = None,
+    ) -> None:
         check_unit_interval("gamma", float(gamma))
         if bootstrap_truncated and value_network is None:
             raise ValueError("bootstrap_truncated=True needs a value_network to bootstrap with: pass value_network=critic.")
-        super().__init__(value_network=value_network, incomplete=incomplete, differentiable=differentiable,
-                         time_dim=time_dim, device=device)
+        super().__init__(
+            value_network=value_network, incomplete=incomplete, differentiable=differentiable, time_dim=time_dim, device=device
+        )
         self.gamma = float(gamma)
         self.bootstrap_truncated = bootstrap_truncated
 
-    def forward(self, tensordict: TensorDictBase, *, params: TensorDictBase | None = None,
-                target_params: TensorDictBase | None = None, time_dim: int | None = None) -> TensorDictBase:
+    def forward(
+        self,
+        tensordict: TensorDictBase,
+        *,
+        params: TensorDictBase | None = None,
+        target_params: TensorDictBase | None = None,
+        time_dim: int | None = None,
+    ) -> TensorDictBase:
         """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
         shape = tensordict.batch_size
         tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
@@ -268,9 +297,19 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 [-0.7071,  0.0000]])
     """
 
-    def __init__(self, group_size: int | None = None, *, mode: str = "outcome", scale: str = "group", rloo: bool = False,
-                 gamma: float = 1.0, eps: float = 1e-8, incomplete: str = "raise", time_dim: int | None = None,
-                 device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        group_size: int | None = None,
+        *,
+        mode: str = "outcome",
+        scale: str = "group",
+        rloo: bool = False,
+        gamma: float = 1.0,
+        eps: float = 1e-8,
+        incomplete: str = "raise",
+        time_dim: int | None = None,
+        device: torch.device | None = None,
+    ) -> None:
         if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
             raise ValueError(f"group_size must be a positive integer or None, got {group_size!r}.")
         check_choice("mode", mode, ADVANTAGE_MODES)
@@ -290,8 +329,14 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
     def in_keys(self):
         return [*super().in_keys, self.tensor_keys.group_id]
 
-    def forward(self, tensordict: TensorDictBase, *, params: TensorDictBase | None = None,
-                target_params: TensorDictBase | None = None, time_dim: int | None = None) -> TensorDictBase:
+    def forward(
+        self,
+        tensordict: TensorDictBase,
+        *,
+        params: TensorDictBase | None = None,
+        target_params: TensorDictBase | None = None,
+        time_dim: int | None = None,
+    ) -> TensorDictBase:
         """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
         owner = type(self).__name__
         shape = tensordict.batch_size
@@ -343,8 +388,14 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         adv_e = torch.zeros(ep_mask.shape, dtype=reward.dtype, device=reward.device)
         if bool(keep.any()):
             res = group_relative_advantages(
-                layout.to_episodes(reward)[keep], ep_mask[keep], group_ids=ep_gid[keep], mode=self.mode,
-                scale=self.scale, rloo=self.rloo, gamma=self.gamma, eps=self.eps,
+                layout.to_episodes(reward)[keep],
+                ep_mask[keep],
+                group_ids=ep_gid[keep],
+                mode=self.mode,
+                scale=self.scale,
+                rloo=self.rloo,
+                gamma=self.gamma,
+                eps=self.eps,
             )
             adv_e[keep] = res.advantages
             self.last_stats = {

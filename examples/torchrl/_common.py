@@ -38,13 +38,30 @@ def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
     p.add_argument("--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"])
     p.add_argument("--log-dir", default="logs/torchrl")
-    p.add_argument("--multiprocess", type=int, default=0, metavar="W",
-                   help="collect with W worker processes (Collector(backend='process', num_collectors=W))")
-    p.add_argument("--mp-start-method", default=None, choices=["spawn", "fork", "forkserver"],
-                   help="multiprocessing start method for --multiprocess (TorchRL's default: spawn)")
+    p.add_argument(
+        "--multiprocess",
+        type=int,
+        default=0,
+        metavar="W",
+        help="collect with W worker processes (Collector(backend='process', num_collectors=W))",
+    )
+    p.add_argument(
+        "--mp-start-method",
+        default=None,
+        choices=["spawn", "fork", "forkserver"],
+        help="multiprocessing start method for --multiprocess (TorchRL's default: spawn)",
+    )
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     p.add_argument("--target-return", type=float, default=None, help="stop once the mean episode return reaches it")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these small MLPs)")
     return p
+
+
+def setup(args) -> torch.device:
+    """Seed, CPU threads and device."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    return device_of(args.device)
 
 
 def device_of(name: str) -> torch.device:
@@ -58,8 +75,9 @@ def make_env(env_name: str, num_envs: int, seed: int, group_size: int | None = N
 
     ``group_size`` adds :class:`~torchrl_pg_extras.GroupReset` (GRPO groups of same-seed episodes).
     """
-    vec = gym.make_vec(env_name, num_envs=num_envs, vectorization_mode="sync",
-                       vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED})
+    vec = gym.make_vec(
+        env_name, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
+    )
     env = TransformedEnv(GymWrapper(vec, categorical_action_encoding=True), RewardSum())
     if group_size is not None:
         env.append_transform(GroupReset(group_size, seed=seed))
@@ -80,16 +98,25 @@ def make_actor(env: EnvBase, hidden: int, device: torch.device) -> Probabilistic
     if spec.domain == "discrete":
         net = MLP(in_features=n_obs, out_features=int(spec.space.n), num_cells=[hidden, hidden], activation_class=nn.Tanh)
         module = TensorDictModule(net, ["observation"], ["logits"])
-        actor = ProbabilisticActor(module, in_keys=["logits"], distribution_class=torch.distributions.Categorical,
-                                   return_log_prob=True, spec=spec)
+        actor = ProbabilisticActor(
+            module, in_keys=["logits"], distribution_class=torch.distributions.Categorical, return_log_prob=True, spec=spec
+        )
     else:
         n_act = spec.shape[-1]
-        net = nn.Sequential(MLP(in_features=n_obs, out_features=2 * n_act, num_cells=[hidden, hidden],
-                                activation_class=nn.Tanh), NormalParamExtractor())
+        net = nn.Sequential(
+            MLP(in_features=n_obs, out_features=2 * n_act, num_cells=[hidden, hidden], activation_class=nn.Tanh),
+            NormalParamExtractor(),
+        )
         module = TensorDictModule(net, ["observation"], ["loc", "scale"])
         bounds = {"low": spec.space.low.to(device), "high": spec.space.high.to(device)}
-        actor = ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
-                                   distribution_kwargs=bounds, return_log_prob=True, spec=spec)
+        actor = ProbabilisticActor(
+            module,
+            in_keys=["loc", "scale"],
+            distribution_class=TanhNormal,
+            distribution_kwargs=bounds,
+            return_log_prob=True,
+            spec=spec,
+        )
     return actor.to(device)
 
 
@@ -99,14 +126,26 @@ def make_critic(env: EnvBase, hidden: int, device: torch.device) -> ValueOperato
     return ValueOperator(net, in_keys=["observation"]).to(device)
 
 
-def make_collector(args, policy, frames_per_batch: int, group_size: int | None = None,
-                   trajs_per_batch: int | None = None, device: torch.device | None = None):
+def make_collector(
+    args,
+    policy,
+    frames_per_batch: int,
+    group_size: int | None = None,
+    trajs_per_batch: int | None = None,
+    device: torch.device | None = None,
+):
     """A direct ``Collector``, or one with ``--multiprocess W`` worker processes (``MultiSyncCollector``).
 
     For Ray, the same call takes ``backend="ray"`` (``pip install ray``): the workers then run as Ray actors.
     """
-    kwargs = dict(frames_per_batch=frames_per_batch, total_frames=-1, auto_register_policy_transforms=False,
-                  policy_device=device, storing_device=device, env_device="cpu")
+    kwargs = dict(
+        frames_per_batch=frames_per_batch,
+        total_frames=-1,
+        auto_register_policy_transforms=False,
+        policy_device=device,
+        storing_device=device,
+        env_device="cpu",
+    )
     if trajs_per_batch is not None:
         kwargs.update(trajs_per_batch=trajs_per_batch, traj_format="padded")
     factories = env_factories(args, group_size)
@@ -168,9 +207,11 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-        print(f"frames={self.frames} mean_return(last 50 episodes)={self.mean_return:.1f} time={time.time() - self.start:.1f}s")
+        print(
+            f"frames={self.frames} mean_return(last 50 episodes)={self.mean_return:.1f} time={time.time() - self.start:.1f}s"
+        )
 
 
 def scalars(td: TensorDictBase, keys: Iterable[str] | None = None) -> dict[str, float]:
     """Detached scalar entries of a loss output, prefixed with ``train/``."""
-    return {f"train/{k}": float(v) for k, v in td.items() if v.numel() == 1 and (keys is None or k in keys)}
+    return {f"train/{k}": float(v.detach()) for k, v in td.items() if v.numel() == 1 and (keys is None or k in keys)}

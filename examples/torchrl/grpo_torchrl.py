@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import torch
-from _common import Progress, device_of, episode_returns, make_actor, make_collector, make_env, parser, scalars
+from _common import Progress, episode_returns, make_actor, make_collector, make_env, parser, scalars, setup
 
 from torchrl_pg_extras import GroupBatcher, GroupRelativeAdvantage, GRPOLoss
 
@@ -38,18 +38,29 @@ def main(argv: list[str] | None = None) -> float:
     args = p.parse_args(argv)
     if args.num_envs % args.group_size:
         p.error(f"--num-envs ({args.num_envs}) must be a multiple of --group-size ({args.group_size})")
-    torch.manual_seed(args.seed)
-    device = device_of(args.device)
+    device = setup(args)
 
     probe = make_env(args.env, 1, args.seed)
     actor = make_actor(probe, args.hidden, device)
     probe.close()
-    loss = GRPOLoss(actor, clip_epsilon=args.clip, clip_epsilon_high=args.clip_high, kl_coeff=args.beta,
-                    entropy_coeff=args.entropy_coeff, loss_aggregation=args.loss_aggregation)
+    loss = GRPOLoss(
+        actor,
+        clip_epsilon=args.clip,
+        clip_epsilon_high=args.clip_high,
+        kl_coeff=args.beta,
+        entropy_coeff=args.entropy_coeff,
+        loss_aggregation=args.loss_aggregation,
+    )
     advantage = GroupRelativeAdvantage(args.group_size, mode=args.mode, scale=args.scale, rloo=args.rloo, gamma=args.gamma)
     optim = torch.optim.Adam(loss.parameters(), lr=args.lr)
-    collector = make_collector(args, actor, frames_per_batch=args.num_envs * 16, group_size=args.group_size,
-                               trajs_per_batch=args.group_size, device=device)
+    collector = make_collector(
+        args,
+        actor,
+        frames_per_batch=args.num_envs * 16,
+        group_size=args.group_size,
+        trajs_per_batch=args.group_size,
+        device=device,
+    )
     batches = GroupBatcher(collector, args.group_size, args.groups_per_batch)
     progress = Progress(args, "grpo")
     updates = 0

@@ -12,7 +12,7 @@ Monte-Carlo returns need whole episodes: the collector yields complete trajector
 from __future__ import annotations
 
 import torch
-from _common import Progress, device_of, episode_returns, make_actor, make_collector, make_critic, make_env, parser, scalars
+from _common import Progress, episode_returns, make_actor, make_collector, make_critic, make_env, parser, scalars, setup
 
 from torchrl_pg_extras import REINFORCELoss
 
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--gamma", type=float, default=0.99)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     args = p.parse_args(argv)
-    torch.manual_seed(args.seed)
-    device = device_of(args.device)
+    device = setup(args)
 
     probe = make_env(args.env, 1, args.seed)
     actor = make_actor(probe, args.hidden, device)
@@ -34,8 +33,9 @@ def main(argv: list[str] | None = None) -> float:
     probe.close()
     loss = REINFORCELoss(actor, critic, gamma=args.gamma, normalize_advantage=True)
     optim = torch.optim.Adam(loss.parameters(), lr=args.lr)
-    collector = make_collector(args, actor, frames_per_batch=args.num_envs * 16, trajs_per_batch=args.episodes_per_batch,
-                               device=device)
+    collector = make_collector(
+        args, actor, frames_per_batch=args.num_envs * 16, trajs_per_batch=args.episodes_per_batch, device=device
+    )
     progress = Progress(args, "reinforce")
     for batch in collector:
         batch = batch.to(device)

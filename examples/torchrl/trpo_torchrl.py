@@ -11,7 +11,7 @@ The loop below is what ``TRPOStepper`` does inside a ``torchrl.trainers.Trainer`
 from __future__ import annotations
 
 import torch
-from _common import Progress, device_of, episode_returns, make_actor, make_collector, make_critic, make_env, parser, scalars
+from _common import Progress, episode_returns, make_actor, make_collector, make_critic, make_env, parser, scalars, setup
 
 from torchrl_pg_extras import TRPOLoss, TRPOStepper
 
@@ -27,16 +27,19 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--critic-batch-size", type=int, default=128)
     args = p.parse_args(argv)
     gamma = args.gamma if args.gamma is not None else (0.9 if args.env == "Pendulum-v1" else 0.99)
-    torch.manual_seed(args.seed)
-    device = device_of(args.device)
+    device = setup(args)
 
     probe = make_env(args.env, 1, args.seed)
     actor = make_actor(probe, args.hidden, device)
     critic = make_critic(probe, args.hidden, device)
     probe.close()
     loss = TRPOLoss(actor, critic, max_kl=args.max_kl, gamma=gamma, lmbda=args.gae_lambda)
-    stepper = TRPOStepper(loss, torch.optim.Adam(loss.critic_parameters(), lr=args.critic_lr),
-                          critic_updates=args.critic_updates, critic_batch_size=args.critic_batch_size)
+    stepper = TRPOStepper(
+        loss,
+        torch.optim.Adam(loss.critic_parameters(), lr=args.critic_lr),
+        critic_updates=args.critic_updates,
+        critic_batch_size=args.critic_batch_size,
+    )
     collector = make_collector(args, actor, frames_per_batch=args.num_envs * args.steps_per_env, device=device)
     progress = Progress(args, "trpo")
     for batch in collector:

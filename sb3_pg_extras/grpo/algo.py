@@ -306,11 +306,17 @@ class GRPO(OnPolicyAlgorithm):
             self._group_sync.mark_reset()
         return result
 
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        # A rollout ends at a round end, so it can overshoot total_timesteps: keep schedules in their [0, 1] domain
+        # (RL Zoo's lin_<x> would otherwise give a negative clip range / learning rate).
+        super()._update_current_progress_remaining(num_timesteps, total_timesteps)
+        self._current_progress_remaining = min(max(self._current_progress_remaining, 0.0), 1.0)
+
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "ref_policy"], []
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_group_sync"]
+        return [*super()._excluded_save_params(), "_group_sync", "_last_rollout_stats"]
 
     # ---------------------------------------------------------------- rollout
     def collect_rollouts(  # type: ignore[override]

@@ -213,6 +213,30 @@ def test_waiting_steps_are_not_trained_on():
         np.testing.assert_allclose(buf.episode_rewards[e, :length].numpy(), np.arange(1, length + 1))
 
 
+def test_n_steps_is_a_minimum_and_rollouts_hold_whole_rounds():
+    model = GRPO("MlpPolicy", length_env(4, max_len=6), group_size=2, seed=0, **{**SMALL, "n_steps": 10})
+    model.learn(1)
+    buf = model.rollout_buffer
+    n_rounds = sum(buf._round_end)
+    assert buf.size >= 10 and buf._round_end[-1] and n_rounds >= 2
+    assert buf.n_episodes == 4 * n_rounds and sorted(th.unique(buf.episode_round).tolist()) == list(range(n_rounds))
+    assert model.num_timesteps == 4 * buf.size  # every env step counts, waiting ones included
+
+
+def test_gsde_on_box_actions():
+    model = GRPO(
+        "MlpPolicy",
+        make_vec_env(lambda: IdentityEnvBox(ep_length=4), n_envs=2),
+        group_size=2,
+        seed=0,
+        use_sde=True,
+        sde_sample_freq=2,
+        **SMALL,
+    )
+    model.learn(40)
+    assert model.policy.use_sde and th.isfinite(model.policy.log_std).all()
+
+
 # ----------------------------------------------------------------------------- advantages and mini-batches
 
 
@@ -422,7 +446,7 @@ def test_schedules_and_string_env():
         n_envs=4,
         seed=0,
         learning_rate=LinearSchedule(1e-3, 0.0, 1.0),
-        clip_range=LinearSchedule(0.3, 0.1, 1.0),
+        clip_range=lambda progress: 0.3 * progress,  # RL Zoo's lin_0.3
         **SMALL,
     )
     assert model.n_envs == 4
@@ -430,8 +454,10 @@ def test_schedules_and_string_env():
     model.learn(1000)
     clip = [r["train/clip_range"] for r in writer.records if "train/clip_range" in r]
     lr = [r["train/learning_rate"] for r in writer.records if "train/learning_rate" in r]
-    assert clip[0] > clip[-1] >= 0.1 and lr[0] > lr[-1]
-    assert model.policy.optimizer.param_groups[0]["lr"] < lr[-1]  # the last update (not logged yet) used a smaller one
+    assert clip[0] > clip[-1] > 0 and lr[0] > lr[-1]
+    # Whole rounds overshoot total_timesteps; the progress stays in [0, 1], so schedules never go negative.
+    assert model.num_timesteps > 1000 and model._current_progress_remaining == 0.0
+    assert model.policy.optimizer.param_groups[0]["lr"] == 0.0
 
 
 def test_callbacks_progress_bar_tensorboard_and_vec_wrappers(tmp_path):

@@ -15,8 +15,10 @@ torch.set_num_threads(1)
 
 
 def vec_env(n: int, mode=AutoresetMode.DISABLED) -> GymWrapper:
-    return GymWrapper(gym.make_vec("CartPole-v1", num_envs=n, vectorization_mode="sync",
-                                   vector_kwargs={"autoreset_mode": mode}), categorical_action_encoding=True)
+    return GymWrapper(
+        gym.make_vec("CartPole-v1", num_envs=n, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}),
+        categorical_action_encoding=True,
+    )
 
 
 def check_groups(batch, group_size):
@@ -37,8 +39,9 @@ def check_groups(batch, group_size):
     assert batch["next", "done"][torch.arange(len(gid)), last].all()
 
 
-@pytest.mark.parametrize("make_env", [lambda: SerialEnv(4, lambda: GymEnv("CartPole-v1")), lambda: vec_env(4)],
-                         ids=["SerialEnv", "gym-vector"])
+@pytest.mark.parametrize(
+    "make_env", [lambda: SerialEnv(4, lambda: GymEnv("CartPole-v1")), lambda: vec_env(4)], ids=["SerialEnv", "gym-vector"]
+)
 def test_group_reset_same_start_states_and_ids(make_env):
     env = TransformedEnv(make_env(), GroupReset(group_size=2, seed=3))
     td = env.reset()
@@ -66,8 +69,15 @@ def test_group_reset_errors():
 @pytest.mark.parametrize("traj_format", ["padded", "cat"])
 def test_group_batcher_yields_complete_groups(traj_format):
     env = TransformedEnv(vec_env(8), GroupReset(group_size=4, seed=0))
-    collector = Collector(env, None, frames_per_batch=64, total_frames=-1, trajs_per_batch=6, traj_format=traj_format,
-                          auto_register_policy_transforms=False)
+    collector = Collector(
+        env,
+        None,
+        frames_per_batch=64,
+        total_frames=-1,
+        trajs_per_batch=6,
+        traj_format=traj_format,
+        auto_register_policy_transforms=False,
+    )
     batcher = GroupBatcher(collector, group_size=4, groups_per_batch=3)
     split = 0
     for i, batch in enumerate(batcher):

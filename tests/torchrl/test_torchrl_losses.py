@@ -8,7 +8,7 @@ from tensordict import TensorDict
 from torchrl_helpers import clone_module, critic, discrete_actor, make_actor, padded_batch
 
 from pg_extras import aggregate_loss, clipped_surrogate_loss, group_normalize, kl_estimate
-from torchrl_pg_extras import GRPOLoss, GroupRelativeAdvantage, MonteCarloEstimator, REINFORCELoss, TRPOLoss
+from torchrl_pg_extras import GroupRelativeAdvantage, GRPOLoss, MonteCarloEstimator, REINFORCELoss, TRPOLoss
 
 torch.set_num_threads(1)
 
@@ -193,8 +193,9 @@ def test_grpo_equals_core_formulas(kind, aggregation):
     actor = make_actor(kind)
     td = padded_batch(actor)
     m = mask_of(td)
-    loss = GRPOLoss(actor, clip_epsilon=0.1, clip_epsilon_high=0.3, kl_coeff=0.2, entropy_coeff=0.05,
-                    loss_aggregation=aggregation)
+    loss = GRPOLoss(
+        actor, clip_epsilon=0.1, clip_epsilon_high=0.3, kl_coeff=0.2, entropy_coeff=0.05, loss_aggregation=aggregation
+    )
     with torch.no_grad():  # move the policy away from the reference
         for p in loss.actor_parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -275,3 +276,33 @@ def test_bad_inputs_raise_clear_errors():
         loss(td)
     with pytest.raises(RuntimeError, match="no critic"):
         REINFORCELoss(actor).loss_critic(td)
+
+
+def test_torchrl_value_estimators_plug_in():
+    """Any TorchRL estimator works: ValueEstimators.GAE on a fixed-frame batch (REINFORCE as an actor-critic)."""
+    from torchrl.objectives.utils import ValueEstimators
+    from torchrl.objectives.value import GAE
+
+    actor, value_net = discrete_actor(), critic()
+    td = padded_batch(actor).exclude("advantage", "value_target", ("collector", "mask"))
+    loss = REINFORCELoss(actor, value_net)
+    loss.make_value_estimator(ValueEstimators.GAE, gamma=0.9, lmbda=0.8)
+    assert isinstance(loss.value_estimator, GAE)
+    out = loss(td)
+    expected = GAE(gamma=0.9, lmbda=0.8, value_network=value_net)(td.clone())
+    torch.testing.assert_close(out["loss_actor"], (-actor_lp(actor, td) * expected["advantage"].squeeze(-1)).mean())
+    with pytest.raises(ValueError, match="critic_network"):
+        REINFORCELoss(actor).make_value_estimator(ValueEstimators.GAE)
+
+
+def test_grpo_on_concatenated_trajectories():
+    """traj_format="cat": one flat [sum T_i] batch; episodes delimited by done, same loss as the padded layout."""
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    m = mask_of(td)
+    flat = td[m]  # [sum T_i], episodes contiguous
+    for aggregation in ("grpo", "dr_grpo", "bnpo"):
+        kwargs = {"loss_aggregation": aggregation, "max_length": 5}
+        torch.testing.assert_close(
+            GRPOLoss(actor, **kwargs)(flat)["loss_objective"], GRPOLoss(actor, **kwargs)(td)["loss_objective"]
+        )

@@ -68,12 +68,22 @@ class JumpLogits(nn.Module):
 
 
 def test_failed_line_search_restores_parameters():
-    actor = ProbabilisticActor(TensorDictModule(JumpLogits(), ["observation"], ["logits"]), in_keys=["logits"],
-                               distribution_class=torch.distributions.Categorical, return_log_prob=True)
+    actor = ProbabilisticActor(
+        TensorDictModule(JumpLogits(), ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
     n = 8
-    td = TensorDict({"observation": torch.randn(1, n, 3), "action": torch.tensor([[0, 1] * (n // 2)]),
-                     "advantage": torch.tensor([[1.0, -1.0] * (n // 2)]).unsqueeze(-1),
-                     "action_log_prob": torch.full((1, n), -0.6931472)}, [1, n])
+    td = TensorDict(
+        {
+            "observation": torch.randn(1, n, 3),
+            "action": torch.tensor([[0, 1] * (n // 2)]),
+            "advantage": torch.tensor([[1.0, -1.0] * (n // 2)]).unsqueeze(-1),
+            "action_log_prob": torch.full((1, n), -0.6931472),
+        },
+        [1, n],
+    )
     loss = TRPOLoss(actor, None, max_kl=0.01, line_search_max_iter=4, normalize_advantage=False)
     before = get_flat_params(loss.actor_parameters()).clone()
     result = loss.trust_region_step(td)

@@ -18,15 +18,23 @@ ACT_DIM = 2
 def discrete_actor(seed: int = 0) -> ProbabilisticActor:
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(OBS_DIM, 16), nn.Tanh(), nn.Linear(16, N_ACTIONS))
-    return ProbabilisticActor(TensorDictModule(net, ["observation"], ["logits"]), in_keys=["logits"],
-                              distribution_class=torch.distributions.Categorical, return_log_prob=True)
+    return ProbabilisticActor(
+        TensorDictModule(net, ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
 
 
 def continuous_actor(seed: int = 0) -> ProbabilisticActor:
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(OBS_DIM, 16), nn.Tanh(), nn.Linear(16, 2 * ACT_DIM), NormalParamExtractor())
-    return ProbabilisticActor(TensorDictModule(net, ["observation"], ["loc", "scale"]), in_keys=["loc", "scale"],
-                              distribution_class=TanhNormal, return_log_prob=True)
+    return ProbabilisticActor(
+        TensorDictModule(net, ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        return_log_prob=True,
+    )
 
 
 def make_actor(kind: str, seed: int = 0) -> ProbabilisticActor:
