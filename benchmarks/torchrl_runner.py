@@ -258,9 +258,10 @@ class _TorchRLPPO(_Pipeline):
         env = make_batched_env(env_id, hp["num_envs"], seed)
         self.actor, critic = _networks(env, hp["hidden"], critic=True)
         entropy = hp["entropy_coeff"] > 0
+        # functional=False: the networks are used as they are (no functional parameter swap per call, ~10 % faster)
         self.loss = ClipPPOLoss(self.actor, critic, clip_epsilon=hp["clip"], entropy_bonus=entropy,
                                 entropy_coeff=hp["entropy_coeff"] if entropy else None, critic_coeff=hp["critic_coeff"],
-                                loss_critic_type="l2", normalize_advantage=True)
+                                loss_critic_type="l2", normalize_advantage=True, functional=False)
         self.loss.make_value_estimator(ValueEstimators.GAE, gamma=hp["gamma"], lmbda=hp["gae_lambda"])
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"], eps=1e-5)
         self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_env"])
@@ -273,12 +274,14 @@ class _TorchRLPPO(_Pipeline):
             group["lr"] = hp["lr"] * (remaining if hp["lr_linear"] else 1.0)
         self.loss.clip_epsilon.fill_(hp["clip"] * (remaining if hp["clip_linear"] else 1.0))
         with torch.no_grad():
-            self.loss.value_estimator(batch, params=self.loss.critic_network_params.detach())
+            self.loss.value_estimator(batch)
         flat = batch.reshape(-1)
         n = flat.shape[0]
         for _ in range(hp["epochs"]):
-            for idx in torch.randperm(n).split(hp["batch_size"]):
-                _clip_grad_and_step(self.optim, _total(self.loss(flat[idx])), self.loss.parameters(), hp["max_grad_norm"])
+            # one full-batch minibatch (CartPole: 256 = 8 x 32) needs no shuffling
+            minibatches = [flat] if hp["batch_size"] >= n else [flat[idx] for idx in torch.randperm(n).split(hp["batch_size"])]
+            for mb in minibatches:
+                _clip_grad_and_step(self.optim, _total(self.loss(mb)), self.loss.parameters(), hp["max_grad_norm"])
 
 
 _PIPELINES: dict[str, type[_Pipeline]] = {

@@ -158,7 +158,7 @@ def test_train_then_enjoy_and_load(algo, tmp_path, capsys):
     model = cls.load(model_path, device="cpu")
     assert type(model) is cls and model.num_timesteps >= 1500
     action, _ = model.predict(np.zeros(4, dtype=np.float32), deterministic=True)
-    assert model.action_space.contains(action.item() if action.shape == () else int(action))
+    assert model.action_space.contains(int(action))
 
     # enjoy: rl-zoo3's replay script on the saved model, no rendering
     capsys.readouterr()
