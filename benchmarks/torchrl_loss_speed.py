@@ -32,15 +32,26 @@ def make_nets(kind: str, obs_dim: int, act_dim: int, hidden: int, device: torch.
     torch.manual_seed(0)
     if kind == "discrete":
         net = MLP(in_features=obs_dim, out_features=act_dim, num_cells=[hidden, hidden], activation_class=nn.Tanh)
-        actor = ProbabilisticActor(TensorDictModule(net, ["observation"], ["logits"]), in_keys=["logits"],
-                                   distribution_class=torch.distributions.Categorical, return_log_prob=True)
+        actor = ProbabilisticActor(
+            TensorDictModule(net, ["observation"], ["logits"]),
+            in_keys=["logits"],
+            distribution_class=torch.distributions.Categorical,
+            return_log_prob=True,
+        )
     else:
-        net = nn.Sequential(MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=[hidden, hidden],
-                                activation_class=nn.Tanh), NormalParamExtractor())
-        actor = ProbabilisticActor(TensorDictModule(net, ["observation"], ["loc", "scale"]), in_keys=["loc", "scale"],
-                                   distribution_class=TanhNormal, return_log_prob=True)
-    critic = ValueOperator(MLP(in_features=obs_dim, out_features=1, num_cells=[hidden, hidden], activation_class=nn.Tanh),
-                           in_keys=["observation"])
+        net = nn.Sequential(
+            MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=[hidden, hidden], activation_class=nn.Tanh),
+            NormalParamExtractor(),
+        )
+        actor = ProbabilisticActor(
+            TensorDictModule(net, ["observation"], ["loc", "scale"]),
+            in_keys=["loc", "scale"],
+            distribution_class=TanhNormal,
+            return_log_prob=True,
+        )
+    critic = ValueOperator(
+        MLP(in_features=obs_dim, out_features=1, num_cells=[hidden, hidden], activation_class=nn.Tanh), in_keys=["observation"]
+    )
     return actor.to(device), critic.to(device)
 
 
@@ -130,8 +141,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.device(args.device)
     rows = [row for kind in args.kinds for row in bench(kind, args, device)]
     steps = args.episodes * args.length
-    print(f"batch: {args.episodes} episodes x {args.length} steps (~{steps} padded steps), MLP {args.hidden}x{args.hidden}, "
-          f"device={device}, threads={args.threads}, {args.repeats} interleaved repeats (median)")
+    print(
+        f"batch: {args.episodes} episodes x {args.length} steps (~{steps} padded steps), MLP {args.hidden}x{args.hidden}, "
+        f"device={device}, threads={args.threads}, {args.repeats} interleaved repeats (median)"
+    )
     print("| actions | loss | forward+backward (ms) | vs ClipPPOLoss |")
     print("|---|---|---|---|")
     for r in rows:

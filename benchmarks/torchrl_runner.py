@@ -387,7 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=100_000)
     parser.add_argument("--eval-every", type=int, default=2_500)
     parser.add_argument("--stop-at", type=float, default=475.0)
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="parallel runs")
+    parser.add_argument("--curves", action="store_true", help="print every evaluation")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     args = parser.parse_args(argv)
     overrides = {}
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
         hits.append(hit if hit is not None else float("inf"))
         fps = c.steps[-1] / c.train_time[-1] if c.train_time and c.train_time[-1] > 0 else float("nan")
         print(f"seed {seed}: hit {hit}, last {c.mean[-1]:.1f} at {c.steps[-1]}, {fps:.0f} env-steps/s", flush=True)
+        if args.curves:
+            print("   " + " ".join(f"{s // 1000}k:{m:.0f}" for s, m in zip(c.steps, c.mean, strict=True)))
     print(f"{args.algo} {overrides}: median frames to {args.stop_at:g} = {statistics.median(hits)}, mean = "
           f"{sum(hits) / len(hits):.0f}")
 

@@ -69,7 +69,7 @@ def _time_train(model: Any, buffer: Any, reps: int, split: bool = False) -> dict
             setattr(model, f"_train_{name}", timed)
     for _ in range(reps + 1):  # the first repetition is a warm-up
         model.policy.load_state_dict(policy_state)
-        model.policy.optimizer.load_state_dict(optim_state)
+        model.policy.optimizer.load_state_dict(copy.deepcopy(optim_state))  # (load_state_dict keeps the tensors)
         model.rollout_buffer = copy.deepcopy(buffer)  # sb3-contrib flattens the buffer in place
         timers.update(actor=0.0, critic=0.0)
         start = CLOCK()

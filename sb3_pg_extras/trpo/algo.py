@@ -21,6 +21,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
@@ -216,6 +217,55 @@ def _direct_add(buffer: RolloutBuffer) -> Callable[..., None]:
             buffer.full = True
 
     return add
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lean critic updates
+# ----------------------------------------------------------------------------------------------------------------------
+def _critic_path(policy: BasePolicy, obs: PyTorchObs) -> tuple[PyTorchObs, Callable[[Any], th.Tensor]]:
+    """``(inputs, values_of)`` with ``values_of(inputs[idx]) == policy.predict_values(obs[idx])``.
+
+    For SB3's own ``predict_values`` with a ``FlattenExtractor`` (no parameters: preprocessing and flattening are
+    the same for every minibatch) the features are computed once for the whole batch and only the trainable critic
+    path (``mlp_extractor.forward_critic`` and ``value_net``) runs per minibatch; otherwise ``(obs, predict_values)``.
+    """
+    extractor = getattr(policy, "vf_features_extractor", None)
+    if (
+        isinstance(policy, ActorCriticPolicy)
+        and type(policy).predict_values is ActorCriticPolicy.predict_values
+        and type(extractor) is FlattenExtractor
+        and not extractor._forward_hooks
+        and not extractor._forward_pre_hooks
+        and not nn.modules.module._global_forward_hooks
+        and not nn.modules.module._global_forward_pre_hooks
+    ):
+        with th.no_grad():
+            features = BasePolicy.extract_features(policy, obs, extractor)
+
+        def values_of(x: th.Tensor) -> th.Tensor:
+            return policy.value_net(policy.mlp_extractor.forward_critic(x))
+
+        return features, values_of
+    return obs, policy.predict_values
+
+
+def _critic_optimizer(optimizer: th.optim.Optimizer, critic_params: Sequence[nn.Parameter]) -> th.optim.Optimizer:
+    """An optimizer over ``critic_params`` only that *shares* ``optimizer``'s per-parameter state and hyperparameters.
+
+    Only for ``torch.optim.Adam`` / ``AdamW`` with the critic in one parameter group (else ``optimizer`` itself): the
+    same update, without looping over the actor's parameters at every step; moments and step counts are written into
+    ``optimizer.state``, so saving, loading and the learning-rate schedule see a single optimizer.
+    """
+    if type(optimizer) not in (th.optim.Adam, th.optim.AdamW):
+        return optimizer
+    ids = {id(p) for p in critic_params}
+    groups = [g for g in optimizer.param_groups if any(id(p) in ids for p in g["params"])]
+    if len(groups) != 1 or not ids <= {id(p) for p in groups[0]["params"]}:
+        return optimizer
+    sub = type(optimizer)(list(critic_params), **optimizer.defaults)
+    sub.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
+    sub.state = optimizer.state  # the same dict: one set of Adam moments
+    return sub
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -662,33 +712,47 @@ class TRPO(OnPolicyAlgorithm):
 
         Gradients are computed for critic-only parameters (reached by the value graph, not by the actor), so shared
         layers and every actor parameter stay untouched. Returns the mean value loss (NaN if no update ran).
+        Same updates as ``sb3_contrib.TRPO`` (one shuffle per epoch, ``batch_size`` minibatches, one optimizer step
+        each), with less per-step overhead: a parameter-free features extractor runs once for the whole batch
+        (:func:`_critic_path`), the step touches only the critic's parameters (:func:`_critic_optimizer`) and the
+        losses are averaged once at the end (no per-step synchronisation).
         """
         policy = self.policy
         n = returns.shape[0]
+        if self.n_critic_updates == 0 or n == 0:
+            return float("nan")
+        inputs, values_of = _critic_path(policy, obs)
         actor_ids = {id(p) for p in actor_params}
         critic_params: list[nn.Parameter] | None = None
-        losses = []
+        optimizer: th.optim.Optimizer = policy.optimizer
+        loss_sum = th.zeros((), device=returns.device)
+        n_steps = 0
         for _ in range(self.n_critic_updates):
             # One shuffle per epoch, then contiguous minibatches (views, no per-minibatch gather)
             perm = th.randperm(n, device=self.device)
-            obs_epoch, returns_epoch = self._index(obs, perm), returns[perm]
+            inputs_epoch, returns_epoch = self._index(inputs, perm), returns[perm]
             for start in range(0, n, self.batch_size):
                 end = start + self.batch_size
-                values = policy.predict_values(self._slice(obs_epoch, start, end)).flatten()
+                values = values_of(self._slice(inputs_epoch, start, end)).flatten()
                 value_loss = F.mse_loss(returns_epoch[start:end], values)
                 if critic_params is None:
                     reached = reachable_parameters([values], list(policy.parameters()))
                     critic_params = [p for p in reached if id(p) not in actor_ids and p.requires_grad]
-                if not critic_params:
-                    raise ValueError(
-                        "predict_values reaches no critic-only parameter, so the critic cannot be fitted without moving "
-                        "the actor: give the policy its own value head / value layers, or pass n_critic_updates=0."
-                    )
-                policy.optimizer.zero_grad(set_to_none=True)
+                    if not critic_params:
+                        raise ValueError(
+                            "predict_values reaches no critic-only parameter, so the critic cannot be fitted without "
+                            "moving the actor: give the policy its own value head / value layers, or pass "
+                            "n_critic_updates=0."
+                        )
+                    policy.optimizer.zero_grad(set_to_none=True)
+                    optimizer = _critic_optimizer(policy.optimizer, critic_params)
+                for param in critic_params:
+                    param.grad = None
                 value_loss.backward(inputs=critic_params)
-                policy.optimizer.step()
-                losses.append(value_loss.detach())
-        return float(th.stack(losses).mean()) if losses else float("nan")
+                optimizer.step()
+                loss_sum += value_loss.detach()
+                n_steps += 1
+        return float(loss_sum) / n_steps
 
     def train(self) -> None:
         """Update the policy (one trust-region step) and the critic on the current rollout buffer."""

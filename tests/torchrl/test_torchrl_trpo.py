@@ -124,3 +124,39 @@ def test_stepper_updates_actor_in_trust_region_and_critic_separately():
         TRPOStepper(loss, torch.optim.Adam(list(actor.parameters()) + loss.critic_parameters()))
     with pytest.raises(ValueError, match="critic_optimizer is required"):
         TRPOStepper(loss, None)
+
+
+def test_stepper_inside_a_torchrl_trainer():
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+    from torchrl.collectors import Collector
+    from torchrl.envs import GymWrapper
+    from torchrl.trainers import Trainer
+
+    vec = gym.make_vec(
+        "CartPole-v1", num_envs=4, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
+    )
+    env = GymWrapper(vec, categorical_action_encoding=True)
+    actor = ProbabilisticActor(
+        TensorDictModule(nn.Linear(4, 2), ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
+    value_net = TensorDictModule(nn.Linear(4, 1), ["observation"], ["state_value"])
+    loss = TRPOLoss(actor, value_net)
+    stepper = TRPOStepper(loss, torch.optim.Adam(loss.critic_parameters(), lr=1e-3), critic_updates=2)
+    collector = Collector(env, actor, frames_per_batch=256, total_frames=512, auto_register_policy_transforms=False)
+    trainer = Trainer(
+        collector=collector,
+        total_frames=512,
+        frame_skip=1,
+        optim_steps_per_batch=1,
+        loss_module=loss,
+        optimization_stepper=stepper,
+        progress_bar=False,
+    )
+    actor_before, critic_before = clone_module(actor), clone_module(value_net)
+    trainer.train()
+    assert not torch.equal(actor_before.module[0].weight, actor.module[0].weight)
+    assert not torch.equal(critic_before.module.weight, value_net.module.weight)
