@@ -64,17 +64,17 @@ TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torch
 # are reasonable starting points, not tuned.
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "torchrl_grpo": {
-        "CartPole-v1": dict(num_envs=32, group_size=8, groups_per_batch=2, steps_per_poll=8, epochs=4, lr=3e-3,
+        "CartPole-v1": dict(num_envs=32, group_size=8, groups_per_batch=2, steps_per_poll=8, epochs=4, lr=3e-3, lr_linear=False,
                             clip=0.2, clip_high=None, beta=0.0, entropy_coeff=0.0, mode="outcome", scale="group",
                             rloo=False, gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64),
-        "Pendulum-v1": dict(num_envs=32, group_size=8, groups_per_batch=4, steps_per_poll=8, epochs=4, lr=1e-3,
+        "Pendulum-v1": dict(num_envs=32, group_size=8, groups_per_batch=4, steps_per_poll=8, epochs=4, lr=1e-3, lr_linear=False,
                             clip=0.2, clip_high=None, beta=0.0, entropy_coeff=0.0, mode="return_to_go", scale="group",
                             rloo=False, gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64),
     },
     "torchrl_reinforce_pgx": {
-        "CartPole-v1": dict(num_envs=16, episodes_per_batch=16, steps_per_poll=8, lr=3e-3, gamma=0.99, baseline=True,
+        "CartPole-v1": dict(num_envs=16, episodes_per_batch=16, steps_per_poll=8, lr=3e-3, lr_linear=False, gamma=0.99, baseline=True,
                             critic_coeff=0.5, max_grad_norm=1.0, hidden=64),
-        "Pendulum-v1": dict(num_envs=16, episodes_per_batch=16, steps_per_poll=8, lr=1e-3, gamma=0.9, baseline=True,
+        "Pendulum-v1": dict(num_envs=16, episodes_per_batch=16, steps_per_poll=8, lr=1e-3, lr_linear=False, gamma=0.9, baseline=True,
                             critic_coeff=0.5, max_grad_norm=1.0, hidden=64),
     },
     "torchrl_trpo": {
@@ -157,6 +157,12 @@ def _clip_grad_and_step(optim: torch.optim.Optimizer, total: torch.Tensor, param
     optim.step()
 
 
+def _set_lr(optim: torch.optim.Optimizer, lr: float, linear: bool, progress: float) -> None:
+    """Constant ``lr``, or SB3 / RL Zoo's ``lin_<lr>``: ``lr * (1 - progress)`` with progress = frames / budget."""
+    for group in optim.param_groups:
+        group["lr"] = lr * max(1.0 - progress, 0.0) if linear else lr
+
+
 def _total(out: TensorDictBase) -> torch.Tensor:
     return sum(v for k, v in out.items() if k.startswith("loss_"))
 
@@ -205,6 +211,7 @@ class _GRPO(_Pipeline):
         return self.groups
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
+        _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)
         batch = self.advantage(batch)
         for _ in range(self.hp["epochs"]):
             _clip_grad_and_step(self.optim, _total(self.loss(batch)), self.loss.parameters(), self.hp["max_grad_norm"])
@@ -222,6 +229,7 @@ class _ReinforcePgx(_Pipeline):
         self.hp = hp
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
+        _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)
         _clip_grad_and_step(self.optim, _total(self.loss(batch)), self.loss.parameters(), self.hp["max_grad_norm"])
 
 
@@ -269,10 +277,8 @@ class _TorchRLPPO(_Pipeline):
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
         hp = self.hp
-        remaining = max(1.0 - progress, 0.0)
-        for group in self.optim.param_groups:
-            group["lr"] = hp["lr"] * (remaining if hp["lr_linear"] else 1.0)
-        self.loss.clip_epsilon.fill_(hp["clip"] * (remaining if hp["clip_linear"] else 1.0))
+        _set_lr(self.optim, hp["lr"], hp["lr_linear"], progress)
+        self.loss.clip_epsilon.fill_(hp["clip"] * (max(1.0 - progress, 0.0) if hp["clip_linear"] else 1.0))
         with torch.no_grad():
             self.loss.value_estimator(batch)
         flat = batch.reshape(-1)

@@ -18,11 +18,13 @@ from pg_extras.group import (
     group_relative_advantages,
 )
 from pg_extras.kl import KL_ESTIMATORS, categorical_kl, exact_kl, kl_estimate
+from pg_extras.mlp import MLP_ACTIVATIONS, MlpLinearization
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
 from pg_extras.surrogate import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate_loss, importance_ratio, log_ratio
 from pg_extras.trust_region import (
     TrustRegionResult,
     conjugate_gradient,
+    distribution_fisher,
     distribution_fvp_fn,
     fisher_vector_product_fn,
     flat_grad,
@@ -39,8 +41,10 @@ __all__ = [
     "ADVANTAGE_SCALES",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
+    "MLP_ACTIVATIONS",
     "EpisodeLayout",
     "GroupAdvantages",
+    "MlpLinearization",
     "TrustRegionResult",
     "__version__",
     "aggregate_loss",
@@ -49,6 +53,7 @@ __all__ = [
     "complete_episode_mask",
     "conjugate_gradient",
     "discounted_cumsum",
+    "distribution_fisher",
     "distribution_fvp_fn",
     "exact_kl",
     "fisher_vector_product_fn",

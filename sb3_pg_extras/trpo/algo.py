@@ -1,9 +1,11 @@
 """Trust Region Policy Optimization (TRPO) for Stable-Baselines3, a drop-in for ``sb3_contrib.TRPO``.
 
 Maths: seed section 2.4 (policy-gradient-maths.md) and Schulman et al. 2015, "Trust Region Policy Optimization"
-(https://arxiv.org/abs/1502.05477). The policy step is the core's :func:`pg_extras.trust_region_step` (Fisher-vector
-products by double backward, conjugate gradient, backtracking line search under the KL bound); advantages come from
-:func:`pg_extras.gae` or :func:`pg_extras.returns_to_go`. This module only moves data between SB3 and the core.
+(https://arxiv.org/abs/1502.05477). The policy step is the core's :func:`pg_extras.trust_region_step` (conjugate
+gradient on Gauss-Newton Fisher-vector products ``J^T M J v`` from :func:`pg_extras.distribution_fisher`, backtracking
+line search under the KL bound); advantages come from :func:`pg_extras.gae` or :func:`pg_extras.returns_to_go`. For
+SB3's default MLP policy, :class:`pg_extras.MlpLinearization` gives the Jacobian products and the critic's gradients
+without autograd overhead. This module only moves data between SB3 and the core.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
@@ -30,8 +33,10 @@ from torch.distributions import Bernoulli, Categorical, Normal
 from torch.nn import functional as F
 
 from pg_extras import (
+    MlpLinearization,
     TrustRegionResult,
     categorical_kl,
+    distribution_fisher,
     distribution_fvp_fn,
     exact_kl,
     gae,
@@ -157,19 +162,31 @@ def _fast_rollout_step(policy: ActorCriticPolicy) -> Callable[[PyTorchObs], tupl
         return None
     action_shape = policy.action_space.shape
 
-    def latents(obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        features = policy.extract_features(obs)
-        if policy.share_features_extractor:
-            return policy.mlp_extractor(features)
-        pi_features, vf_features = features
-        return policy.mlp_extractor.forward_actor(pi_features), policy.mlp_extractor.forward_critic(vf_features)
+    actor_branch, critic_branch = _default_mlp_branch(policy, "actor"), _default_mlp_branch(policy, "critic")
+    if actor_branch is not None and critic_branch is not None and cls.extract_features is ActorCriticPolicy.extract_features:
+        # SB3's default MLP policy: the same tensor operations as its modules, without the module-call overhead
+        actor_layers, critic_layers = actor_branch[1], critic_branch[1]
+
+        def heads(obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+            features = preprocess_obs(obs, policy.observation_space, normalize_images=policy.normalize_images).flatten(1)
+            return _mlp_apply(critic_layers, features), _mlp_apply(actor_layers, features)
+
+    else:
+
+        def heads(obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+            features = policy.extract_features(obs)
+            if policy.share_features_extractor:
+                latent_pi, latent_vf = policy.mlp_extractor(features)
+            else:
+                pi_features, vf_features = features
+                latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+                latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+            return policy.value_net(latent_vf), policy.action_net(latent_pi)
 
     if dist_type is CategoricalDistribution:
 
         def step(obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-            latent_pi, latent_vf = latents(obs)
-            values = policy.value_net(latent_vf)
-            logits = policy.action_net(latent_pi)  # (NaN logits make torch.multinomial raise)
+            values, logits = heads(obs)  # (NaN logits make torch.multinomial raise)
             logits = logits - logits.logsumexp(dim=-1, keepdim=True)  # as Categorical(logits=...)
             probs = F.softmax(logits, dim=-1)
             actions = th.multinomial(probs.reshape(-1, logits.shape[-1]), 1, True).T.reshape(logits.shape[:-1])
@@ -179,9 +196,7 @@ def _fast_rollout_step(policy: ActorCriticPolicy) -> Callable[[PyTorchObs], tupl
     else:
 
         def step(obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-            latent_pi, latent_vf = latents(obs)
-            values = policy.value_net(latent_vf)
-            mean = policy.action_net(latent_pi)
+            values, mean = heads(obs)
             _check_finite("action means", mean)
             std = th.ones_like(mean) * policy.log_std.exp()  # as DiagGaussianDistribution
             actions = mean + th.empty(mean.shape, dtype=mean.dtype, device=mean.device).normal_() * std  # Normal.rsample
@@ -220,8 +235,65 @@ def _direct_add(buffer: RolloutBuffer) -> Callable[..., None]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Lean critic updates
+# SB3's default MLP actor / critic without autograd overhead (pg_extras.MlpLinearization)
 # ----------------------------------------------------------------------------------------------------------------------
+_ACTIVATION_NAMES: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+
+
+def _no_hooks(*modules: nn.Module) -> bool:
+    return not (
+        nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+        or any(m._forward_hooks or m._forward_pre_hooks for module in modules for m in module.modules())
+    )
+
+
+def _mlp_layers(modules: Sequence[nn.Module]) -> list[tuple[nn.Linear, str | None]] | None:
+    """``(linear, activation name or None)`` per layer for a chain of ``nn.Linear`` / ``nn.Tanh`` / ``nn.ReLU``, or None."""
+    layers: list[tuple[nn.Linear, str | None]] = []
+    for m in modules:
+        if type(m) is nn.Linear:
+            layers.append((m, None))
+        elif type(m) in _ACTIVATION_NAMES and layers and layers[-1][1] is None:
+            layers[-1] = (layers[-1][0], _ACTIVATION_NAMES[type(m)])
+        else:
+            return None
+    return layers or None
+
+
+def _mlp_apply(layers: Sequence[tuple[nn.Linear, str | None]], x: th.Tensor) -> th.Tensor:
+    """The chain of ``layers`` applied to ``x`` with the tensor operations of the modules themselves."""
+    for lin, act in layers:
+        x = F.linear(x, lin.weight, lin.bias)
+        if act == "tanh":
+            x = th.tanh(x)
+        elif act == "relu":
+            x = th.relu(x)
+    return x
+
+
+def _default_mlp_branch(policy: BasePolicy, branch: str) -> tuple[th.nn.Module, list[tuple[nn.Linear, str | None]]] | None:
+    """``(features extractor, layers)`` of SB3's default ``"actor"`` / ``"critic"`` path (FlattenExtractor, MlpExtractor,
+    linear head, no hooks), or None for any other policy."""
+    mlp = getattr(policy, "mlp_extractor", None)
+    head = getattr(policy, "action_net" if branch == "actor" else "value_net", None)
+    extractor = getattr(policy, "pi_features_extractor" if branch == "actor" else "vf_features_extractor", None)
+    if (
+        not isinstance(policy, ActorCriticPolicy)
+        or type(extractor) is not FlattenExtractor
+        or type(mlp) is not MlpExtractor
+        or type(head) is not nn.Linear
+    ):
+        return None
+    body = mlp.policy_net if branch == "actor" else mlp.value_net
+    if not isinstance(body, nn.Sequential) or not _no_hooks(extractor, mlp, head):
+        return None
+    layers = _mlp_layers([*body, head])
+    if layers is None or layers[-1][1] is not None:
+        return None
+    return extractor, layers
+
+
 def _critic_path(policy: BasePolicy, obs: PyTorchObs) -> tuple[PyTorchObs, Callable[[Any], th.Tensor]]:
     """``(inputs, values_of)`` with ``values_of(inputs[idx]) == policy.predict_values(obs[idx])``.
 
@@ -234,10 +306,7 @@ def _critic_path(policy: BasePolicy, obs: PyTorchObs) -> tuple[PyTorchObs, Calla
         isinstance(policy, ActorCriticPolicy)
         and type(policy).predict_values is ActorCriticPolicy.predict_values
         and type(extractor) is FlattenExtractor
-        and not extractor._forward_hooks
-        and not extractor._forward_pre_hooks
-        and not nn.modules.module._global_forward_hooks
-        and not nn.modules.module._global_forward_pre_hooks
+        and _no_hooks(extractor)
     ):
         with th.no_grad():
             features = BasePolicy.extract_features(policy, obs, extractor)
@@ -247,6 +316,109 @@ def _critic_path(policy: BasePolicy, obs: PyTorchObs) -> tuple[PyTorchObs, Calla
 
         return features, values_of
     return obs, policy.predict_values
+
+
+def _mlp_value_step(
+    policy: BasePolicy, critic_params: Sequence[nn.Parameter]
+) -> Callable[[th.Tensor, th.Tensor], th.Tensor] | None:
+    """``(features, returns) -> loss`` setting ``.grad`` of ``critic_params`` to the gradient of the MSE value loss.
+
+    For SB3's default critic path (see :func:`_default_mlp_branch`) whose parameters are exactly ``critic_params``
+    (all trainable, none shared with the actor): one :class:`pg_extras.MlpLinearization` forward and backpropagation
+    per minibatch, without the autograd graph and engine overhead that dominates such small steps. The gradients equal
+    autograd's up to float rounding (tested). ``None`` for any other critic.
+    """
+    branch = _default_mlp_branch(policy, "critic")
+    if branch is None or type(policy).predict_values is not ActorCriticPolicy.predict_values:
+        return None
+    layers = branch[1]
+    params = [p for lin, _ in layers for p in lin.parameters()]
+    if {id(p) for p in params} != {id(p) for p in critic_params} or not all(p.requires_grad for p in params):
+        return None
+    spec = [(lin.weight, lin.bias, act) for lin, act in layers]
+
+    def step(x: th.Tensor, target: th.Tensor) -> th.Tensor:
+        mlp = MlpLinearization(spec, x)
+        with th.no_grad():
+            diff = mlp.output.flatten() - target
+            loss = (diff * diff).mean()
+            grads = mlp.vjp((diff * (2.0 / diff.numel())).reshape(mlp.output.shape))  # d loss / d values
+        for (lin, _), (grad_w, grad_b) in zip(layers, grads, strict=True):
+            lin.weight.grad = grad_w
+            if lin.bias is not None:
+                lin.bias.grad = grad_b
+        return loss
+
+    return step
+
+
+def _mlp_actor_fvp(
+    policy: BasePolicy,
+    obs: PyTorchObs,
+    actor_params: Sequence[nn.Parameter],
+    distributions: Sequence[th.distributions.Distribution],
+) -> Callable[[th.Tensor], th.Tensor] | None:
+    """Gauss-Newton Fisher-vector product ``v -> J^T M J v`` for SB3's default MLP actor, or None for other policies.
+
+    ``M`` is :func:`pg_extras.distribution_fisher` of the action distribution (Categorical logits, or the diagonal
+    Gaussian's mean and std); ``J v`` / ``J^T u`` of the actor MLP come from :class:`pg_extras.MlpLinearization`
+    (and ``d std / d log_std = std`` for the Gaussian's state-independent ``log_std``). Same product as
+    :func:`pg_extras.distribution_fvp_fn` (tested), at a fraction of the autograd overhead.
+    """
+    branch = _default_mlp_branch(policy, "actor")
+    if (
+        branch is None
+        or policy.use_sde
+        or type(policy).get_distribution is not ActorCriticPolicy.get_distribution
+        or type(policy)._get_action_dist_from_latent is not ActorCriticPolicy._get_action_dist_from_latent
+        or type(policy.action_dist) not in (CategoricalDistribution, DiagGaussianDistribution)
+    ):
+        return None
+    extractor, layers = branch
+    gaussian = type(policy.action_dist) is DiagGaussianDistribution
+    params: list[nn.Parameter] = [p for lin, _ in layers for p in lin.parameters()]
+    if gaussian:
+        params.append(policy.log_std)
+    if {id(p) for p in params} != {id(p) for p in actor_params} or not all(p.requires_grad for p in params):
+        return None
+    fisher = distribution_fisher(distributions, batch_dims=1)
+    if fisher is None or len(fisher[0]) != (2 if gaussian else 1):
+        return None
+    output_fisher = fisher[1]
+    with th.no_grad():
+        features = BasePolicy.extract_features(policy, obs, extractor)
+    if features.dim() != 2:
+        return None
+    mlp = MlpLinearization([(lin.weight, lin.bias, act) for lin, act in layers], features)
+    scale = fisher[0][1].detach() if gaussian else None  # [B, d]: d scale / d log_std = scale
+    offsets: dict[int, tuple[int, int]] = {}
+    start = 0
+    for p in actor_params:
+        offsets[id(p)] = (start, start + p.numel())
+        start += p.numel()
+
+    def chunk(v: th.Tensor, p: th.Tensor) -> th.Tensor:
+        begin, end = offsets[id(p)]
+        return v[begin:end].view_as(p)
+
+    def fvp(v: th.Tensor) -> th.Tensor:
+        v = v.detach()
+        tangents = [(chunk(v, lin.weight), None if lin.bias is None else chunk(v, lin.bias)) for lin, _ in layers]
+        jv = [mlp.jvp(tangents)]
+        if scale is not None:
+            jv.append(scale * chunk(v, policy.log_std))
+        mjv = output_fisher(jv)
+        out = th.empty_like(v)
+        with th.no_grad():
+            for (lin, _), (grad_w, grad_b) in zip(layers, mlp.vjp(mjv[0]), strict=True):
+                chunk(out, lin.weight).copy_(grad_w)
+                if lin.bias is not None:
+                    chunk(out, lin.bias).copy_(grad_b)
+            if scale is not None:
+                chunk(out, policy.log_std).copy_((mjv[1] * scale).sum(0))
+        return out
+
+    return fvp
 
 
 def _critic_optimizer(optimizer: th.optim.Optimizer, critic_params: Sequence[nn.Parameter]) -> th.optim.Optimizer:
@@ -276,7 +448,7 @@ class TRPO(OnPolicyAlgorithm):
 
     Paper: https://arxiv.org/abs/1502.05477; maths: seed section 2.4. Each update maximises the importance-ratio
     surrogate ``mean(A * pi(a|s) / pi_old(a|s))`` subject to ``mean KL(pi_old || pi) <= target_kl``: gradient ``g``,
-    conjugate gradient for ``x ~ F^-1 g`` with Fisher-vector products (double backward, plus ``cg_damping``), the step
+    conjugate gradient for ``x ~ F^-1 g`` with Fisher-vector products (plus ``cg_damping``), the step
     ``sqrt(2 target_kl / x^T F x) x`` and a backtracking line search that accepts only a step that improves the
     surrogate and satisfies the KL bound (else the parameters are restored): :func:`pg_extras.trust_region_step`.
     The critic is then fitted separately (``n_critic_updates`` epochs of minibatch MSE on the returns); a critic update
@@ -293,6 +465,11 @@ class TRPO(OnPolicyAlgorithm):
     * ``advantage_estimator`` (extra, last argument) picks the advantage estimator;
     * with SB3's default optimizer (no ``optimizer_kwargs`` in ``policy_kwargs``) the critic's Adam (``eps=1e-5``)
       uses torch's fused kernel on CPU / CUDA: same update rule, far less per-step overhead;
+    * the Fisher-vector products are the Gauss-Newton form ``J^T M J v`` (``M`` the Fisher of the action distribution
+      in its parameters), equal at ``theta_old`` to the Hessian of the KL that sb3-contrib differentiates twice; for
+      SB3's default MLP policy (FlattenExtractor, ``nn.Linear`` + ``Tanh`` / ``ReLU``, Categorical or diagonal
+      Gaussian) ``J v`` / ``J^T u`` and the critic's minibatch gradients are computed without autograd
+      (:class:`pg_extras.MlpLinearization`); the update equals the generic path's up to float rounding (tested);
     * rollouts are bit-identical to SB3's ``collect_rollouts`` (same random draws) but collected with less overhead.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy or an ``ActorCriticPolicy`` subclass)
@@ -663,9 +840,10 @@ class TRPO(OnPolicyAlgorithm):
     ) -> tuple[TrustRegionResult, list[nn.Parameter]]:
         """One trust-region step of the actor (seed 2.4.2 step 3); returns the result and the actor parameters.
 
-        The Fisher-vector products use the Gauss-Newton form ``J^T M J v`` on the distribution parameters
-        (:func:`pg_extras.distribution_fvp_fn`, exact at ``theta_old``, about half the cost of a double backward through
-        the KL); distribution types it does not know fall back to the double backward of the KL.
+        The Fisher-vector products use the Gauss-Newton form ``J^T M J v`` on the distribution parameters (exact at
+        ``theta_old``): through :class:`pg_extras.MlpLinearization` for SB3's default MLP actor (:func:`_mlp_actor_fvp`),
+        else by autograd (:func:`pg_extras.distribution_fvp_fn`); distribution types without a known Fisher fall back
+        to the double backward of the KL.
         """
         policy = self.policy
         # One forward with a graph; the old policy is the same forward's distribution, detached (no second pass).
@@ -680,7 +858,9 @@ class TRPO(OnPolicyAlgorithm):
         actor_params = reachable_parameters([log_prob], list(policy.parameters()))
         if not actor_params:
             raise ValueError("No policy parameter reaches the action distribution: the policy has no trainable actor.")
-        fvp = distribution_fvp_fn(new_dists, actor_params, batch_dims=1)
+        fvp = _mlp_actor_fvp(policy, obs, actor_params, new_dists)
+        if fvp is None:
+            fvp = distribution_fvp_fn(new_dists, actor_params, batch_dims=1)
         # The KL at theta_old (zero) is only differentiated when there is no Gauss-Newton product for this distribution.
         kl = th.zeros((), device=log_prob.device) if fvp is not None else _per_sample_kl(old_dists, new_dists).mean()  # type: ignore[arg-type]
         first = [(surrogate, kl)]
@@ -727,12 +907,20 @@ class TRPO(OnPolicyAlgorithm):
         optimizer: th.optim.Optimizer = policy.optimizer
         loss_sum = th.zeros((), device=returns.device)
         n_steps = 0
+        manual_step: Callable[[th.Tensor, th.Tensor], th.Tensor] | None = None
         for _ in range(self.n_critic_updates):
             # One shuffle per epoch, then contiguous minibatches (views, no per-minibatch gather)
             perm = th.randperm(n, device=self.device)
             inputs_epoch, returns_epoch = self._index(inputs, perm), returns[perm]
             for start in range(0, n, self.batch_size):
                 end = start + self.batch_size
+                if manual_step is not None:
+                    for param in critic_params:  # type: ignore[union-attr]
+                        param.grad = None
+                    loss_sum += manual_step(self._slice(inputs_epoch, start, end), returns_epoch[start:end])
+                    optimizer.step()
+                    n_steps += 1
+                    continue
                 values = values_of(self._slice(inputs_epoch, start, end)).flatten()
                 value_loss = F.mse_loss(returns_epoch[start:end], values)
                 if critic_params is None:
@@ -746,6 +934,8 @@ class TRPO(OnPolicyAlgorithm):
                         )
                     policy.optimizer.zero_grad(set_to_none=True)
                     optimizer = _critic_optimizer(policy.optimizer, critic_params)
+                    if values_of is not policy.predict_values:
+                        manual_step = _mlp_value_step(policy, critic_params)
                 for param in critic_params:
                     param.grad = None
                 value_loss.backward(inputs=critic_params)

@@ -265,3 +265,83 @@ def _detached(d):
 
 def _logp(d, a):
     return _per_sample_sum(d.log_prob(a))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# MlpLinearization: J t and J^T u without autograd
+# ----------------------------------------------------------------------------------------------------------------------
+def _random_mlp(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dims, acts = [3, 6, 5, 2], ["tanh", "relu", None]
+    layers = []
+    for i, act in enumerate(acts):
+        weight = torch.randn(dims[i + 1], dims[i], dtype=DTYPE, generator=g)
+        bias = None if i == 1 else torch.randn(dims[i + 1], dtype=DTYPE, generator=g)  # one layer without bias
+        layers.append((weight, bias, act))
+    return layers, torch.randn(7, 3, dtype=DTYPE, generator=g)
+
+
+def _mlp_of(flat_params, layers, x):
+    out, offset = x, 0
+    for weight, bias, act in layers:
+        w = flat_params[offset : offset + weight.numel()].view_as(weight)
+        offset += weight.numel()
+        b = None
+        if bias is not None:
+            b = flat_params[offset : offset + bias.numel()]
+            offset += bias.numel()
+        out = nn.functional.linear(out, w, b)
+        out = torch.tanh(out) if act == "tanh" else torch.relu(out) if act == "relu" else out
+    return out
+
+
+def test_mlp_linearization_matches_autograd_jvp_and_vjp():
+    from pg_extras import MlpLinearization
+
+    layers, x = _random_mlp()
+    flat = torch.cat([t.reshape(-1) for w, b, _ in layers for t in (w, b) if t is not None])
+    mlp = MlpLinearization(layers, x)
+    torch.testing.assert_close(mlp.output, _mlp_of(flat, layers, x))
+    jac = torch.autograd.functional.jacobian(lambda p: _mlp_of(p, layers, x).reshape(-1), flat)  # [7 * 2, P]
+    t = torch.randn(flat.numel(), dtype=DTYPE)
+    tangents, offset = [], 0
+    for w, b, _ in layers:
+        dw = t[offset : offset + w.numel()].view_as(w)
+        offset += w.numel()
+        db = None
+        if b is not None:
+            db = t[offset : offset + b.numel()]
+            offset += b.numel()
+        tangents.append((dw, db))
+    torch.testing.assert_close(mlp.jvp(tangents).reshape(-1), jac @ t)
+    u = torch.randn(7, 2, dtype=DTYPE)
+    grads = torch.cat([g.reshape(-1) for pair in mlp.vjp(u) for g in pair if g is not None])
+    torch.testing.assert_close(grads, jac.T @ u.reshape(-1))
+    assert mlp.vjp(u)[1][1] is None  # no bias, no bias gradient
+
+
+def test_mlp_linearization_bad_input():
+    from pg_extras import MlpLinearization
+
+    layers, x = _random_mlp()
+    with pytest.raises(ValueError, match="activation"):
+        MlpLinearization([(layers[0][0], None, "gelu")], x)
+    with pytest.raises(ValueError, match="features"):
+        MlpLinearization([layers[1]], x)
+    with pytest.raises(ValueError, match=r"\[B, in\]"):
+        MlpLinearization(layers, x[0])
+    with pytest.raises(ValueError, match="layers"):
+        MlpLinearization([], x)
+    with pytest.raises(ValueError, match="tangents"):
+        MlpLinearization(layers, x).jvp([])
+
+
+def test_new_docstring_examples_run():
+    import doctest
+
+    import pg_extras.mlp
+    import pg_extras.trust_region
+
+    for module in (pg_extras.mlp, pg_extras.trust_region):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0 and result.attempted > 0
