@@ -64,38 +64,140 @@ TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torch
 # are reasonable starting points, not tuned.
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "torchrl_grpo": {
-        "CartPole-v1": dict(num_envs=32, group_size=8, groups_per_batch=2, steps_per_poll=8, epochs=4, lr=3e-3, lr_linear=False,
-                            clip=0.2, clip_high=None, beta=0.0, entropy_coeff=0.0, mode="outcome", scale="group",
-                            rloo=False, gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64),
-        "Pendulum-v1": dict(num_envs=32, group_size=8, groups_per_batch=4, steps_per_poll=8, epochs=4, lr=1e-3, lr_linear=False,
-                            clip=0.2, clip_high=None, beta=0.0, entropy_coeff=0.0, mode="return_to_go", scale="group",
-                            rloo=False, gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64),
+        # tuned (seeds 0-2): return-to-go group advantages, groups of 4 same-seed episodes, one group per update,
+        # 8 epochs; more envs collect faster but the held-back group members get stale (see report)
+        "CartPole-v1": dict(
+            num_envs=8,
+            group_size=4,
+            groups_per_batch=1,
+            steps_per_poll=8,
+            epochs=8,
+            lr=3e-3,
+            lr_linear=True,
+            clip=0.2,
+            clip_high=None,
+            beta=0.0,
+            entropy_coeff=0.0,
+            mode="return_to_go",
+            scale="group",
+            rloo=False,
+            gamma=1.0,
+            loss_aggregation="bnpo",
+            max_grad_norm=1.0,
+            hidden=64,
+        ),
+        "Pendulum-v1": dict(
+            num_envs=16,
+            group_size=4,
+            groups_per_batch=2,
+            steps_per_poll=8,
+            epochs=8,
+            lr=1e-3,
+            lr_linear=False,
+            clip=0.2,
+            clip_high=None,
+            beta=0.0,
+            entropy_coeff=0.0,
+            mode="return_to_go",
+            scale="group",
+            rloo=False,
+            gamma=1.0,
+            loss_aggregation="bnpo",
+            max_grad_norm=1.0,
+            hidden=64,
+        ),
     },
     "torchrl_reinforce_pgx": {
-        "CartPole-v1": dict(num_envs=16, episodes_per_batch=16, steps_per_poll=8, lr=3e-3, lr_linear=False, gamma=0.99, baseline=True,
-                            critic_coeff=0.5, max_grad_norm=1.0, hidden=64),
-        "Pendulum-v1": dict(num_envs=16, episodes_per_batch=16, steps_per_poll=8, lr=1e-3, lr_linear=False, gamma=0.9, baseline=True,
-                            critic_coeff=0.5, max_grad_norm=1.0, hidden=64),
+        # tuned: critic-free Monte-Carlo REINFORCE (seed 2.1) with the advantage standardised over the batch beat the
+        # learned baseline on CartPole (median 16k vs 35k frames at 4 episodes per batch, lr 3e-3)
+        "CartPole-v1": dict(
+            num_envs=16,
+            episodes_per_batch=4,
+            steps_per_poll=8,
+            lr=1e-2,
+            lr_linear=False,
+            gamma=0.99,
+            baseline=False,
+            critic_coeff=0.5,
+            max_grad_norm=1.0,
+            hidden=64,
+        ),
+        "Pendulum-v1": dict(
+            num_envs=16,
+            episodes_per_batch=16,
+            steps_per_poll=8,
+            lr=1e-3,
+            lr_linear=False,
+            gamma=0.9,
+            baseline=True,
+            critic_coeff=0.5,
+            max_grad_norm=1.0,
+            hidden=64,
+        ),
     },
     "torchrl_trpo": {
-        "CartPole-v1": dict(num_envs=16, steps_per_env=32, max_kl=0.02, gamma=0.99, gae_lambda=0.95, cg_damping=0.1,
-                            critic_lr=1e-3, critic_updates=10, critic_batch_size=128, hidden=64),
-        "Pendulum-v1": dict(num_envs=16, steps_per_env=64, max_kl=0.01, gamma=0.9, gae_lambda=0.95, cg_damping=0.1,
-                            critic_lr=1e-3, critic_updates=15, critic_batch_size=128, hidden=64),
+        "CartPole-v1": dict(
+            num_envs=16,
+            steps_per_env=64,
+            max_kl=0.05,
+            gamma=0.99,
+            gae_lambda=0.95,
+            cg_damping=0.1,
+            critic_lr=1e-3,
+            critic_updates=10,
+            critic_batch_size=128,
+            hidden=64,
+        ),
+        "Pendulum-v1": dict(
+            num_envs=16,
+            steps_per_env=64,
+            max_kl=0.01,
+            gamma=0.9,
+            gae_lambda=0.95,
+            cg_damping=0.1,
+            critic_lr=1e-3,
+            critic_updates=15,
+            critic_batch_size=128,
+            hidden=64,
+        ),
     },
     "torchrl_reinforce": {
-        "CartPole-v1": dict(num_envs=8, steps_per_env=32, lr=1e-3, gamma=0.99, gae_lambda=0.95, max_grad_norm=1.0,
-                            hidden=64),
-        "Pendulum-v1": dict(num_envs=8, steps_per_env=32, lr=1e-3, gamma=0.9, gae_lambda=0.95, max_grad_norm=1.0,
-                            hidden=64),
+        "CartPole-v1": dict(num_envs=8, steps_per_env=32, lr=1e-3, gamma=0.99, gae_lambda=0.95, max_grad_norm=1.0, hidden=64),
+        "Pendulum-v1": dict(num_envs=8, steps_per_env=32, lr=1e-3, gamma=0.9, gae_lambda=0.95, max_grad_norm=1.0, hidden=64),
     },
     "torchrl_ppo": {
-        "CartPole-v1": dict(num_envs=8, steps_per_env=32, batch_size=256, epochs=20, gamma=0.98, gae_lambda=0.8, lr=1e-3,
-                            lr_linear=True, clip=0.2, clip_linear=True, entropy_coeff=0.0, critic_coeff=0.5,
-                            max_grad_norm=0.5, hidden=64),
-        "Pendulum-v1": dict(num_envs=4, steps_per_env=1024, batch_size=64, epochs=10, gamma=0.9, gae_lambda=0.95, lr=1e-3,
-                            lr_linear=False, clip=0.2, clip_linear=False, entropy_coeff=0.0, critic_coeff=0.5,
-                            max_grad_norm=0.5, hidden=64),
+        "CartPole-v1": dict(
+            num_envs=8,
+            steps_per_env=32,
+            batch_size=256,
+            epochs=20,
+            gamma=0.98,
+            gae_lambda=0.8,
+            lr=1e-3,
+            lr_linear=True,
+            clip=0.2,
+            clip_linear=True,
+            entropy_coeff=0.0,
+            critic_coeff=0.5,
+            max_grad_norm=0.5,
+            hidden=64,
+        ),
+        "Pendulum-v1": dict(
+            num_envs=4,
+            steps_per_env=1024,
+            batch_size=64,
+            epochs=10,
+            gamma=0.9,
+            gae_lambda=0.95,
+            lr=1e-3,
+            lr_linear=False,
+            clip=0.2,
+            clip_linear=False,
+            entropy_coeff=0.0,
+            critic_coeff=0.5,
+            max_grad_norm=0.5,
+            hidden=64,
+        ),
     },
 }
 
@@ -130,8 +232,9 @@ def make_batched_env(env_id: str, num_envs: int, seed: int) -> EnvBase:
     ``AutoresetMode.DISABLED``: TorchRL resets the finished sub-envs (partial reset), which is also what
     :class:`~torchrl_pg_extras.GroupReset` needs to seed them. Integer actions for discrete spaces.
     """
-    vec = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                       vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED})
+    vec = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
+    )
     env = GymWrapper(vec, categorical_action_encoding=True)
     env.set_seed(seed)
     return env
@@ -141,8 +244,15 @@ def _collector(env: EnvBase, policy, frames_per_batch: int, trajs_per_batch: int
     kwargs: dict[str, Any] = {}
     if trajs_per_batch is not None:
         kwargs.update(trajs_per_batch=trajs_per_batch, traj_format="cat")
-    return Collector(env, policy, frames_per_batch=frames_per_batch, total_frames=-1, auto_register_policy_transforms=False,
-                     track_traj_ids=trajs_per_batch is not None, **kwargs)
+    return Collector(
+        env,
+        policy,
+        frames_per_batch=frames_per_batch,
+        total_frames=-1,
+        auto_register_policy_transforms=False,
+        track_traj_ids=trajs_per_batch is not None,
+        **kwargs,
+    )
 
 
 def _frames_stepped(collector: Collector) -> int:
@@ -198,10 +308,17 @@ class _GRPO(_Pipeline):
             raise ValueError(f"num_envs ({hp['num_envs']}) must be a multiple of group_size ({hp['group_size']}).")
         env = TransformedEnv(make_batched_env(env_id, hp["num_envs"], seed), GroupReset(hp["group_size"], seed=seed))
         self.actor, _ = _networks(env, hp["hidden"], critic=False)
-        self.loss = GRPOLoss(self.actor, clip_epsilon=hp["clip"], clip_epsilon_high=hp["clip_high"], kl_coeff=hp["beta"],
-                             entropy_coeff=hp["entropy_coeff"], loss_aggregation=hp["loss_aggregation"])
-        self.advantage = GroupRelativeAdvantage(hp["group_size"], mode=hp["mode"], scale=hp["scale"], rloo=hp["rloo"],
-                                                gamma=hp["gamma"])
+        self.loss = GRPOLoss(
+            self.actor,
+            clip_epsilon=hp["clip"],
+            clip_epsilon_high=hp["clip_high"],
+            kl_coeff=hp["beta"],
+            entropy_coeff=hp["entropy_coeff"],
+            loss_aggregation=hp["loss_aggregation"],
+        )
+        self.advantage = GroupRelativeAdvantage(
+            hp["group_size"], mode=hp["mode"], scale=hp["scale"], rloo=hp["rloo"], gamma=hp["gamma"]
+        )
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
         self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=hp["group_size"])
         self.groups = GroupBatcher(self.collector, hp["group_size"], hp["groups_per_batch"])
@@ -221,11 +338,13 @@ class _ReinforcePgx(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
         self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"])
-        self.loss = REINFORCELoss(self.actor, critic, gamma=hp["gamma"], normalize_advantage=True,
-                                  critic_coeff=hp["critic_coeff"])
+        self.loss = REINFORCELoss(
+            self.actor, critic, gamma=hp["gamma"], normalize_advantage=True, critic_coeff=hp["critic_coeff"]
+        )
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
-        self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_poll"],
-                                    trajs_per_batch=hp["episodes_per_batch"])
+        self.collector = _collector(
+            env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=hp["episodes_per_batch"]
+        )
         self.hp = hp
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
@@ -237,10 +356,15 @@ class _TRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
         self.actor, critic = _networks(env, hp["hidden"], critic=True)
-        self.loss = TRPOLoss(self.actor, critic, max_kl=hp["max_kl"], gamma=hp["gamma"], lmbda=hp["gae_lambda"],
-                             cg_damping=hp["cg_damping"])
-        self.stepper = TRPOStepper(self.loss, torch.optim.Adam(self.loss.critic_parameters(), lr=hp["critic_lr"]),
-                                   critic_updates=hp["critic_updates"], critic_batch_size=hp["critic_batch_size"])
+        self.loss = TRPOLoss(
+            self.actor, critic, max_kl=hp["max_kl"], gamma=hp["gamma"], lmbda=hp["gae_lambda"], cg_damping=hp["cg_damping"]
+        )
+        self.stepper = TRPOStepper(
+            self.loss,
+            torch.optim.Adam(self.loss.critic_parameters(), lr=hp["critic_lr"]),
+            critic_updates=hp["critic_updates"],
+            critic_batch_size=hp["critic_batch_size"],
+        )
         self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_env"])
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
@@ -267,9 +391,17 @@ class _TorchRLPPO(_Pipeline):
         self.actor, critic = _networks(env, hp["hidden"], critic=True)
         entropy = hp["entropy_coeff"] > 0
         # functional=False: the networks are used as they are (no functional parameter swap per call, ~10 % faster)
-        self.loss = ClipPPOLoss(self.actor, critic, clip_epsilon=hp["clip"], entropy_bonus=entropy,
-                                entropy_coeff=hp["entropy_coeff"] if entropy else None, critic_coeff=hp["critic_coeff"],
-                                loss_critic_type="l2", normalize_advantage=True, functional=False)
+        self.loss = ClipPPOLoss(
+            self.actor,
+            critic,
+            clip_epsilon=hp["clip"],
+            entropy_bonus=entropy,
+            entropy_coeff=hp["entropy_coeff"] if entropy else None,
+            critic_coeff=hp["critic_coeff"],
+            loss_critic_type="l2",
+            normalize_advantage=True,
+            functional=False,
+        )
         self.loss.make_value_estimator(ValueEstimators.GAE, gamma=hp["gamma"], lmbda=hp["gae_lambda"])
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"], eps=1e-5)
         self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_env"])
@@ -418,8 +550,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"seed {seed}: hit {hit}, last {c.mean[-1]:.1f} at {c.steps[-1]}, {fps:.0f} env-steps/s", flush=True)
         if args.curves:
             print("   " + " ".join(f"{s // 1000}k:{m:.0f}" for s, m in zip(c.steps, c.mean, strict=True)))
-    print(f"{args.algo} {overrides}: median frames to {args.stop_at:g} = {statistics.median(hits)}, mean = "
-          f"{sum(hits) / len(hits):.0f}")
+    print(
+        f"{args.algo} {overrides}: median frames to {args.stop_at:g} = {statistics.median(hits)}, mean = "
+        f"{sum(hits) / len(hits):.0f}"
+    )
 
 
 if __name__ == "__main__":
