@@ -41,8 +41,9 @@ def test_run_py_dispatches_every_torchrl_name():
 @pytest.mark.parametrize("name", TORCHRL_ALGOS)
 def test_pipeline_runs_and_curve_is_well_formed(name):
     budget, eval_every = 768, 256
-    curve = run_torchrl(name, "CartPole-v1", seed=0, budget=budget, eval_every=eval_every, n_eval_episodes=2,
-                        hyperparams=SMALL[name])
+    curve = run_torchrl(
+        name, "CartPole-v1", seed=0, budget=budget, eval_every=eval_every, n_eval_episodes=2, hyperparams=SMALL[name]
+    )
     assert len(curve.steps) == len(curve.mean) == len(curve.std) == len(curve.train_time) >= 1
     assert curve.steps == sorted(curve.steps) and len(set(curve.steps)) == len(curve.steps)
     assert curve.steps[-1] >= budget
@@ -52,8 +53,16 @@ def test_pipeline_runs_and_curve_is_well_formed(name):
 
 
 def test_stop_at_stops_at_first_evaluation():
-    curve = run_torchrl("torchrl_trpo", "CartPole-v1", seed=1, budget=100_000, eval_every=256, n_eval_episodes=2,
-                        stop_at=0.0, hyperparams=SMALL["torchrl_trpo"])
+    curve = run_torchrl(
+        "torchrl_trpo",
+        "CartPole-v1",
+        seed=1,
+        budget=100_000,
+        eval_every=256,
+        n_eval_episodes=2,
+        stop_at=0.0,
+        hyperparams=SMALL["torchrl_trpo"],
+    )
     assert len(curve.steps) == 1 and curve.steps[0] <= 512
 
 
@@ -66,8 +75,15 @@ def test_evaluation_time_is_excluded(monkeypatch):
 
     monkeypatch.setattr(torchrl_runner._Evaluator, "__call__", slow)
     start = time.perf_counter()
-    curve = run_torchrl("torchrl_reinforce", "CartPole-v1", seed=0, budget=1024, eval_every=256, n_eval_episodes=2,
-                        hyperparams=SMALL["torchrl_reinforce"])
+    curve = run_torchrl(
+        "torchrl_reinforce",
+        "CartPole-v1",
+        seed=0,
+        budget=1024,
+        eval_every=256,
+        n_eval_episodes=2,
+        hyperparams=SMALL["torchrl_reinforce"],
+    )
     wall = time.perf_counter() - start
     assert len(curve.steps) == 4
     assert curve.train_time[-1] < wall - 4 * 0.4
