@@ -390,6 +390,8 @@ class PGExtrasExperimentManager(ExperimentManager):
         """rl-zoo3's lookup (env entry, else ``default``), then :func:`check_hyperparameters`."""
         try:
             hyperparams, saved_hyperparams = super().read_hyperparameters()
+        except yaml.YAMLError as error:
+            raise ZooConfigError(f"{self.config} is not valid YAML: {error}") from error
         except ValueError as error:
             if "Hyperparameters not found" not in str(error):
                 raise

@@ -281,6 +281,13 @@ def test_user_conf_file_is_used_and_checked(tmp_path):
         zoo.main(["train", "--algo", "grpo", "--env", "Pendulum-v1", "-f", str(tmp_path), "-conf", str(conf)])
 
 
+def test_invalid_yaml_names_the_file(tmp_path):
+    conf = tmp_path / "broken.yml"
+    conf.write_text("CartPole-v1:\n  policy: MlpPolicy\nnot yaml here\n  n_timesteps: 10\n")
+    with pytest.raises(zoo.ZooConfigError, match=r"broken\.yml is not valid YAML"):
+        zoo.main(["train", "--algo", "grpo", "--env", "CartPole-v1", "-f", str(tmp_path), "-conf", str(conf)])
+
+
 def test_cli_prints_errors_without_traceback(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["pg-extras-zoo", "trian", "--algo", "grpo"])
     with pytest.raises(SystemExit) as exit_info:
