@@ -9,6 +9,7 @@ Example::
 """
 
 from pg_extras.episodes import EpisodeLayout
+from pg_extras.estimators import ADVANTAGE_ESTIMATORS, CRITIC_ESTIMATORS, AdvantageEstimate, estimate_advantages
 from pg_extras.group import (
     ADVANTAGE_MODES,
     ADVANTAGE_SCALES,
@@ -19,7 +20,16 @@ from pg_extras.group import (
 )
 from pg_extras.kl import KL_ESTIMATORS, categorical_kl, exact_kl, kl_estimate
 from pg_extras.mlp import MLP_ACTIVATIONS, MlpLinearization
+from pg_extras.objectives import (
+    UPDATE_RULES,
+    explained_variance,
+    policy_gradient_loss,
+    policy_loss,
+    regularized_loss,
+    standardize,
+)
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
+from pg_extras.scheduler import CompletedGroup, GroupJob, GroupScheduler
 from pg_extras.surrogate import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate_loss, importance_ratio, log_ratio
 from pg_extras.trust_region import (
     TrustRegionResult,
@@ -37,13 +47,20 @@ from pg_extras.trust_region import (
 from pg_extras.version import __version__
 
 __all__ = [
+    "ADVANTAGE_ESTIMATORS",
     "ADVANTAGE_MODES",
     "ADVANTAGE_SCALES",
+    "CRITIC_ESTIMATORS",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "MLP_ACTIVATIONS",
+    "UPDATE_RULES",
+    "AdvantageEstimate",
+    "CompletedGroup",
     "EpisodeLayout",
     "GroupAdvantages",
+    "GroupJob",
+    "GroupScheduler",
     "MlpLinearization",
     "TrustRegionResult",
     "__version__",
@@ -55,7 +72,9 @@ __all__ = [
     "discounted_cumsum",
     "distribution_fisher",
     "distribution_fvp_fn",
+    "estimate_advantages",
     "exact_kl",
+    "explained_variance",
     "fisher_vector_product_fn",
     "flat_grad",
     "gae",
@@ -69,7 +88,11 @@ __all__ = [
     "line_search",
     "log_ratio",
     "next_values_from_values",
+    "policy_gradient_loss",
+    "policy_loss",
+    "regularized_loss",
     "returns_to_go",
     "set_flat_params",
+    "standardize",
     "trust_region_step",
 ]

@@ -1,0 +1,161 @@
+"""Update rules: the per-step policy losses, their regularisers, and the statistics both adapters log.
+
+Each update rule is one function of per-step tensors (docs/maths.md#10-estimators-x-update-rules):
+
+* ``"pg"``: the score-function loss ``-log pi(a|s) * A`` (REINFORCE, Williams 1992);
+* ``"ppo_clip"``: ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)`` (Schulman et al. 2017; DAPO clip-higher);
+* ``"trust_region"``: the importance-ratio surrogate ``-rho A`` whose natural step under ``KL <= delta`` is
+  :func:`pg_extras.trust_region_step` (Schulman et al. 2015).
+
+:func:`regularized_loss` adds ``beta * KL(pi || pi_ref)`` and ``-ent_coef * H`` (GRPO's per-step objective).
+Every SB3 algorithm and TorchRL loss module calls these; none writes the formulas itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pg_extras._checks import check_choice, check_same_shape
+from pg_extras.kl import kl_estimate
+from pg_extras.surrogate import clipped_surrogate_loss
+
+__all__ = ["UPDATE_RULES", "explained_variance", "policy_gradient_loss", "policy_loss", "regularized_loss", "standardize"]
+
+#: The update rules of :func:`policy_loss`.
+UPDATE_RULES = ("pg", "ppo_clip", "trust_region")
+
+
+def policy_gradient_loss(log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """Per-step score-function loss ``-log pi(a_t|s_t) * A_t`` (docs/maths.md#2-reinforce-and-return-to-go).
+
+    Its gradient, averaged over steps, is the Monte-Carlo policy gradient; ``advantages`` is treated as a constant.
+
+    Example::
+
+        >>> policy_gradient_loss(torch.tensor([-0.5, -1.0]), torch.tensor([2.0, -1.0]))
+        tensor([ 1., -1.])
+    """
+    check_same_shape("log_prob", log_prob, advantages=advantages)
+    return -log_prob * advantages.detach()
+
+
+def policy_loss(
+    rule: str,
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor | None,
+    advantages: torch.Tensor,
+    clip_range: float | None = None,
+    clip_range_high: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step policy loss of an update rule in :data:`UPDATE_RULES`.
+
+    :param rule: ``"pg"``, ``"ppo_clip"`` or ``"trust_region"``.
+    :param log_prob: ``[*S]`` log-probabilities of the taken actions under the current policy.
+    :param old_log_prob: ``[*S]`` the same under the behaviour policy (not needed by ``"pg"``).
+    :param advantages: ``[*S]``.
+    :param clip_range: ``eps_low`` of ``"ppo_clip"``.
+    :param clip_range_high: ``eps_high`` of ``"ppo_clip"`` (``None``: ``clip_range``).
+    :return: ``(loss [*S], clipped [*S] bool)``; ``clipped`` is all False except for ``"ppo_clip"``.
+
+    Example::
+
+        >>> lp, old, adv = torch.log(torch.tensor([1.5])), torch.zeros(1), torch.ones(1)
+        >>> policy_loss("ppo_clip", lp, old, adv, clip_range=0.2)[0], policy_loss("trust_region", lp, old, adv)[0]
+        (tensor([-1.2000]), tensor([-1.5000]))
+    """
+    check_choice("rule", rule, UPDATE_RULES)
+    if rule == "pg":
+        return policy_gradient_loss(log_prob, advantages), torch.zeros_like(log_prob, dtype=torch.bool)
+    if old_log_prob is None:
+        raise ValueError(f"rule={rule!r} needs old_log_prob (the behaviour log-probabilities stored at collection).")
+    if rule == "trust_region":
+        return clipped_surrogate_loss(log_prob, old_log_prob, advantages, None)
+    if clip_range is None:
+        raise ValueError("rule='ppo_clip' needs clip_range (e.g. 0.2).")
+    return clipped_surrogate_loss(log_prob, old_log_prob, advantages, clip_range, clip_range_high)
+
+
+def regularized_loss(
+    loss: torch.Tensor,
+    log_prob: torch.Tensor | None = None,
+    ref_log_prob: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    beta: float = 0.0,
+    ent_coef: float = 0.0,
+    kl_estimator: str = "k3",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``loss + beta * KL(pi || pi_ref) - ent_coef * H`` per step (GRPO's objective, docs/maths.md#6-grpo).
+
+    The KL is the per-sample estimate :func:`pg_extras.kl_estimate` of ``KL(pi || pi_ref)`` from the taken actions
+    (``k3`` by default, DeepSeekMath). Without a closed-form entropy pass ``entropy=-log_prob`` (one-sample estimate).
+
+    :return: ``(total [*S], kl [*S] or None)``; the KL is returned for logging (``None`` without ``ref_log_prob``).
+
+    Example::
+
+        >>> total, kl = regularized_loss(torch.zeros(2), torch.log(torch.tensor([0.5, 0.5])),
+        ...                              torch.log(torch.tensor([0.25, 0.5])), beta=1.0)
+        >>> total
+        tensor([0.1931, 0.0000])
+    """
+    total = loss
+    kl = None
+    if ref_log_prob is not None:
+        if log_prob is None:
+            raise ValueError("ref_log_prob needs log_prob (the current policy's log-probabilities of the same actions).")
+        kl = kl_estimate(log_prob, ref_log_prob.detach(), kl_estimator)
+        if beta:
+            total = total + beta * kl
+    elif beta:
+        raise ValueError(f"beta={beta} needs ref_log_prob (the reference policy's log-probabilities).")
+    if ent_coef:
+        if entropy is None:
+            raise ValueError(f"ent_coef={ent_coef} needs entropy (or -log_prob when there is no closed form).")
+        total = total - ent_coef * entropy
+    return total, kl
+
+
+def standardize(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """``(x - mean) / (std + eps)`` over the valid entries (unbiased std, as SB3's advantage normalisation).
+
+    A single valid entry is only centred (its std is undefined); invalid entries are returned as 0.
+
+    Example::
+
+        >>> standardize(torch.tensor([1.0, 2.0, 3.0]))
+        tensor([-1.,  0.,  1.])
+    """
+    valid = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.to(torch.bool)
+    check_same_shape("x", x, mask=valid)
+    n = valid.sum()
+    if int(n) == 0:
+        return torch.zeros_like(x)
+    zero = torch.zeros_like(x)
+    mean = torch.where(valid, x, zero).sum() / n
+    centred = torch.where(valid, x - mean, zero)
+    if int(n) < 2:
+        return centred
+    std = torch.sqrt((centred**2).sum() / (n - 1))
+    return centred / (std + eps)
+
+
+def explained_variance(y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """``1 - Var[y_true - y_pred] / Var[y_true]`` over valid entries (SB3's ``train/explained_variance``).
+
+    Returns NaN when ``y_true`` has zero variance, as SB3 does.
+
+    Example::
+
+        >>> explained_variance(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]))
+        1.0
+    """
+    check_same_shape("y_pred", y_pred, y_true=y_true)
+    if mask is not None:
+        y_pred, y_true = y_pred[mask.to(torch.bool)], y_true[mask.to(torch.bool)]
+    y_pred, y_true = y_pred.detach().double(), y_true.detach().double()
+    if y_true.numel() < 2:
+        return float("nan")
+    var = torch.var(y_true, unbiased=False)
+    if float(var) == 0.0:
+        return float("nan")
+    return float(1.0 - torch.var(y_true - y_pred, unbiased=False) / var)
