@@ -1,140 +1,168 @@
-"""Update-step speed of :class:`sb3_pg_extras.TRPO` against ``sb3_contrib.TRPO`` on the same batch and weights.
+"""Speed of :class:`sb3_pg_extras.TRPO` against ``sb3_contrib.TRPO`` in the same run, on the RL Zoo CartPole-v1 config.
 
-Both models get the RL Zoo CartPole-v1 hyperparameters, the same policy weights (and optimizer state) and the same
-filled rollout buffer; ``train()`` of each is timed ``--reps`` times, restoring weights before every repetition.
-Prints the median times, our actor / critic split, and the speed-up ratio. ``--learn N`` also times a full
-``learn(N)`` of each from the same seed (overall env-steps/s, rollouts included). On a busy shared CPU machine pass
-``--cpu-time`` to measure process CPU time instead of wall time.
+The hyperparameters are read from the installed ``rl_zoo3/hyperparams/trpo.yml`` (CartPole-v1: 2 envs,
+``n_steps=512``, ``batch_size=512``, ``n_critic_updates=20``, ...). Two measurements, the two algorithms interleaved
+so that load changes on a shared machine hit both alike:
+
+* ``learn``: a full ``learn(--steps)`` of each from the same seed: env-steps/s, and the time per update split into
+  rollout (SB3's ``collect_rollouts``, the same code for both) and ``train()``;
+* ``train``: ``train()`` alone on the same filled rollout buffer, the same weights and optimizer state.
+
+Results go to ``benchmarks/results/trpo_speed.csv`` and ``.md`` (``--out`` to change). Pass ``--cpu-time`` on a
+busy machine to measure process CPU time instead of wall time.
 
 Usage::
 
-    python -m benchmarks.trpo_update_speed            # update step only
-    python -m benchmarks.trpo_update_speed --learn 20000
+    python -m benchmarks.trpo_update_speed                      # 3 x learn(20480) of each + 10 train() timings
+    python -m benchmarks.trpo_update_speed --steps 10240 --reps 2 --cpu-time
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import csv
+import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch as th
+import yaml
 from sb3_contrib import TRPO as ContribTRPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_pg_extras import TRPO
 
-ZOO_CARTPOLE: dict[str, Any] = dict(
-    n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20
-)
-
-
-def _filled_models(env_id: str, n_envs: int, seed: int, device: str) -> tuple[TRPO, ContribTRPO]:
-    ours = TRPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device=device, **ZOO_CARTPOLE)
-    contrib = ContribTRPO(
-        "MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device=device, **ZOO_CARTPOLE
-    )
-    # A few updates first, so that the batch is not the trivial first one; then one more rollout to train on.
-    ours.learn(4 * ours.n_steps * ours.n_envs)
-    _, callback = ours._setup_learn(ours.n_steps * ours.n_envs, reset_num_timesteps=False)
-    ours.collect_rollouts(ours.env, callback, ours.rollout_buffer, ours.n_steps)
-    contrib.policy.load_state_dict(ours.policy.state_dict())
-    contrib.policy.optimizer.load_state_dict(ours.policy.optimizer.state_dict())
-    for group in contrib.policy.optimizer.param_groups:  # keep sb3-contrib's own optimizer implementation
-        group["fused"] = None
-    contrib.set_logger(ours.logger)
-    return ours, contrib
-
-
+RESULTS = Path(__file__).parent / "results"
 CLOCK = time.perf_counter
 
 
-def _time_train(model: Any, buffer: Any, reps: int, split: bool = False) -> dict[str, float]:
-    policy_state = copy.deepcopy(model.policy.state_dict())
-    optim_state = copy.deepcopy(model.policy.optimizer.state_dict())
-    times, actor, critic = [], [], []
-    timers = {"actor": 0.0, "critic": 0.0}
-    if split:
-        for name in ("actor", "critic"):
-            original = getattr(model, f"_train_{name}")
+def zoo_config(env_id: str = "CartPole-v1") -> tuple[int, dict[str, Any]]:
+    """``(n_envs, constructor kwargs)`` of rl-zoo3's TRPO config for ``env_id``."""
+    import rl_zoo3
 
-            def timed(*args: Any, _original: Any = original, _name: str = name) -> Any:
-                start = CLOCK()
-                out = _original(*args)
+    path = Path(rl_zoo3.__file__).parent / "hyperparams" / "trpo.yml"
+    config = dict(yaml.safe_load(path.read_text())[env_id])
+    n_envs = int(config.pop("n_envs", 1))
+    for key in ("n_timesteps", "policy", "normalize", "env_wrapper", "frame_stack", "callback"):
+        config.pop(key, None)
+    return n_envs, config
+
+
+def _timed(model: Any, timers: dict[str, float]) -> None:
+    """Accumulate the time of ``collect_rollouts`` and ``train`` of ``model`` into ``timers``."""
+    for name in ("collect_rollouts", "train"):
+        original = getattr(model, name)
+
+        def wrapper(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            start = CLOCK()
+            try:
+                return _original(*args, **kwargs)
+            finally:
                 timers[_name] += CLOCK() - start
-                return out
 
-            setattr(model, f"_train_{name}", timed)
-    for _ in range(reps + 1):  # the first repetition is a warm-up
-        model.policy.load_state_dict(policy_state)
-        model.policy.optimizer.load_state_dict(copy.deepcopy(optim_state))  # (load_state_dict keeps the tensors)
-        model.rollout_buffer = copy.deepcopy(buffer)  # sb3-contrib flattens the buffer in place
-        timers.update(actor=0.0, critic=0.0)
-        start = CLOCK()
-        model.train()
-        times.append(CLOCK() - start)
-        actor.append(timers["actor"])
-        critic.append(timers["critic"])
-    out = {"train": statistics.median(times[1:])}
-    if split:
-        out.update(actor=statistics.median(actor[1:]), critic=statistics.median(critic[1:]))
-    return out
+        setattr(model, name, wrapper)
 
 
-def _time_learn(cls: type, env_id: str, n_envs: int, seed: int, steps: int, device: str) -> float:
-    model = cls("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device=device, **ZOO_CARTPOLE)
+def time_learn(cls: type, env_id: str, n_envs: int, config: dict, steps: int, seed: int) -> dict[str, float]:
+    model = cls("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device="cpu", **config)
+    timers = {"collect_rollouts": 0.0, "train": 0.0}
+    _timed(model, timers)
     start = CLOCK()
     model.learn(steps)
-    return steps / (CLOCK() - start)
+    elapsed = CLOCK() - start
+    updates = max(model._n_updates, 1)
+    return {
+        "env_steps_per_s": model.num_timesteps / elapsed,
+        "rollout_ms_per_update": 1e3 * timers["collect_rollouts"] / updates,
+        "train_ms_per_update": 1e3 * timers["train"] / updates,
+    }
 
 
-def main(argv: list[str] | None = None) -> None:
+def time_train(env_id: str, n_envs: int, config: dict, seed: int, reps: int) -> dict[str, float]:
+    """Median ``train()`` time of each on the same buffer, weights and optimizer state (after 4 updates of ours)."""
+    ours = TRPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device="cpu", **config)
+    contrib = ContribTRPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device="cpu", **config)
+    ours.learn(4 * ours.n_steps * ours.n_envs)
+    _, callback = ours._setup_learn(ours.n_steps * ours.n_envs, reset_num_timesteps=False)
+    ours.collect_rollouts(ours.env, callback, ours.rollout_buffer, ours.n_steps)
+    buffer = copy.deepcopy(ours.rollout_buffer)
+    contrib.set_logger(ours.logger)
+    policy_state = copy.deepcopy(ours.policy.state_dict())
+    optim_state = copy.deepcopy(ours.policy.optimizer.state_dict())
+    times: dict[str, list[float]] = {"ours": [], "contrib": []}
+    for rep in range(reps + 1):  # the first repetition is a warm-up
+        for name, model in (("ours", ours), ("contrib", contrib)):
+            model.policy.load_state_dict(policy_state)
+            model.policy.optimizer.load_state_dict(copy.deepcopy(optim_state))
+            model.rollout_buffer = copy.deepcopy(buffer)  # get() flattens the buffer in place
+            start = CLOCK()
+            model.train()
+            if rep:
+                times[name].append(CLOCK() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--n-envs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20480, help="env steps of each learn() run")
+    parser.add_argument("--reps", type=int, default=3, help="learn() runs of each (interleaved)")
+    parser.add_argument("--train-reps", type=int, default=10, help="train() timings of each (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as on a shared CPU)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--learn", type=int, default=0, help="also time learn(N) of both (env-steps/s)")
-    parser.add_argument("--learn-reps", type=int, default=3)
-    parser.add_argument("--cpu-time", action="store_true", help="measure process CPU time (steadier on a busy CPU machine)")
+    parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time")
+    parser.add_argument("--out", type=Path, default=RESULTS / "trpo_speed", help="output path without suffix")
     args = parser.parse_args(argv)
     th.set_num_threads(args.threads)
     global CLOCK
-    if args.cpu_time:
-        CLOCK = time.process_time
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
+    n_envs, config = zoo_config(args.env)
 
-    ours, contrib = _filled_models(args.env, args.n_envs, args.seed, args.device)
-    buffer = copy.deepcopy(ours.rollout_buffer)
-    n = buffer.buffer_size * buffer.n_envs
-    # Interleave the two, so that load changes on a shared machine hit both alike.
-    ours_t, contrib_t = [], []
-    for _ in range(args.reps):
-        ours_t.append(_time_train(ours, buffer, 1, split=True))
-        contrib_t.append(_time_train(contrib, buffer, 1))
-    t_ours = {k: statistics.median(d[k] for d in ours_t) for k in ours_t[0]}
-    t_contrib = statistics.median(d["train"] for d in contrib_t)
+    runs: dict[str, list[dict[str, float]]] = {"sb3_contrib": [], "sb3_pg_extras": []}
+    for rep in range(args.reps):
+        for name, cls in (("sb3_contrib", ContribTRPO), ("sb3_pg_extras", TRPO)):
+            runs[name].append(time_learn(cls, args.env, n_envs, config, args.steps, args.seed + rep))
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    train = time_train(args.env, n_envs, config, args.seed, args.train_reps) if args.train_reps else None
+    ratio = med["sb3_pg_extras"]["env_steps_per_s"] / med["sb3_contrib"]["env_steps_per_s"]
+
     clock = "process CPU time" if args.cpu_time else "wall time"
-    print(f"{args.env}, batch {n}, zoo hyperparameters, {args.threads} torch thread(s), device {args.device}, {clock}")
-    print(f"sb3_contrib.TRPO.train(): {1e3 * t_contrib:8.1f} ms")
-    print(
-        f"sb3_pg_extras.TRPO.train(): {1e3 * t_ours['train']:6.1f} ms "
-        f"(actor step {1e3 * t_ours['actor']:.1f} ms, critic {1e3 * t_ours['critic']:.1f} ms)"
+    setting = (
+        f"{args.env}, rl-zoo3 trpo.yml config (n_envs={n_envs}, {config}), learn({args.steps}) x {args.reps} per "
+        f"algorithm (medians), {args.threads} torch thread(s), CPU, {clock}, torch {th.__version__}, {platform.processor()}"
     )
-    print(f"update speed-up: {t_contrib / t_ours['train']:.2f}x")
-    if args.learn:
-        fps_contrib, fps_ours = [], []
-        for _ in range(args.learn_reps):  # interleaved
-            fps_contrib.append(_time_learn(ContribTRPO, args.env, args.n_envs, args.seed, args.learn, args.device))
-            fps_ours.append(_time_learn(TRPO, args.env, args.n_envs, args.seed, args.learn, args.device))
-        fc, fo = statistics.median(fps_contrib), statistics.median(fps_ours)
-        print(
-            f"learn({args.learn}), median of {args.learn_reps}: sb3_contrib {fc:.0f} env-steps/s, ours {fo:.0f} env-steps/s, "
-            f"speed-up {fo / fc:.2f}x"
-        )
+    rows = [
+        {"algorithm": name, **{k: round(v, 2) for k, v in m.items()}, "train_ms_same_batch": round(train[key], 2) if train else ""}
+        for (name, m), key in zip(med.items(), ("contrib", "ours"), strict=True)
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# TRPO speed: sb3_pg_extras.TRPO vs sb3_contrib.TRPO",
+        "",
+        f"Setting: {setting}. Generated by `python -m benchmarks.trpo_update_speed`.",
+        "",
+        "| algorithm | env-steps/s (learn) | rollout ms / update | train() ms / update | train() ms, same batch |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['algorithm']} | {r['env_steps_per_s']:.0f} | {r['rollout_ms_per_update']:.1f} | "
+            f"{r['train_ms_per_update']:.1f} | {r['train_ms_same_batch']} |"
+            for r in rows
+        ),
+        "",
+        f"learn() speed-up: **{ratio:.2f}x**"
+        + (f"; train() speed-up on the same batch: **{train['contrib'] / train['ours']:.2f}x**" if train else ""),
+        "",
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return {"median": med, "train_ms": train, "ratio": ratio}
 
 
 if __name__ == "__main__":

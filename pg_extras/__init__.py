@@ -19,7 +19,7 @@ from pg_extras.group import (
     group_relative_advantages,
 )
 from pg_extras.kl import KL_ESTIMATORS, categorical_kl, exact_kl, kl_estimate
-from pg_extras.mlp import MLP_ACTIVATIONS, MlpLinearization
+from pg_extras.mlp import MLP_ACTIVATIONS, MlpLinearization, mlp_layers
 from pg_extras.objectives import (
     UPDATE_RULES,
     explained_variance,
@@ -28,6 +28,7 @@ from pg_extras.objectives import (
     regularized_loss,
     standardize,
 )
+from pg_extras.policy_ops import joint_kl, reachable_parameters, trust_region_surrogate
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
 from pg_extras.scheduler import CompletedGroup, GroupJob, GroupScheduler
 from pg_extras.surrogate import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate_loss, importance_ratio, log_ratio
@@ -41,6 +42,7 @@ from pg_extras.trust_region import (
     gauss_newton_fvp_fn,
     get_flat_params,
     line_search,
+    mlp_fvp_fn,
     set_flat_params,
     trust_region_step,
 )
@@ -84,15 +86,20 @@ __all__ = [
     "group_normalize",
     "group_relative_advantages",
     "importance_ratio",
+    "joint_kl",
     "kl_estimate",
     "line_search",
     "log_ratio",
+    "mlp_fvp_fn",
+    "mlp_layers",
     "next_values_from_values",
     "policy_gradient_loss",
     "policy_loss",
+    "reachable_parameters",
     "regularized_loss",
     "returns_to_go",
     "set_flat_params",
     "standardize",
     "trust_region_step",
+    "trust_region_surrogate",
 ]

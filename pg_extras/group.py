@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pg_extras._checks import check_choice, check_finite, check_nonnegative, check_same_shape, check_unit_interval
-from pg_extras.returns import discounted_cumsum
+from pg_extras.returns import _discounted_cumsum
+from pg_extras.validation import check_choice, check_finite, check_float, check_int, check_same_shape, check_unit_interval
 
 __all__ = [
     "ADVANTAGE_MODES",
@@ -35,7 +35,9 @@ __all__ = [
 
 ADVANTAGE_MODES = ("outcome", "process", "return_to_go")
 ADVANTAGE_SCALES = ("group", "batch", "none")
-_ZERO_STD = 1e-6
+#: a group's values have zero spread when ``max - min <= _ZERO_SPREAD_EPS * finfo(dtype).eps * max|values|``
+_ZERO_SPREAD_EPS = 4.0
+_RESCALE_HINT = "rescale the rewards, e.g. with VecNormalize(norm_reward=True) or a reward scale wrapper"
 
 
 @dataclass
@@ -49,8 +51,7 @@ class GroupAdvantages:
 
 def group_ids_from_size(num_episodes: int, group_size: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Contiguous group labels ``[0]*G + [1]*G + ...``; raises if ``group_size`` does not divide ``num_episodes``."""
-    if not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive integer, got {group_size!r}.")
+    group_size = check_int("group_size", group_size, minimum=1)  # type: ignore[assignment]
     if num_episodes % group_size != 0:
         raise ValueError(
             f"group_size={group_size} does not divide the number of episodes ({num_episodes}): "
@@ -59,17 +60,61 @@ def group_ids_from_size(num_episodes: int, group_size: int, device: torch.device
     return torch.arange(num_episodes, device=device) // group_size
 
 
-def _group_stats(values: torch.Tensor, valid: torch.Tensor, gid: torch.Tensor, n_groups: int):
-    """Per-(group, column) count, mean and unbiased std of ``values [E, C]`` over valid entries."""
+def _pow2_scale(maxabs: torch.Tensor) -> torch.Tensor:
+    """A power of two ``s`` with ``maxabs / s`` in ``[1, 2)`` (1 where ``maxabs == 0``): dividing by it is exact."""
+    _, exponent = torch.frexp(maxabs)  # maxabs = m * 2^e, m in [0.5, 1)
+    scale = torch.pow(2.0, (exponent - 1).to(torch.float64)).to(maxabs.dtype)
+    return torch.where(maxabs > 0, scale, torch.ones_like(maxabs))
+
+
+@dataclass
+class _CellStats:
+    """Per-(group, column) statistics in rescaled units ``u = v / scale`` (``|u| < 2``: no overflow when squaring)."""
+
+    count: torch.Tensor  # number of valid entries
+    scale: torch.Tensor  # power of two near max|v| (1 for an empty or all-zero cell)
+    maxabs_u: torch.Tensor  # max|u| = max|v| / scale, in [1, 2) (0 for an empty or all-zero cell)
+    total_u: torch.Tensor  # sum of u
+    mean_u: torch.Tensor
+    std_u: torch.Tensor  # unbiased
+    zero_spread: torch.Tensor  # bool: cell with >= 1 valid entry whose spread is below the dtype's resolution
+
+
+def _cell_stats(values: torch.Tensor, valid: torch.Tensor, gid: torch.Tensor, n_groups: int) -> _CellStats:
+    """Scale-invariant statistics of ``values [E, C]`` over the valid entries of each (group, column) cell.
+
+    Everything is computed on ``u = v / s`` with ``s`` a power of two near the cell's ``max|v|``, so the results
+    do not depend on the scale of the values (exactly for a power-of-two factor), never overflow for finite values,
+    and the zero-spread test ``max u - min u <= 4 eps |u|_max`` is relative to the magnitude and the dtype.
+    """
+    dtype = values.dtype
     v = torch.where(valid, values, torch.zeros_like(values))
-    w = valid.to(values.dtype)
     shape = (n_groups, values.shape[1])
-    count = values.new_zeros(shape).index_add_(0, gid, w)
-    total = values.new_zeros(shape).index_add_(0, gid, v)
-    mean = total / count.clamp(min=1)
-    sq = values.new_zeros(shape).index_add_(0, gid, w * (v - mean[gid]) ** 2)
-    std = torch.sqrt(sq / (count - 1).clamp(min=1))
-    return count, total, mean, std
+    index = gid[:, None].expand_as(v)
+    count = values.new_zeros(shape).index_add_(0, gid, valid.to(dtype))
+    maxabs = values.new_zeros(shape).scatter_reduce_(0, index, v.abs(), "amax", include_self=True)
+    scale = _pow2_scale(maxabs)
+    u = v / scale[gid]
+    total_u = values.new_zeros(shape).index_add_(0, gid, u)
+    mean_u = total_u / count.clamp(min=1)
+    dev = torch.where(valid, u - mean_u[gid], torch.zeros_like(u))
+    std_u = torch.sqrt(values.new_zeros(shape).index_add_(0, gid, dev * dev) / (count - 1).clamp(min=1))
+    inf = torch.full_like(u, float("inf"))
+    high = values.new_full(shape, -float("inf")).scatter_reduce_(0, index, torch.where(valid, u, -inf), "amax")
+    low = values.new_full(shape, float("inf")).scatter_reduce_(0, index, torch.where(valid, u, inf), "amin")
+    maxabs_u = maxabs / scale
+    zero_spread = (count > 0) & (high - low <= _ZERO_SPREAD_EPS * torch.finfo(dtype).eps * maxabs_u)
+    return _CellStats(count, scale, maxabs_u, total_u, mean_u, std_u, zero_spread)
+
+
+def _mean_std(stats: _CellStats) -> float:
+    """Mean over cells of ``std = std_u * scale`` as a Python float, without overflow (0.0 if there is none)."""
+    if stats.std_u.numel() == 0:
+        return 0.0
+    std_u, scale = stats.std_u.reshape(-1).double(), stats.scale.reshape(-1).double()
+    top = scale.max()
+    mean = float((std_u * (scale / top)).mean()) * float(top)
+    return min(mean, float(torch.finfo(stats.std_u.dtype).max))
 
 
 def group_normalize(
@@ -79,58 +124,92 @@ def group_normalize(
     scale: str = "group",
     rloo: bool = False,
     eps: float = 1e-8,
+    *,
+    name: str = "values",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-relative normalisation of ``values [E]`` or ``[E, C]`` (columns normalised independently).
 
-    :param values: per-episode (or per-episode-per-step) values.
+    The result does not depend on the scale of the values: ``group_normalize(c * v)`` equals ``group_normalize(v)``
+    for any ``c > 0`` (``c`` times it for ``scale="none"``), from the smallest to the largest finite values of the
+    dtype. A group has *zero spread* when its valid values differ by at most a few units in the last place of their
+    largest magnitude (``max - min <= 4 * finfo(dtype).eps * max|v|``); such a group gets exactly 0.
+
+    :param values: per-episode (or per-episode-per-step) values; the valid ones must be finite.
     :param group_ids: ``[E]`` integer group label of each row.
     :param valid: bool, same shape as ``values``: entries that take part (default: all).
     :param scale: ``group``, ``batch`` or ``none``.
     :param rloo: leave-one-out baseline instead of the group mean.
-    :param eps: added to the std in the denominator.
+    :param eps: relative damping of the denominator: ``std + eps * max|v|`` (of the group for ``scale="group"``,
+        of the batch for ``scale="batch"``), so a spread far below the values' magnitude is shrunk, not amplified.
+    :param name: what ``values`` are, for the error messages.
     :return: ``(normalised, zero_std)``; ``normalised`` is 0 on invalid entries and in zero-spread groups;
         ``zero_std`` is bool ``[n_groups, C]`` (cells with at least one valid entry and zero spread).
+    :raises ValueError: if a valid value is NaN or infinite, or (``scale="none"``) the centred values overflow.
 
     Example::
 
         >>> adv, _ = group_normalize(torch.tensor([1.0, 3.0, 5.0, 5.0]), torch.tensor([0, 0, 1, 1]))
         >>> adv
         tensor([-0.7071,  0.7071,  0.0000,  0.0000])
+        >>> group_normalize(torch.tensor([1e-8, 3e-8]), torch.tensor([0, 0]))[0]
+        tensor([-0.7071,  0.7071])
     """
     check_choice("scale", scale, ADVANTAGE_SCALES)
+    check_float("eps", eps, low=0.0)
     squeeze = values.dim() == 1
     if squeeze:
         values = values[:, None]
         valid = None if valid is None else valid[:, None]
+    if values.dim() != 2:
+        raise ValueError(f"{name} must have shape [E] or [E, C], got {tuple(values.shape)}.")
     if valid is None:
         valid = torch.ones_like(values, dtype=torch.bool)
+    check_same_shape(name, values, valid=valid)
+    valid = valid.to(torch.bool)
     if group_ids.shape != values.shape[:1]:
         raise ValueError(
             f"group_ids must have shape [{values.shape[0]}] (one label per episode), got {tuple(group_ids.shape)}."
         )
+    if group_ids.is_floating_point() or group_ids.is_complex():
+        raise ValueError(f"group_ids must be integer labels, got dtype {group_ids.dtype}: pass integer group ids.")
+    if not values.is_floating_point():
+        values = values.to(torch.get_default_dtype())
+    values = torch.where(valid, values, torch.zeros_like(values))
+    check_finite(name, values, hint=f"the valid entries of {name} must be finite")
     _, gid = torch.unique(group_ids, return_inverse=True)
     n_groups = int(gid.max()) + 1 if gid.numel() else 0
-    count, total, mean, std = _group_stats(values, valid, gid, n_groups)
+    stats = _cell_stats(values, valid, gid, n_groups)
+    cell_scale = stats.scale[gid]
+    u = values / cell_scale
     if rloo:
         # mean of the others: (sum - v) / (n - 1); a singleton group has no baseline -> advantage 0.
-        n = count[gid]
-        baseline = (total[gid] - values) / (n - 1).clamp(min=1)
-        centred = torch.where(n > 1, values - baseline, torch.zeros_like(values))
+        n = stats.count[gid]
+        baseline_u = (stats.total_u[gid] - u) / (n - 1).clamp(min=1)
+        centred_u = torch.where(n > 1, u - baseline_u, torch.zeros_like(u))
     else:
-        centred = values - mean[gid]
-    zero_std = (std <= _ZERO_STD * (1.0 + mean.abs())) & (count > 0)
+        centred_u = u - stats.mean_u[gid]
     if scale == "group":
-        out = centred / (std[gid] + eps)
+        # (v - mean) / (std + eps * max|v|) with v = s u: the scale s cancels.
+        out = centred_u / (stats.std_u[gid] + eps * stats.maxabs_u[gid])
     elif scale == "batch":
-        flat = values[valid]
-        batch_std = flat.std() if flat.numel() > 1 else flat.new_zeros(())
-        out = centred / (batch_std + eps)
+        flat = values[valid][:, None]
+        if flat.numel() > 1:  # (with a single valid value every group has zero spread)
+            batch = _cell_stats(flat, torch.ones_like(flat, dtype=torch.bool), torch.zeros(len(flat), dtype=torch.int64), 1)
+            out = centred_u * (cell_scale / batch.scale[0, 0]) / (batch.std_u[0, 0] + eps * batch.maxabs_u[0, 0])
+        else:
+            out = torch.zeros_like(centred_u)
     else:
-        out = centred
-    out = torch.where(valid & ~zero_std[gid], out, torch.zeros_like(out))
+        out = centred_u * cell_scale
+    out = torch.where(valid & ~stats.zero_spread[gid], out, torch.zeros_like(out))
+    check_finite(
+        f"group-centred {name}",
+        out,
+        hint=f"{_RESCALE_HINT}, or use scale='group'",
+        derived_from=name,
+    )
     if squeeze:
         out = out[:, 0]
-    return out, zero_std
+    return out, stats.zero_spread
 
 
 def group_relative_advantages(
@@ -146,16 +225,22 @@ def group_relative_advantages(
 ) -> GroupAdvantages:
     """Group-relative advantages for padded episodes (DESIGN.md "GRPO", seed 2.6).
 
-    :param rewards: ``[E, L]`` per-step rewards (padding ignored).
+    Invariant to the scale of the rewards (:func:`group_normalize`): 1e-8-scale and 1e20-scale rewards give the same
+    advantages as 1-scale ones. A group with a single valid episode, or whose returns agree to the dtype's
+    resolution, gets advantage 0 and is counted in ``frac_zero_std_groups``.
+
+    :param rewards: ``[E, L]`` per-step rewards (padding ignored; valid steps must be finite).
     :param mask: bool ``[E, L]``, valid steps.
-    :param group_ids: ``[E]`` group label of each episode; or give ``group_size`` for contiguous groups.
-    :param group_size: episodes ``[kG, (k+1)G)`` form group ``k``; must divide ``E``.
+    :param group_ids: ``[E]`` integer group label of each episode; or give ``group_size`` for contiguous groups.
+    :param group_size: episodes ``[kG, (k+1)G)`` form group ``k``; ``>= 2`` (a group compares episodes) and must
+        divide ``E``.
     :param mode: ``outcome``, ``process`` or ``return_to_go``.
     :param scale: ``group``, ``batch`` or ``none``.
     :param rloo: leave-one-out baseline.
     :param gamma: discount of the episode return (``outcome``) and of the returns-to-go (``return_to_go``).
-    :param eps: added to the std.
+    :param eps: relative damping of the std (see :func:`group_normalize`).
     :return: :class:`GroupAdvantages` with ``advantages [E, L]`` (0 on padding).
+    :raises ValueError: on bad arguments, non-finite rewards, or returns / advantages that overflow the dtype.
 
     Example::
 
@@ -169,48 +254,52 @@ def group_relative_advantages(
     """
     check_choice("mode", mode, ADVANTAGE_MODES)
     check_choice("scale", scale, ADVANTAGE_SCALES)
-    check_unit_interval("gamma", gamma)
-    check_nonnegative("eps", eps)
+    gamma = check_unit_interval("gamma", gamma)
+    check_float("eps", eps, low=0.0, hint="the relative damping of the std, e.g. 1e-8")
     if rewards.dim() != 2:
         raise ValueError(f"rewards must have shape [E, L] (episodes x steps), got {tuple(rewards.shape)}.")
     check_same_shape("rewards", rewards, mask=mask)
+    if not rewards.is_floating_point():
+        rewards = rewards.to(torch.get_default_dtype())
     mask = mask.to(torch.bool)
     rewards = torch.where(mask, rewards, torch.zeros_like(rewards))
-    check_finite("rewards", rewards)
+    check_finite("rewards", rewards, hint="the environment returned NaN/inf rewards; check it or clip its rewards")
     E = rewards.shape[0]
     if group_ids is None:
         if group_size is None:
             raise ValueError("Pass group_ids (one label per episode) or group_size.")
-        group_ids = group_ids_from_size(E, group_size, rewards.device)
+        group_size = check_int("group_size", group_size, minimum=2, hint="a group compares at least two episodes")
+        group_ids = group_ids_from_size(E, group_size, rewards.device)  # type: ignore[arg-type]
     elif group_size is not None:
         raise ValueError("Pass either group_ids or group_size, not both.")
     episode_valid = mask.any(1)
+    disc = gamma ** torch.arange(rewards.shape[1], device=rewards.device, dtype=torch.float64)
+    totals = (rewards * disc.to(rewards.dtype)).sum(1)
+    check_finite("returns", totals, hint=_RESCALE_HINT, derived_from="rewards")
 
     if mode == "outcome":
-        disc = gamma ** torch.arange(rewards.shape[1], device=rewards.device, dtype=rewards.dtype)
-        returns = (rewards * disc).sum(1)
-        adv, zero_std = group_normalize(returns, group_ids, episode_valid, scale, rloo, eps)
+        adv, zero_std = group_normalize(totals, group_ids, episode_valid, scale, rloo, eps, name="returns")
         advantages = torch.where(mask, adv[:, None].expand_as(rewards), torch.zeros_like(rewards))
     elif mode == "process":
         # One normalisation over all steps of the group: flatten steps into one column per group.
         flat_gid = group_ids[:, None].expand_as(rewards).reshape(-1)
-        norm, zero_std = group_normalize(rewards.reshape(-1), flat_gid, mask.reshape(-1), scale, rloo, eps)
+        norm, zero_std = group_normalize(rewards.reshape(-1), flat_gid, mask.reshape(-1), scale, rloo, eps, name="rewards")
         norm = norm.reshape(rewards.shape)
-        advantages = torch.where(mask, discounted_cumsum(norm.t(), 1.0).t(), torch.zeros_like(rewards))
+        advantages = torch.where(mask, _discounted_cumsum(norm.t(), 1.0).t(), torch.zeros_like(rewards))
+        check_finite("advantages", advantages, hint=f"{_RESCALE_HINT}, or use scale='group'", derived_from="rewards")
     else:
-        rtg = discounted_cumsum(rewards.t(), gamma).t()
-        advantages, zero_std = group_normalize(rtg, group_ids, mask, scale, rloo, eps)
+        rtg = _discounted_cumsum(rewards.t(), gamma).t()
+        check_finite("returns-to-go", rtg, hint=_RESCALE_HINT, derived_from="rewards")
+        advantages, zero_std = group_normalize(rtg, group_ids, mask, scale, rloo, eps, name="returns-to-go")
     _, gid = torch.unique(group_ids, return_inverse=True)
     n_groups = int(gid.max()) + 1 if gid.numel() else 0
-    disc = gamma ** torch.arange(rewards.shape[1], device=rewards.device, dtype=rewards.dtype)
-    totals = (rewards * disc).sum(1)
-    _, _, _, ret_std = _group_stats(totals[:, None], episode_valid[:, None], gid, n_groups)
+    ret_stats = _cell_stats(totals[:, None], episode_valid[:, None], gid, n_groups)
     n_cells = max(int(zero_std.numel()), 1)
     if mode == "return_to_go":
-        count, _, _, _ = _group_stats(rewards, mask, gid, n_groups)
+        count = torch.zeros(n_groups, rewards.shape[1], device=rewards.device).index_add_(0, gid, mask.to(torch.float32))
         n_cells = max(int((count > 0).sum()), 1)
     return GroupAdvantages(
         advantages=advantages,
         frac_zero_std_groups=float(zero_std.sum()) / n_cells,
-        group_return_std=float(ret_std.mean()) if n_groups else 0.0,
+        group_return_std=_mean_std(ret_stats),
     )

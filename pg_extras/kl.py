@@ -12,20 +12,37 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from pg_extras._checks import check_choice, check_same_shape
+from pg_extras.validation import check_choice, check_finite, check_same_shape
 
 __all__ = ["KL_ESTIMATORS", "categorical_kl", "exact_kl", "kl_estimate"]
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
+_LOG_P_HINT = (
+    "log-probabilities of the sampled actions must be finite: NaN means a policy's outputs are NaN; -inf means an "
+    "action has probability 0 under that policy (outside its support, e.g. a clipped action), so the KL is infinite"
+)
+
+
+def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str) -> torch.Tensor:
+    log_r = log_q - log_p
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k2":
+        return 0.5 * log_r**2
+    return torch.expm1(log_r) - log_r
+
+
 def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
     """Per-sample estimate of ``KL(p || q)`` from samples drawn from ``p``.
 
-    :param log_p: ``[*S]`` log-probabilities of the samples under ``p`` (the sampling distribution).
-    :param log_q: ``[*S]`` log-probabilities of the same samples under ``q``.
+    :param log_p: ``[*S]`` log-probabilities of the samples under ``p`` (the sampling distribution); finite.
+    :param log_q: ``[*S]`` log-probabilities of the same samples under ``q``; finite.
     :param estimator: ``k1``, ``k2`` or ``k3``.
     :return: ``[*S]`` per-sample estimates; their mean estimates the KL.
+    :raises ValueError: if a log-probability is NaN / inf, or the estimate overflows (``k3`` with
+        ``log_q - log_p`` beyond ``log(finfo.max)``, about 88 in float32): the two policies are too far apart.
 
     Example::
 
@@ -34,12 +51,19 @@ def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str = "k3")
     """
     check_choice("estimator", estimator, KL_ESTIMATORS)
     check_same_shape("log_p", log_p, log_q=log_q)
-    log_r = log_q - log_p
-    if estimator == "k1":
-        return -log_r
-    if estimator == "k2":
-        return 0.5 * log_r**2
-    return torch.expm1(log_r) - log_r
+    out = _kl_terms(log_p, log_q, estimator)
+    finite = [torch.isfinite(t.detach()).all() for t in (log_p, log_q, out)]
+    if out.numel() and out.is_floating_point() and not bool(torch.stack(finite).all()):
+        check_finite("log_p", log_p.detach(), hint=_LOG_P_HINT)
+        check_finite("log_q", log_q.detach(), hint=_LOG_P_HINT)
+        check_finite(
+            f"KL estimate ({estimator})",
+            out.detach(),
+            hint="the two policies are too far apart (log_q - log_p is huge): lower the learning rate, or refresh the "
+            "reference policy more often (ref_update_interval)",
+            derived_from="log_p and log_q",
+        )
+    return out
 
 
 def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -80,4 +104,5 @@ def exact_kl(p: Distribution, q: Distribution, num_samples: int = 0) -> torch.Te
                 f"No closed-form KL between {type(p).__name__} and {type(q).__name__}: pass num_samples > 0 to estimate it."
             ) from None
         x = p.rsample((num_samples,)) if p.has_rsample else p.sample((num_samples,))
-        return kl_estimate(p.log_prob(x), q.log_prob(x), "k3").mean(0)
+        # Unchecked: a line search evaluates this at trial parameters and rejects a non-finite KL itself.
+        return _kl_terms(p.log_prob(x), q.log_prob(x), "k3").mean(0)

@@ -9,7 +9,8 @@ forward pass is run once, its activations and activation derivatives kept, and t
 cost a handful of matrix products each, with none of the autograd graph / engine overhead that dominates small
 networks on a CPU. TRPO uses it for the Gauss-Newton Fisher-vector products ``J^T M J v`` of its conjugate gradient
 (seed 2.4; :func:`pg_extras.trust_region.gauss_newton_fvp_fn` is the autograd version) and for its critic's
-regression steps. The products equal autograd's up to float rounding.
+regression steps. The products equal autograd's up to float rounding. :func:`mlp_layers` reads the layers of a torch
+``nn.Sequential`` MLP (public module traversal), for :func:`pg_extras.mlp_fvp_fn` (docs/maths.md#fisher-vector-products).
 """
 
 from __future__ import annotations
@@ -17,11 +18,48 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
-__all__ = ["MLP_ACTIVATIONS", "MlpLinearization"]
+__all__ = ["MLP_ACTIVATIONS", "MlpLinearization", "mlp_layers"]
 
 #: Activations :class:`MlpLinearization` supports (``None``: identity).
 MLP_ACTIVATIONS = ("tanh", "relu", None)
+
+_ACTIVATION_MODULES: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+
+
+def mlp_layers(
+    mlp: nn.Module | Sequence[nn.Module],
+) -> list[tuple[torch.Tensor, torch.Tensor | None, str | None]] | None:
+    """The ``(weight, bias, activation)`` layers of a chain of modules, for :class:`MlpLinearization`; ``None`` if not an MLP.
+
+    ``mlp`` is a module or a list of modules applied one after the other; ``nn.Sequential`` containers are flattened
+    (public ``children()`` traversal). Accepted: ``nn.Linear``, each optionally followed by one ``nn.Tanh`` / ``nn.ReLU``,
+    and ``nn.Identity`` anywhere. The types must match exactly (a subclass may override ``forward``); anything else
+    (another activation, dropout, normalisation, a custom module) gives ``None``. Hooks are not inspected: callers
+    compare :attr:`MlpLinearization.output` with the module's real output (as :func:`pg_extras.mlp_fvp_fn` does).
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Sequential(nn.Linear(4, 2)))
+        >>> [(tuple(w.shape), act) for w, _, act in mlp_layers(net)]
+        [((4, 3), 'tanh'), ((2, 4), None)]
+        >>> mlp_layers(nn.Sequential(nn.Linear(3, 4), nn.GELU())) is None
+        True
+    """
+    pending = [mlp] if isinstance(mlp, nn.Module) else list(mlp)[::-1]  # a stack: the next module last
+    layers: list[list] = []
+    while pending:
+        module = pending.pop()
+        if type(module) is nn.Sequential:
+            pending.extend(list(module.children())[::-1])
+        elif type(module) is nn.Linear:
+            layers.append([module.weight, module.bias, None])
+        elif type(module) in _ACTIVATION_MODULES and layers and layers[-1][2] is None:
+            layers[-1][2] = _ACTIVATION_MODULES[type(module)]
+        elif type(module) is not nn.Identity:
+            return None
+    return [(w, b, act) for w, b, act in layers] or None
 
 
 class MlpLinearization:

@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import torch
 
-from pg_extras._checks import check_finite, check_same_shape, check_unit_interval
+from pg_extras.validation import check_finite, check_int, check_same_shape, check_unit_interval
 
 __all__ = ["complete_episode_mask", "discounted_cumsum", "gae", "next_values_from_values", "returns_to_go"]
 
 _CHUNK = 128
+_RESCALE_HINT = "rescale the rewards, e.g. with VecNormalize(norm_reward=True) or a reward scale wrapper"
+_CRITIC_HINT = (
+    "the critic diverged or its input is bad: lower its learning rate, normalise the rewards / returns "
+    "(VecNormalize), or clip its gradients (max_grad_norm)"
+)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """Integer / bool rewards are promoted to the default float dtype (discounting needs fractions)."""
+    return x if x.is_floating_point() else x.to(torch.get_default_dtype())
 
 
 def discounted_cumsum(x: torch.Tensor, discount: float, done: torch.Tensor | None = None, chunk: int = _CHUNK) -> torch.Tensor:
@@ -37,12 +47,26 @@ def discounted_cumsum(x: torch.Tensor, discount: float, done: torch.Tensor | Non
         >>> discounted_cumsum(torch.tensor([1.0, 1.0, 1.0]), 0.5, torch.tensor([False, True, False]))
         tensor([1.5000, 1.0000, 1.0000])
     """
-    check_unit_interval("discount", discount)
+    discount = check_unit_interval("discount", discount)
+    chunk = check_int("chunk", chunk, minimum=1)  # type: ignore[assignment]
     if x.dim() == 0:
         raise ValueError("x must have a leading time dimension [T, *B], got a scalar.")
+    if done is not None:
+        check_same_shape("x", x, done=done)
+    x = _as_float(x)
+    check_finite("x", x, hint="the values to sum must be finite")
+    out = _discounted_cumsum(x, discount, done, chunk)
+    return check_finite("discounted sums", out, hint=_RESCALE_HINT, derived_from="x")
+
+
+def _discounted_cumsum(
+    x: torch.Tensor, discount: float, done: torch.Tensor | None = None, chunk: int = _CHUNK
+) -> torch.Tensor:
+    """:func:`discounted_cumsum` without the argument and finiteness checks (``x`` finite and floating)."""
     if done is None:
         done = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
-    check_same_shape("x", x, done=done)
+    if x.numel() == 0:  # empty time or batch dimension
+        return torch.zeros_like(x)
     T = x.shape[0]
     batch_shape = x.shape[1:]
     xs = x.reshape(T, -1)
@@ -139,18 +163,24 @@ def returns_to_go(
         >>> returns_to_go(r, torch.tensor([False, True, False, False]), gamma=0.5)
         tensor([1.5000, 1.0000, 1.5000, 1.0000])
     """
-    check_unit_interval("gamma", gamma)
+    gamma = check_unit_interval("gamma", gamma)
     check_same_shape("rewards", rewards, terminated=terminated, truncated=truncated, next_values=next_values)
-    check_finite("rewards", rewards)
+    rewards = _as_float(rewards)
+    check_finite("rewards", rewards, hint="the environment returned NaN/inf rewards; check it or clip its rewards")
     terminated = terminated.to(torch.bool)
     truncated = torch.zeros_like(terminated) if truncated is None else truncated.to(torch.bool) & ~terminated
     done = terminated | truncated
+    if rewards.numel() == 0:
+        return torch.zeros_like(rewards)
     x = rewards
     if next_values is not None:
         boot = truncated.clone()
         boot[-1] |= ~done[-1]
-        x = rewards + gamma * torch.where(boot, next_values.to(rewards), torch.zeros_like(rewards))
-    return discounted_cumsum(x, gamma, done)
+        used = torch.where(boot, next_values.to(rewards), torch.zeros_like(rewards))
+        check_finite("next_values", used, hint=f"the bootstrap values V(s_T) are NaN/inf: {_CRITIC_HINT}")
+        x = rewards + gamma * used
+    returns = _discounted_cumsum(x, gamma, done)
+    return check_finite("returns", returns, hint=_RESCALE_HINT, derived_from="rewards")
 
 
 def gae(
@@ -185,13 +215,23 @@ def gae(
         >>> adv
         tensor([3., 2., 1.])
     """
-    check_unit_interval("gamma", gamma)
-    check_unit_interval("gae_lambda", gae_lambda)
+    gamma = check_unit_interval("gamma", gamma)
+    gae_lambda = check_unit_interval("gae_lambda", gae_lambda)
     check_same_shape("rewards", rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated)
-    check_finite("rewards", rewards)
+    rewards = _as_float(rewards)
+    check_finite("rewards", rewards, hint="the environment returned NaN/inf rewards; check it or clip its rewards")
+    values = values.to(rewards)
+    check_finite("values", values, hint=f"the critic's values V(s_t) are NaN/inf: {_CRITIC_HINT}")
     terminated = terminated.to(torch.bool)
     done = terminated if truncated is None else terminated | truncated.to(torch.bool)
-    not_term = (~terminated).to(rewards.dtype)
-    delta = rewards + gamma * not_term * next_values.to(rewards) - values.to(rewards)
-    advantages = discounted_cumsum(delta, gamma * gae_lambda, done)
-    return advantages, advantages + values.to(rewards)
+    # V(s_{t+1}) is not read at terminated steps (whatever it holds there).
+    next_v = torch.where(terminated, torch.zeros_like(rewards), next_values.to(rewards))
+    check_finite("next_values", next_v, hint=f"the critic's values V(s_t+1) are NaN/inf: {_CRITIC_HINT}")
+    if rewards.numel() == 0:
+        return torch.zeros_like(rewards), torch.zeros_like(rewards)
+    delta = rewards + gamma * next_v - values
+    advantages = _discounted_cumsum(delta, gamma * gae_lambda, done)
+    check_finite("advantages", advantages, hint=_RESCALE_HINT, derived_from="rewards and values")
+    targets = advantages + values
+    check_finite("value targets (returns)", targets, hint=_RESCALE_HINT, derived_from="rewards and values")
+    return advantages, targets

@@ -72,7 +72,7 @@ class _Group:
     seed: int
     first_version: int
     episodes: list[int] = field(default_factory=list)  # handed-out members, by member index
-    finished: int = 0
+    finished: list[int] = field(default_factory=list)  # members that ended
     dropped: bool = False
 
 
@@ -123,6 +123,7 @@ class GroupScheduler:
         self._open: deque[_Group] = deque()  # groups with members not yet handed out
         self._jobs: dict[int, GroupJob] = {}  # running (handed out, not ended) episodes
         self._complete: list[CompletedGroup] = []
+        self._discarded: list[int] = []  # ended episodes whose data must be thrown away
         self._round_slots: set[int] = set()
         # counters (cumulative): what happened to the groups
         self.groups_completed = 0
@@ -145,7 +146,7 @@ class GroupScheduler:
                 self._round_slots.clear()  # every job of the round has ended: a new round starts
             self._round_slots.add(slot)
         while self._open and self._open[0].dropped:
-            self._open.popleft()
+            self._forget_if_done(self._open.popleft())
         if not self._open:
             group = _Group(self.id_offset + self._next_group, self._rng.randrange(_SEED_LIMIT), self.policy_version)
             self._next_group += 1
@@ -179,10 +180,11 @@ class GroupScheduler:
             raise KeyError(f"episode {episode} is not a running job of this scheduler (finished twice?)")
         group = self._groups[job.group]
         if group.dropped:
+            self._discarded.append(episode)
             self._forget_if_done(group)
             return False
-        group.finished += 1
-        if group.finished < self.group_size:
+        group.finished.append(episode)
+        if len(group.finished) < self.group_size:
             return False
         del self._groups[group.group]
         self._complete.append(CompletedGroup(group.group, group.seed, list(group.episodes), group.first_version))
@@ -193,22 +195,24 @@ class GroupScheduler:
         job = self._jobs.pop(episode, None)
         if job is None:
             return
-        group = self._groups[job.group]
+        self._discarded.append(episode)
+        self._drop(self._groups[job.group])
+
+    def _drop(self, group: _Group) -> None:
         if not group.dropped:
             group.dropped = True
             self.groups_abandoned += 1
+            self._discarded.extend(group.finished)
         self._forget_if_done(group)
 
     def abandon_all(self) -> None:
         """Every running episode is lost (e.g. a full env reset): drop their groups and every open group."""
         for episode in list(self._jobs):
             self.abandon(episode)
-        for group in self._open:
-            if not group.dropped:
-                group.dropped = True
-                self.groups_abandoned += 1
-            self._forget_if_done(group)
+        open_groups = list(self._open)
         self._open.clear()
+        for group in open_groups:
+            self._drop(group)
         self._round_slots.clear()
 
     def _forget_if_done(self, group: _Group) -> None:
@@ -229,10 +233,16 @@ class GroupScheduler:
             done.lag = self.policy_version - done.first_version
             if self.max_policy_lag is not None and done.lag > self.max_policy_lag:
                 self.groups_dropped_stale += 1
+                self._discarded.extend(done.episodes)
                 continue
             out.append(done)
         self._complete = []
         self.groups_completed += len(out)
+        return out
+
+    def pop_discarded(self) -> list[int]:
+        """Ended episodes whose data must be thrown away (members of dropped or stale groups), since the last call."""
+        out, self._discarded = self._discarded, []
         return out
 
     @property

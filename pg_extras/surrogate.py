@@ -6,23 +6,49 @@ episodes follow DeepSeekMath (``grpo``), DAPO / BNPO (token-level mean) and Dr. 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from pg_extras._checks import check_choice, check_nonnegative, check_same_shape
+from pg_extras.validation import check_choice, check_finite, check_int, check_nonnegative, check_same_shape
 
 __all__ = ["LOSS_AGGREGATIONS", "aggregate_loss", "clipped_surrogate_loss", "importance_ratio", "log_ratio"]
 
 LOSS_AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo")
 
+LOG_PROB_HINT = (
+    "the current policy's log-probabilities must be finite: NaN means the policy's outputs (weights, logits, "
+    "means / stds) are NaN; -inf means the taken action has probability 0 under the policy (an action outside "
+    "the distribution's support, e.g. a clipped or out-of-bounds action fed to log_prob)"
+)
+OLD_LOG_PROB_HINT = (
+    "the behaviour log-probabilities stored at collection must be finite: store log pi_old(a|s) of the action "
+    "actually taken (not a clipped / rescaled one, which can be outside the support and give -inf), and check that "
+    "the policy was not NaN when collecting"
+)
+_RATIO_HINT = (
+    "the policy moved too far from the behaviour policy in one update: lower the learning rate, the number of "
+    "epochs or the clip range, or set target_kl for early stopping"
+)
 
-def log_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
-    """``log pi(a|s) - log pi_old(a|s)`` (``old_log_prob`` is treated as a constant)."""
-    check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob)
+
+def _log_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
     return log_prob - old_log_prob.detach()
 
 
+def log_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
+    """``log pi(a|s) - log pi_old(a|s)`` (``old_log_prob`` is treated as a constant and must be finite).
+
+    ``log_prob`` is not checked: a trust-region line search evaluates it at trial parameters and rejects a
+    non-finite result itself.
+    """
+    check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob)
+    check_finite("old_log_prob", old_log_prob, hint=OLD_LOG_PROB_HINT)
+    return _log_ratio(log_prob, old_log_prob)
+
+
 def importance_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
-    """``rho = pi(a|s) / pi_old(a|s) = exp(log_prob - old_log_prob)`` (seed 2.4)."""
+    """``rho = pi(a|s) / pi_old(a|s) = exp(log_prob - old_log_prob)`` (seed 2.4); see :func:`log_ratio`."""
     return torch.exp(log_ratio(log_prob, old_log_prob))
 
 
@@ -48,18 +74,50 @@ def clipped_surrogate_loss(
         >>> loss, clipped
         (tensor([-1.2000]), tensor([True]))
     """
-    check_nonnegative("clip_range", clip_range)
-    check_nonnegative("clip_range_high", clip_range_high)
-    check_same_shape("log_prob", log_prob, advantages=advantages)
-    ratio = importance_ratio(log_prob, old_log_prob)
+    clip_range = check_nonnegative("clip_range", clip_range)
+    clip_range_high = check_nonnegative("clip_range_high", clip_range_high)
+    check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    lr = _log_ratio(log_prob, old_log_prob)
+    ratio = torch.exp(lr)
     advantages = advantages.detach()
     unclipped = ratio * advantages
     if clip_range is None:
-        return -unclipped, torch.zeros_like(ratio, dtype=torch.bool)
-    high = clip_range if clip_range_high is None else clip_range_high
-    clipped_ratio = torch.clamp(ratio, 1.0 - clip_range, 1.0 + high)
-    surrogate = torch.minimum(unclipped, clipped_ratio * advantages)
-    return -surrogate, (ratio < 1.0 - clip_range) | (ratio > 1.0 + high)
+        loss, clipped = -unclipped, torch.zeros_like(ratio, dtype=torch.bool)
+    else:
+        high = clip_range if clip_range_high is None else clip_range_high
+        clipped_ratio = torch.clamp(ratio, 1.0 - clip_range, 1.0 + high)
+        loss = -torch.minimum(unclipped, clipped_ratio * advantages)
+        clipped = (ratio < 1.0 - clip_range) | (ratio > 1.0 + high)
+    _check_surrogate(log_prob, old_log_prob, advantages, lr, ratio, loss)
+    return loss, clipped
+
+
+def _check_surrogate(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    lr: torch.Tensor,
+    ratio: torch.Tensor,
+    loss: torch.Tensor,
+) -> None:
+    """One device synchronisation on the happy path; on failure, name the first culprit."""
+    parts = (log_prob, old_log_prob, advantages, ratio, loss)
+    if all(t.numel() == 0 or not t.is_floating_point() for t in parts):
+        return
+    ok = torch.stack([torch.isfinite(t.detach()).all() for t in parts]).all()
+    if bool(ok):
+        return
+    check_finite("old_log_prob", old_log_prob.detach(), hint=OLD_LOG_PROB_HINT)
+    check_finite("log_prob", log_prob.detach(), hint=LOG_PROB_HINT)
+    check_finite("advantages", advantages, hint="check the rewards and the advantage estimator's inputs")
+    bad = ~torch.isfinite(ratio.detach())
+    if bool(bad.any()):
+        worst = float(lr.detach()[bad].max())
+        raise ValueError(
+            f"importance ratio exp(log_prob - old_log_prob) overflows to inf (log-ratio up to {worst:.4g}; "
+            f"{ratio.dtype} holds at most exp({math.log(torch.finfo(ratio.dtype).max):.4g})): {_RATIO_HINT}."
+        )
+    check_finite("surrogate loss", loss.detach(), hint=_RATIO_HINT + ", or rescale the advantages", derived_from="its inputs")
 
 
 def aggregate_loss(
@@ -74,7 +132,11 @@ def aggregate_loss(
         ``bnpo`` / ``dapo``: mean over all valid steps of the batch (token-level, DAPO); on one process the two
         coincide; ``dr_grpo``: sum over valid steps divided by ``E * max_length`` (Dr. GRPO's constant).
     :param max_length: the constant of ``dr_grpo`` (default: the padded length ``L``).
-    :return: scalar loss.
+    :return: scalar loss; 0 (with a graph to ``loss``) for an empty or all-padding batch, in every mode.
+
+    Padding never matters (not even NaN there). Valid non-finite steps are not judged here: they propagate, so that a
+    trust-region line search evaluating this at trial parameters sees them and rejects the step; the per-step losses
+    of the update rules (:func:`clipped_surrogate_loss`, :func:`pg_extras.kl_estimate`) check their inputs.
 
     Example::
 
@@ -84,6 +146,7 @@ def aggregate_loss(
         (tensor(2.5000), tensor(1.7500), tensor(1.1667))
     """
     check_choice("mode", mode, LOSS_AGGREGATIONS)
+    max_length = check_int("max_length", max_length, minimum=1, allow_none=True, hint="the constant of dr_grpo")
     if mask is None:
         mask = torch.ones_like(loss, dtype=torch.bool)
     check_same_shape("loss", loss, mask=mask)
@@ -97,10 +160,11 @@ def aggregate_loss(
         lengths = mask.sum(1)
         has_steps = lengths > 0
         per_episode = masked.sum(1) / lengths.clamp(min=1)
-        return (per_episode * has_steps).sum() / has_steps.sum().clamp(min=1)
-    if mode in ("bnpo", "dapo"):
-        return masked.sum() / mask.sum().clamp(min=1)
-    if max_length is not None and max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length}.")
-    constant = loss.shape[0] * (loss.shape[1] if max_length is None else max_length)
-    return masked.sum() / constant
+        out = (per_episode * has_steps).sum() / has_steps.sum().clamp(min=1)
+    elif mode in ("bnpo", "dapo"):
+        out = masked.sum() / mask.sum().clamp(min=1)
+    else:
+        # An empty batch (E = 0 or L = 0) sums to 0: divide by 1, not by 0.
+        constant = max(loss.shape[0] * (loss.shape[1] if max_length is None else max_length), 1)
+        out = masked.sum() / constant
+    return out

@@ -1,24 +1,32 @@
-"""Trust-region machinery for TRPO (seed 2.4; Schulman et al. 2015, appendix C).
+"""Trust-region machinery for TRPO (docs/maths.md#4-importance-ratio-and-trpo; Schulman et al. 2015, appendix C,
+https://arxiv.org/abs/1502.05477).
 
-* flat-parameter helpers,
+* flat-parameter helpers (``torch.nn.utils.parameters_to_vector``),
 * Fisher-vector products ``F v = grad((grad KL) . v) + damping v`` of the mean KL (double-backward trick),
 * the cheaper Gauss-Newton form ``F v = J^T M J v`` (``J`` the Jacobian of the distribution parameters, ``M`` the Fisher
   of the distribution in its own parameters), exact at ``theta = theta_old`` (Martens 2014, "New insights and
   perspectives on the natural gradient method", sections 9-10), for torch Categorical / Bernoulli / Normal policies,
+  and :func:`mlp_fvp_fn`, the same product without autograd for MLP policies (any framework's ``nn.Linear`` chain),
 * conjugate gradient for ``x ~ F^-1 g``,
 * the step ``sqrt(2 delta / x^T F x) x`` and a backtracking line search that accepts only a step that
-  improves the surrogate and keeps ``KL <= delta``, and otherwise restores the parameters.
+  improves the surrogate and keeps ``KL <= delta`` (both finite), and otherwise restores the parameters, also when
+  the evaluation raises (docs/maths.md#backtracking-line-search-and-restore, docs/maths.md#11-numerical-robustness).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
+from torch.nn.utils import parameters_to_vector
 
-from pg_extras._checks import check_nonnegative, check_positive
+from pg_extras._checks import check_finite, check_float, check_nonnegative
+from pg_extras.mlp import MlpLinearization, mlp_layers
+from pg_extras.policy_ops import reachable_parameters
 
 __all__ = [
     "TrustRegionResult",
@@ -30,26 +38,44 @@ __all__ = [
     "gauss_newton_fvp_fn",
     "get_flat_params",
     "line_search",
+    "mlp_fvp_fn",
     "set_flat_params",
     "trust_region_step",
 ]
 
 
 def get_flat_params(params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Concatenate ``params`` into one detached 1-D tensor."""
-    return torch.cat([p.detach().reshape(-1) for p in params])
+    """``torch.nn.utils.parameters_to_vector(params)``, detached: one 1-D copy of the parameters."""
+    return parameters_to_vector(params).detach()
 
 
 def set_flat_params(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
-    """Copy the 1-D tensor ``flat`` into ``params`` in place (inverse of :func:`get_flat_params`)."""
-    n = sum(p.numel() for p in params)
-    if flat.numel() != n:
-        raise ValueError(f"flat has {flat.numel()} elements but the parameters have {n}.")
-    offset = 0
+    """Copy the 1-D tensor ``flat`` into ``params`` in place (inverse of :func:`get_flat_params`).
+
+    Unlike ``torch.nn.utils.vector_to_parameters``, which rebinds each ``param.data`` to a view of ``flat`` (after a
+    line search the parameters would alias slices of the last trial vector), this copies into the parameters' own
+    storage, so optimizers, compiled modules and anything else holding that storage stay valid.
+
+    Example::
+
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> set_flat_params([w], torch.tensor([1.0, 2.0]))
+        >>> w.data
+        tensor([1., 2.])
+    """
+    params = list(params)
+    sizes = [p.numel() for p in params]
+    if flat.dim() != 1 or flat.numel() != sum(sizes):
+        raise ValueError(f"flat has shape {tuple(flat.shape)} but the parameters have {sum(sizes)} elements: pass a 1-D vector.")
     with torch.no_grad():
-        for p in params:
-            p.copy_(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        for p, chunk in zip(params, flat.split(sizes), strict=True):
+            p.copy_(chunk.view_as(p))
+
+
+_FVP_HINT = (
+    "the Fisher-vector product is not finite: the policy's outputs are NaN / inf at these parameters, or a "
+    "distribution's Fisher overflows (a std near 0); check the observations (normalise them) and raise cg_damping"
+)
 
 
 def flat_grad(
@@ -287,6 +313,133 @@ def distribution_fvp_fn(
     return gauss_newton_fvp_fn(outputs, params, output_fisher, damping)
 
 
+def mlp_fvp_fn(
+    mlp: nn.Module | Sequence[nn.Module],
+    inputs: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    fisher: tuple[Sequence[torch.Tensor], Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]],
+    damping: float = 0.0,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The Gauss-Newton Fisher-vector product ``v -> J^T M J v + damping v`` of an MLP policy, without autograd.
+
+    The same product as :func:`distribution_fvp_fn` (docs/maths.md#fisher-vector-products; Martens 2014), with the
+    MLP's ``J v`` / ``J^T u`` from :class:`pg_extras.MlpLinearization` (a few matrix products, none of autograd's
+    per-node overhead, which dominates small networks on a CPU). Plain torch objects only, so that any framework's
+    policy can use it: SB3's ``TRPO`` passes ``[policy.mlp_extractor.policy_net, policy.action_net]`` and the
+    flattened observations, a TorchRL actor its ``nn.Sequential`` and its input.
+
+    :param mlp: the network that maps ``inputs`` to the distribution parameters: a module or list of modules, see
+        :func:`pg_extras.mlp_layers` (``nn.Linear`` with ``nn.Tanh`` / ``nn.ReLU`` / ``nn.Identity``).
+    :param inputs: ``[*B, in]`` the MLP's input (a constant: no graph to ``params``).
+    :param params: the parameters ``theta`` (layout of ``v``): the MLP's weights and biases and any other parameter
+        of the distribution (e.g. SB3's state-independent ``log_std``); MLP parameters left out are held fixed.
+    :param fisher: ``distribution_fisher(distributions)`` of the distributions built from ``mlp(inputs)``.
+    :param damping: added ``damping * v``.
+    :return: the product on flat vectors (at the parameters' current values), or ``None`` when this is not such an
+        MLP policy and callers fall back to :func:`distribution_fvp_fn` / :func:`fisher_vector_product_fn`.
+
+    What is checked (else ``None``): ``mlp`` is an MLP; the first distribution parameters of ``fisher``, concatenated
+    along the last dimension, equal the MLP's output on ``inputs``, each up to a per-row constant only where ``M``
+    ignores such shifts (a Categorical's normalised logits); they depend on no parameter outside the MLP; the other
+    distribution parameters (a Gaussian's std) depend on no MLP parameter (their ``J`` is taken by autograd).
+    Comparing with the real output also catches forward hooks or overridden ``forward`` methods that change it.
+
+    Example::
+
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4))
+        >>> obs = torch.randn(16, 3)
+        >>> fisher = distribution_fisher([Categorical(logits=net(obs))])
+        >>> fast = mlp_fvp_fn(net, obs, list(net.parameters()), fisher)
+        >>> v = torch.randn(sum(p.numel() for p in net.parameters()))
+        >>> torch.allclose(fast(v), distribution_fvp_fn([Categorical(logits=net(obs))], list(net.parameters()))(v), atol=1e-6)
+        True
+    """
+    damping = check_nonnegative("damping", damping)  # type: ignore[assignment]
+    layers = mlp_layers(mlp)
+    outputs, output_fisher = list(fisher[0]), fisher[1]
+    if layers is None or not outputs or inputs.requires_grad or inputs.dim() < 1:
+        return None
+    weight0 = layers[0][0]
+    if inputs.shape[-1] != weight0.shape[1] or inputs.dtype != weight0.dtype or inputs.device != weight0.device:
+        return None
+    lin = MlpLinearization(layers, inputs.detach().reshape(-1, inputs.shape[-1]))
+    z = lin.output.reshape(*inputs.shape[:-1], lin.output.shape[-1])
+    # The distribution parameters that the MLP outputs: a prefix of `outputs` that tiles its last dimension
+    sizes: list[int] = []
+    for out in outputs:
+        if sum(sizes) >= z.shape[-1] or out.shape[:-1] != z.shape[:-1]:
+            break
+        sizes.append(out.shape[-1])
+    if sum(sizes) != z.shape[-1]:
+        return None
+    heads, rest = outputs[: len(sizes)], outputs[len(sizes) :]
+    zeros = [torch.zeros_like(o) for o in outputs]
+    for k, (head, piece) in enumerate(zip(heads, z.split(sizes, -1), strict=True)):
+        diff = head.detach() - piece
+        tol = 1e-5 * max(1.0, float(piece.abs().max()))
+        if float(diff.abs().max()) <= tol:
+            continue
+        if float((diff - diff[..., :1]).abs().max()) > tol:  # not even a per-row shift
+            return None
+        probe = torch.linspace(-1.0, 1.0, head.shape[-1], dtype=head.dtype, device=head.device).expand_as(head)
+        scale = float(output_fisher([*zeros[:k], probe, *zeros[k + 1 :]])[k].abs().max())
+        null = float(output_fisher([*zeros[:k], torch.ones_like(head), *zeros[k + 1 :]])[k].abs().max())
+        if not null <= 1e-4 * scale:  # M sees a constant shift: the shift's own Jacobian would matter
+            return None
+    params = list(params)
+    mlp_params = [t for w, b, _ in layers for t in (w, b) if t is not None]
+    mlp_ids = {id(t) for t in mlp_params}
+    others = [p for p in params if id(p) not in mlp_ids]
+    if reachable_parameters(heads, others) or (rest and reachable_parameters(rest, mlp_params)):
+        return None
+    sizes_p = [p.numel() for p in params]
+    index = {id(p): i for i, p in enumerate(params)}
+    # J v and J^T u of the other distribution parameters (e.g. std = exp(log_std)) by autograd ("double-vjp" trick)
+    dummies = [torch.zeros_like(o, requires_grad=True) for o in rest]
+    jt_w: Sequence[torch.Tensor | None] = ()
+    if rest and others:
+        jt_w = torch.autograd.grad(rest, others, grad_outputs=dummies, create_graph=True, allow_unused=True)
+    linked = [i for i, g in enumerate(jt_w) if g is not None and g.requires_grad]
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        v = v.detach()
+        chunks = v.split(sizes_p)
+
+        def tangent(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            i = index.get(id(t))
+            return torch.zeros_like(t) if i is None else chunks[i].view_as(t)
+
+        jv = list(lin.jvp([(tangent(w), tangent(b)) for w, b, _ in layers]).reshape(z.shape).split(sizes, -1))
+        jv_rest = [torch.zeros_like(o) for o in rest]
+        if linked:
+            grads = torch.autograd.grad(
+                [jt_w[i] for i in linked],  # type: ignore[misc]
+                dummies,
+                grad_outputs=[chunks[index[id(others[i])]].view_as(others[i]) for i in linked],
+                retain_graph=True,
+                allow_unused=True,
+            )
+            jv_rest = [t if g is None else g for t, g in zip(jv_rest, grads, strict=True)]
+        mjv = list(output_fisher([*jv, *jv_rest]))
+        pieces: dict[int, torch.Tensor] = {}
+        cotangent = torch.cat([m.reshape(-1, m.shape[-1]) for m in mjv[: len(heads)]], -1)
+        for (w, b, _), (grad_w, grad_b) in zip(layers, lin.vjp(cotangent), strict=True):
+            pieces[id(w)] = grad_w
+            if b is not None:
+                pieces[id(b)] = grad_b  # type: ignore[assignment]
+        if linked:
+            grads = torch.autograd.grad(rest, others, grad_outputs=mjv[len(heads) :], retain_graph=True, allow_unused=True)
+            pieces.update({id(p): g for p, g in zip(others, grads, strict=True) if g is not None})
+        out = torch.cat([pieces[id(p)].reshape(-1) if id(p) in pieces else torch.zeros_like(p).reshape(-1) for p in params])
+        return out + damping * v if damping else out
+
+    return fvp
+
+
 def conjugate_gradient(
     matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, max_iter: int = 10, residual_tol: float = 1e-10
 ) -> torch.Tensor:
@@ -322,7 +475,12 @@ def _conjugate_gradient(
         if rr <= residual_tol:
             break
         ap = matvec(p)
-        alpha = rr / (p @ ap)
+        pap = p @ ap
+        if not pap > 0:  # no positive curvature along p (e.g. a singular undamped Fisher): keep the current x
+            if not torch.isfinite(pap):
+                check_finite("the matrix-vector product in conjugate_gradient", ap, hint=_FVP_HINT)
+            break
+        alpha = rr / pap
         x = x + alpha * p
         ax = ax + alpha * ap
         r = r - alpha * ap
@@ -345,6 +503,12 @@ class TrustRegionResult:
     surrogate_after: float
 
 
+def _check_max_kl(max_kl: float) -> float:
+    return check_float(  # type: ignore[return-value]
+        "max_kl", max_kl, low=0.0, low_inclusive=False, hint="the trust-region radius delta is a finite bound, e.g. 0.01"
+    )
+
+
 def line_search(
     params: Sequence[torch.Tensor],
     full_step: torch.Tensor,
@@ -354,37 +518,52 @@ def line_search(
     shrinking_factor: float = 0.8,
     max_iter: int = 10,
 ) -> TrustRegionResult:
-    """Backtracking line search along ``full_step``.
+    """Backtracking line search along ``full_step`` (docs/maths.md#backtracking-line-search-and-restore).
 
     Tries ``theta_old + shrinking_factor^i * full_step`` for ``i = 0 .. max_iter - 1`` and accepts the first one whose
-    surrogate is larger than ``surrogate_before`` and whose ``KL <= max_kl``. If none qualifies, the parameters are
-    restored to ``theta_old`` exactly.
+    surrogate is finite and larger than ``surrogate_before`` and whose KL is finite and ``<= max_kl``. If none
+    qualifies, or if ``evaluate`` raises, the parameters are restored to ``theta_old`` exactly (``try / finally``).
 
     :param params: the actor parameters (updated in place).
-    :param full_step: 1-D maximal step.
+    :param full_step: 1-D maximal step (finite).
     :param evaluate: returns ``(surrogate, mean_kl)`` at the current parameters; called under ``no_grad``.
     :param surrogate_before: surrogate value at ``theta_old``.
-    :param max_kl: the KL bound ``delta``.
+    :param max_kl: the KL bound ``delta``: a finite number > 0.
     :param shrinking_factor: step-size factor per rejected try, in (0, 1).
     :param max_iter: maximum number of tries.
+
+    Example::
+
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> result = line_search([w], torch.ones(1), lambda: (w.sum(), (w**2).sum()), 0.0, max_kl=0.5)
+        >>> result.accepted, round(result.step_fraction, 3), w.data  # steps 1.0 and 0.8 break the bound
+        (True, 0.64, tensor([0.6400]))
     """
-    check_positive("max_kl", max_kl)
+    max_kl = _check_max_kl(max_kl)
     if not 0.0 < shrinking_factor < 1.0:
         raise ValueError(f"shrinking_factor must be in (0, 1), got {shrinking_factor}.")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+    check_finite("full_step", full_step, hint="the trust-region step must be finite: check the gradient and the Fisher")
     params = list(params)
     old = get_flat_params(params)
     fraction = 1.0
-    with torch.no_grad():
-        for i in range(max_iter):
-            set_flat_params(params, old + fraction * full_step)
-            surrogate, kl = evaluate()
-            surrogate, kl = float(surrogate), float(kl)
-            if kl <= max_kl and surrogate > surrogate_before:
-                return TrustRegionResult(True, i + 1, fraction, kl, surrogate - surrogate_before, surrogate_before, surrogate)
-            fraction *= shrinking_factor
-        set_flat_params(params, old)
+    accepted: TrustRegionResult | None = None
+    try:
+        with torch.no_grad():
+            for i in range(max_iter):
+                set_flat_params(params, old + fraction * full_step)
+                surrogate, kl = evaluate()
+                surrogate, kl = float(surrogate), float(kl)
+                if math.isfinite(surrogate) and math.isfinite(kl) and kl <= max_kl and surrogate > surrogate_before:
+                    accepted = TrustRegionResult(
+                        True, i + 1, fraction, kl, surrogate - surrogate_before, surrogate_before, surrogate
+                    )
+                    return accepted
+                fraction *= shrinking_factor
+    finally:
+        if accepted is None:  # rejected, or evaluate() raised: back to theta_old
+            set_flat_params(params, old)
     return TrustRegionResult(False, max_iter, 0.0, 0.0, 0.0, surrogate_before, surrogate_before)
 
 
@@ -397,26 +576,34 @@ def trust_region_step(
     shrinking_factor: float = 0.8,
     line_search_max_iter: int = 10,
     fvp: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    initial: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrustRegionResult:
-    """One TRPO policy update (seed 2.4.2, step 3).
+    """One TRPO policy update (docs/maths.md#4-importance-ratio-and-trpo; Schulman et al. 2015, arXiv:1502.05477).
 
     :param params: actor parameters to update in place.
     :param evaluate: returns ``(surrogate, mean KL(pi_old || pi))`` at the current parameters, differentiable
         (the KL must be computed against a detached copy of the old policy, so that it is 0 with zero gradient at
-        ``theta_old`` and its Hessian there is the Fisher matrix).
-    :param max_kl: trust-region radius ``delta``.
+        ``theta_old`` and its Hessian there is the Fisher matrix), e.g. :func:`pg_extras.trust_region_surrogate` and
+        :func:`pg_extras.joint_kl`.
+    :param max_kl: trust-region radius ``delta``: a finite number > 0.
     :param cg_max_steps: conjugate-gradient iterations.
     :param cg_damping: damping added to the Fisher-vector product.
     :param shrinking_factor: backtracking factor.
     :param line_search_max_iter: backtracking tries.
     :param fvp: optional undamped Fisher-vector product ``v -> F v`` at ``theta_old`` on flat vectors, e.g. the cheaper
-        :func:`distribution_fvp_fn` / :func:`gauss_newton_fvp_fn`; ``cg_damping`` is added to it. Default: the double
-        backward of the KL returned by the first ``evaluate()`` (:func:`fisher_vector_product_fn`); with ``fvp`` that
-        KL is not differentiated (it may be any tensor).
+        :func:`mlp_fvp_fn` / :func:`distribution_fvp_fn` / :func:`gauss_newton_fvp_fn`; ``cg_damping`` is added to it.
+        Default: the double backward of the KL returned by the first ``evaluate()`` (:func:`fisher_vector_product_fn`);
+        with ``fvp`` that KL is not differentiated (it may be any tensor).
+    :param initial: ``(surrogate, kl)`` at ``theta_old`` with a graph, if the caller already computed them (then
+        ``evaluate`` is only called by the line search); default: ``evaluate()``.
     :return: :class:`TrustRegionResult`.
+    :raises ValueError: for a bad ``max_kl``, a surrogate without a graph to ``params``, a non-finite surrogate,
+        gradient or conjugate-gradient direction at ``theta_old`` (naming the quantity). The parameters are then
+        unchanged; they are restored if the line search's ``evaluate`` raises.
 
     The step length uses ``x^T F x`` accumulated by the conjugate gradient from its own products
-    (``cg_max_steps`` Fisher-vector products in all, no extra one).
+    (``cg_max_steps`` Fisher-vector products in all, no extra one). A direction without positive curvature
+    (``x^T F x <= 0``, e.g. a zero gradient) is no step: the result is rejected and the parameters are untouched.
 
     Example::
 
@@ -434,25 +621,46 @@ def trust_region_step(
         >>> result.accepted, result.kl <= 0.01
         (True, True)
     """
-    check_positive("max_kl", max_kl)
+    max_kl = _check_max_kl(max_kl)
+    cg_damping = check_nonnegative("cg_damping", cg_damping)  # type: ignore[assignment]
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("params is empty (or has no parameter that requires grad): pass the actor's parameters.")
-    surrogate, kl = evaluate()
-    grad = flat_grad(surrogate, params, retain_graph=True)
+    surrogate, kl = evaluate() if initial is None else initial
+    if not isinstance(surrogate, torch.Tensor) or surrogate.numel() != 1:
+        raise ValueError(f"evaluate() must return a scalar surrogate tensor first, got {type(surrogate).__name__}.")
+    no_graph = (
+        "surrogate does not depend on params: evaluate() must compute it from params with autograd enabled (not under "
+        "torch.no_grad() / inference_mode, and not from detached tensors)"
+    )
+    if not surrogate.requires_grad:
+        raise ValueError(f"{no_graph}.")
+    check_finite("surrogate at theta_old", surrogate.detach(), hint="check the advantages and the log-probabilities")
+    grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
+    if all(g is None for g in grads):
+        raise ValueError(f"{no_graph}: none of the {len(params)} parameters reaches it.")
+    grad = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
+    check_finite("surrogate gradient", grad, hint="the policy's outputs or the advantages are not finite")
     if fvp is None:
+        if not isinstance(kl, torch.Tensor) or not kl.requires_grad:
+            raise ValueError(
+                "kl does not depend on params: evaluate() must return a KL with a graph (against a detached copy of "
+                "the old policy), or pass fvp."
+            )
         matvec = fisher_vector_product_fn(kl, params, cg_damping)
     else:
-        check_nonnegative("cg_damping", cg_damping)
         undamped = fvp
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
             return undamped(v) + cg_damping * v
 
     direction, f_direction = _conjugate_gradient(matvec, grad, cg_max_steps, 1e-10)
+    check_finite("conjugate-gradient direction", direction, hint=_FVP_HINT)
     shs = float(direction @ f_direction)
     surrogate_before = float(surrogate.detach())
-    if not shs > 0.0 or not torch.isfinite(direction).all():
+    if not (math.isfinite(shs) and shs > 0.0):
         return TrustRegionResult(False, 0, 0.0, 0.0, 0.0, surrogate_before, surrogate_before)
-    full_step = (2.0 * max_kl / shs) ** 0.5 * direction
+    full_step = math.sqrt(2.0 * max_kl / shs) * direction
+    if not bool(torch.isfinite(full_step).all()):  # x^T F x so small that the step overflows: no step
+        return TrustRegionResult(False, 0, 0.0, 0.0, 0.0, surrogate_before, surrogate_before)
     return line_search(params, full_step, evaluate, surrogate_before, max_kl, shrinking_factor, line_search_max_iter)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pg_extras.version import __version__
 
 if TYPE_CHECKING:
+    from sb3_pg_extras.common.group_env import GroupResetWrapper
     from sb3_pg_extras.grpo import GRPO
     from sb3_pg_extras.reinforce import REINFORCE
     from sb3_pg_extras.reinforce_baseline import REINFORCEWithBaseline
@@ -25,9 +26,10 @@ _ALGOS = {
     "REINFORCEWithBaseline": "sb3_pg_extras.reinforce_baseline",
     "TRPO": "sb3_pg_extras.trpo",
     "GRPO": "sb3_pg_extras.grpo",
+    "GroupResetWrapper": "sb3_pg_extras.common.group_env",
 }
 
-__all__ = ["GRPO", "REINFORCE", "TRPO", "REINFORCEWithBaseline", "__version__"]
+__all__ = ["GRPO", "REINFORCE", "TRPO", "GroupResetWrapper", "REINFORCEWithBaseline", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

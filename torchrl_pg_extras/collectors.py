@@ -1,89 +1,154 @@
-"""Batches of complete GRPO groups from a TorchRL collector.
+"""Batches of whole GRPO groups from any TorchRL collector over a :class:`~torchrl_pg_extras.GroupedEnv`.
 
-``Collector(..., trajs_per_batch=M)`` yields complete trajectories in the order they finish, so the members of a
-group (:class:`~torchrl_pg_extras.GroupReset`) can be split over two batches. :class:`GroupBatcher` holds the
-finished members back until their whole group is done and yields padded batches made of whole groups only.
+A collector yields steps in the order the sub-envs take them; the members of a group finish at different times,
+on different sub-envs, in different collector batches, possibly in different worker processes.
+:class:`GroupBatcher` keeps the steps of unfinished groups, yields padded batches of whole groups as soon as they are
+complete, bounds how many policy versions a group may span, and counts every env step the collector took.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import torch
-from tensordict import TensorDictBase, pad
+from tensordict import TensorDictBase, pad_sequence
 from tensordict.utils import NestedKey
+from torchrl.envs import EnvBase, TransformedEnv
+
+from torchrl_pg_extras.envs import ID_NAMESPACE, GroupedEnv
 
 __all__ = ["GroupBatcher"]
 
 
+@dataclass
+class _Group:
+    group: int
+    first_version: int  # policy version when the group's first step was collected
+    episodes: list[int] = field(default_factory=list)
+    finished: int = 0
+
+
 class GroupBatcher:
-    """Iterate over a trajectory collector and yield batches of ``groups_per_batch`` complete groups.
+    """Iterate over a collector and yield batches of ``groups_per_batch`` complete groups.
+
+    Works with any collector whose env is a :class:`~torchrl_pg_extras.GroupedEnv` (or wraps one):
+    ``Collector(env, policy, frames_per_batch=...)``, ``Collector(env_fns, ..., backend="process")`` /
+    :class:`~torchrl.collectors.MultiSyncCollector` (one ``GroupedEnv`` per worker, each with its own ``id_offset``,
+    so that no group mixes members of two workers), asynchronous collectors, and trajectory collectors
+    (``trajs_per_batch=...``). Steps are matched to their episode by ``episode_id``, so fixed-frame batches (the
+    fastest collection) are fine: the unfinished part of an episode is kept until its end arrives.
+
+    **Policy versions.** :attr:`policy_version` counts policy updates. With ``auto_version=True`` (default) it
+    advances each time the training loop asks for the next batch (the loop updates the policy on each batch it gets);
+    otherwise call :meth:`new_policy_version` after each update. A group's *lag* is the number of versions between its
+    first collected step and the batch that uses it; groups whose lag exceeds ``max_policy_lag`` are dropped and
+    counted (:attr:`groups_dropped_stale`). The losses use the behaviour log-probs stored at collection, so the
+    importance ratios stay correct whatever the lag.
+
+    **Env steps.** :attr:`env_steps` counts every env step the collector delivered (including the steps of episodes
+    still running and of groups held back or dropped): it is the count to budget and report progress with.
 
     Args:
-        collector (iterable of TensorDict): a collector built with ``trajs_per_batch`` (any ``traj_format``)
-            on an env carrying :class:`~torchrl_pg_extras.GroupReset`, or any iterable of such batches.
-        group_size (int): episodes per group (the transform's ``group_size``).
-        groups_per_batch (int): groups per yielded batch.
+        collector (iterable of TensorDict): the collector (or any iterable of such batches).
+        group_size (int, optional): episodes per group. ``None`` (default): the ``group_size`` of the collector's
+            :class:`GroupedEnv` (found through ``collector.env``); must be given when the env lives in worker
+            processes. A value that differs from the env's raises ``ValueError``.
+        groups_per_batch (int): groups per yielded batch. Defaults to ``1``.
 
     Keyword Args:
-        group_id_key (NestedKey): the group label. Defaults to ``"group_id"``.
-        mask_key (NestedKey): the validity mask of padded batches (input and output).
-            Defaults to ``("collector", "mask")``.
-        traj_id_key (NestedKey): trajectory ids of concatenated (``traj_format="cat"``) batches.
-            Defaults to ``("collector", "traj_ids")``.
+        max_policy_lag (int, optional): drop complete groups whose lag exceeds this many policy versions
+            (``None``: no bound). Defaults to ``None``.
+        auto_version (bool): advance :attr:`policy_version` on each batch requested after a yield. Defaults to
+            ``True``.
+        group_id_key, episode_id_key (NestedKey): the labels written by :class:`GroupedEnv`. Default to
+            ``"group_id"`` and ``"episode_id"``.
+        mask_key (NestedKey): the validity mask of padded batches (read on input, written on output). Defaults to
+            ``("collector", "mask")``.
         done_key (NestedKey): the end-of-episode flag. Defaults to ``("next", "done")``.
-        max_pending_groups (int): groups waiting for members beyond this number are dropped, oldest first, with a
-            warning (a member can be lost when the collector resets its envs). Defaults to ``4096``.
 
     Yields:
-        TensorDict of batch size ``[groups_per_batch * group_size, L]``, the members of each group in consecutive
-        rows, zero-padded along time, with ``mask_key`` marking the valid steps.
+        TensorDict of batch size ``[groups_per_batch * group_size, L]``: one episode per row, the members of each
+        group in consecutive rows (by member index), zero-padded along time (:func:`tensordict.pad_sequence`), with
+        ``mask_key`` marking the valid steps.
 
     Examples:
         >>> from torchrl.collectors import Collector
-        >>> from torchrl.envs import GymEnv, SerialEnv, TransformedEnv
-        >>> from torchrl_pg_extras import GroupBatcher, GroupReset
-        >>> env = TransformedEnv(SerialEnv(4, lambda: GymEnv("CartPole-v1")), GroupReset(group_size=2, seed=0))
-        >>> collector = Collector(env, None, frames_per_batch=64, trajs_per_batch=4, traj_format="padded",
-        ...                       auto_register_policy_transforms=False)
-        >>> batch = next(iter(GroupBatcher(collector, group_size=2, groups_per_batch=3)))
+        >>> from torchrl.envs import GymEnv, SerialEnv
+        >>> from torchrl_pg_extras import GroupBatcher, GroupedEnv
+        >>> env = GroupedEnv(SerialEnv(3, lambda: GymEnv("CartPole-v1")), group_size=2, seed=0)
+        >>> collector = Collector(env, None, frames_per_batch=30, auto_register_policy_transforms=False)
+        >>> batcher = GroupBatcher(collector, groups_per_batch=2)  # group_size read from the env
+        >>> batch = next(iter(batcher))
         >>> batch.shape[0], bool((batch["group_id"][0::2, 0] == batch["group_id"][1::2, 0]).all())
-        (6, True)
+        (4, True)
+        >>> batcher.env_steps >= int(batch["collector", "mask"].sum())  # running episodes count too
+        True
         >>> collector.shutdown()
     """
 
     def __init__(
         self,
         collector: Iterable[TensorDictBase],
-        group_size: int,
-        groups_per_batch: int,
+        group_size: int | None = None,
+        groups_per_batch: int = 1,
         *,
+        max_policy_lag: int | None = None,
+        auto_version: bool = True,
         group_id_key: NestedKey = "group_id",
+        episode_id_key: NestedKey = "episode_id",
         mask_key: NestedKey = ("collector", "mask"),
-        traj_id_key: NestedKey = ("collector", "traj_ids"),
         done_key: NestedKey = ("next", "done"),
-        max_pending_groups: int = 4096,
     ) -> None:
-        for name, value in (
-            ("group_size", group_size),
-            ("groups_per_batch", groups_per_batch),
-            ("max_pending_groups", max_pending_groups),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if collector is None or not hasattr(collector, "__iter__"):
+            raise TypeError(
+                f"GroupBatcher needs a collector (an iterable of TensorDicts), got {type(collector).__name__}: "
+                "pass Collector(GroupedEnv(env, group_size), policy, frames_per_batch=...)."
+            )
+        _check_positive_int("groups_per_batch", groups_per_batch)
+        if max_policy_lag is not None:
+            _check_positive_int("max_policy_lag", max_policy_lag, minimum=0)
+        if not isinstance(auto_version, bool):
+            raise TypeError(f"auto_version must be a bool, got {auto_version!r}.")
+        env = _grouped_env_of(collector)
+        if group_size is not None:
+            _check_positive_int("group_size", group_size, minimum=2)
+        if env is not None:
+            if group_size is not None and group_size != env.group_size:
+                raise ValueError(
+                    f"GroupBatcher(group_size={group_size}) over a GroupedEnv with group_size={env.group_size}: "
+                    f"its groups would never fill. Pass group_size={env.group_size} (or leave it out)."
+                )
+            group_size = env.group_size
+        elif group_size is None:
+            raise ValueError(
+                "GroupBatcher could not find the GroupedEnv of this collector (its env lives in worker processes or "
+                "is not a GroupedEnv): pass group_size=<the GroupedEnv's group_size>."
+            )
         self.collector = collector
         self.group_size = group_size
         self.groups_per_batch = groups_per_batch
+        self.max_policy_lag = max_policy_lag
+        self.auto_version = auto_version
         self.group_id_key = group_id_key
+        self.episode_id_key = episode_id_key
         self.mask_key = mask_key
-        self.traj_id_key = traj_id_key
         self.done_key = done_key
-        self.max_pending_groups = max_pending_groups
-        self._pending: OrderedDict[int, list[TensorDictBase]] = OrderedDict()
-        self._ready: list[list[TensorDictBase]] = []
-        self.dropped_groups = 0
+        self.policy_version = 0
+        self.env_steps = 0
+        self.groups_yielded = 0
+        self.groups_dropped_stale = 0
+        self.groups_abandoned = 0
+        self.last_max_lag = 0
+        self._chunks: list[TensorDictBase] = []  # kept steps (of pending groups), in collection order
+        self._chunk_ids: list[torch.Tensor] = []  # their episode ids
+        self._episode_group: dict[int, int] = {}  # episode -> group, for episodes of pending groups
+        self._groups: dict[int, _Group] = {}  # pending groups (not complete yet)
+        self._ready: list[_Group] = []  # complete groups, oldest first
+        self._dropped: set[int] = set()  # running episodes of dropped groups (their steps are discarded)
+        self._latest_group: dict[int, int] = {}  # id namespace (worker) -> latest group id seen
+        self._dead_sizes: list[int] = []
 
     def __getattr__(self, name: str):
         # delegate collector methods (shutdown, update_policy_weights_, set_seed, ...)
@@ -91,64 +156,192 @@ class GroupBatcher:
             raise AttributeError(name)
         return getattr(self.collector, name)
 
-    def _split(self, batch: TensorDictBase) -> list[TensorDictBase]:
-        if batch.batch_dims == 2:
-            mask = batch.get(self.mask_key, default=None)
-            if mask is None:
-                raise ValueError(
-                    f"GroupBatcher got a 2-D batch without the mask {self.mask_key!r}: build the collector with "
-                    "trajs_per_batch=... (padded trajectories)."
-                )
-            lengths = mask.reshape(batch.shape).sum(-1).tolist()
-            return [batch[i, :n].clone() for i, n in enumerate(lengths) if n > 0]
-        if batch.batch_dims == 1:
-            ids = batch.get(self.traj_id_key, default=None)
-            if ids is None:
-                raise ValueError(f"GroupBatcher got a flat batch without {self.traj_id_key!r}: use trajs_per_batch=....")
-            _, counts = torch.unique_consecutive(ids.reshape(-1), return_counts=True)
-            return [t.clone() for t in batch.split(counts.tolist(), 0)]
-        raise ValueError(f"GroupBatcher expects trajectory batches [E, L] or [sum T_i], got batch size {tuple(batch.shape)}.")
-
-    def add(self, trajectory: TensorDictBase) -> None:
-        """Add one complete trajectory ``[T_i]``."""
-        done = trajectory.get(self.done_key, default=None)
-        if done is not None and not bool(done.reshape(trajectory.shape[0], -1)[-1].any()):
-            raise ValueError("GroupBatcher received a trajectory that does not end with done: use trajs_per_batch=....")
-        gid_entry = trajectory.get(self.group_id_key, default=None)
-        if gid_entry is None:
-            raise KeyError(f"GroupBatcher: no {self.group_id_key!r} entry: add the GroupReset transform to the env.")
-        gid = int(gid_entry.reshape(trajectory.shape[0], -1)[0, 0])
-        members = self._pending.setdefault(gid, [])
-        members.append(trajectory)
-        if len(members) == self.group_size:
-            self._ready.append(self._pending.pop(gid))
-        while len(self._pending) > self.max_pending_groups:
-            self._pending.popitem(last=False)
-            self.dropped_groups += 1
-            warnings.warn("GroupBatcher dropped an incomplete group (too many pending groups).", stacklevel=2)
-
-    def _emit(self) -> TensorDictBase:
-        groups = self._ready[: self.groups_per_batch]
-        del self._ready[: self.groups_per_batch]
-        trajs = [t for group in groups for t in group]
-        max_len = max(t.shape[0] for t in trajs)
-        padded = []
-        for t in trajs:
-            t = t.exclude(self.mask_key) if t.get(self.mask_key, default=None) is not None else t
-            t.set(self.mask_key, torch.ones(t.shape[0], dtype=torch.bool, device=t.device))
-            padded.append(pad(t, [0, max_len - t.shape[0]]) if t.shape[0] < max_len else t)
-        return torch.stack(padded, 0)
+    # -- policy versions ----------------------------------------------------------------------------------
+    def new_policy_version(self) -> int:
+        """Call after each policy update (only with ``auto_version=False``); returns the new version."""
+        self.policy_version += 1
+        return self.policy_version
 
     @property
     def num_pending(self) -> int:
-        """Trajectories waiting for the rest of their group."""
-        return sum(len(v) for v in self._pending.values())
+        """Steps kept for groups that are not complete yet."""
+        return sum(c.shape[0] for c in self._chunks)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Counters to log: env steps, policy version, groups yielded / dropped as stale / abandoned, last lag."""
+        return {
+            "env_steps": float(self.env_steps),
+            "policy_version": float(self.policy_version),
+            "groups_yielded": float(self.groups_yielded),
+            "groups_dropped_stale": float(self.groups_dropped_stale),
+            "groups_abandoned": float(self.groups_abandoned),
+            "group_lag_max": float(self.last_max_lag),
+        }
+
+    # -- intake -------------------------------------------------------------------------------------------
+    def add(self, batch: TensorDictBase) -> None:
+        """Take in one collector batch (any batch shape, time last)."""
+        flat = batch.reshape(-1)
+        valid = flat.get(self.mask_key, default=None)
+        valid = None if valid is None else valid.reshape(-1).to(torch.bool)
+        self.env_steps += flat.shape[0] if valid is None else int(valid.sum())
+        eid = flat.get(self.episode_id_key, default=None)
+        if eid is None:
+            raise KeyError(
+                f"GroupBatcher: no {self.episode_id_key!r} entry in the collected data: build the collector on "
+                "GroupedEnv(env, group_size) (it labels every step with its group and episode)."
+            )
+        eid = eid.reshape(-1)
+        done = flat.get(self.done_key).reshape(-1).to(torch.bool)
+        keep = eid >= 0 if valid is None else valid & (eid >= 0)  # -1: lockstep throw-away episodes
+        if self._dropped:
+            seen = set(torch.unique(eid[keep]).tolist())
+            discard = torch.isin(eid, torch.tensor(sorted(self._dropped), dtype=eid.dtype))
+            self._dropped &= seen - set(eid[discard & done].tolist())  # forget dropped episodes that ended
+            keep &= ~discard
+        if not bool(keep.all()):
+            if not bool(keep.any()):
+                return
+            flat, eid, done = flat[keep], eid[keep], done[keep]
+        gid = flat.get(self.group_id_key).reshape(-1)
+        if gid.is_floating_point():
+            raise TypeError(f"GroupBatcher: {self.group_id_key!r} must hold integer labels, got {gid.dtype}.")
+        new = [e for e in torch.unique(eid).tolist() if e not in self._episode_group]
+        if new:
+            first = (eid.unsqueeze(0) == torch.tensor(new, dtype=eid.dtype).unsqueeze(1)).to(torch.int8).argmax(1)
+            for episode, group in zip(new, gid[first].tolist(), strict=True):
+                self._new_episode(episode, group)
+        for episode in eid[done].tolist():
+            self._end_episode(episode)
+        self._chunks.append(flat)
+        self._chunk_ids.append(eid)
+        self._drop_dead_groups()
+
+    def _new_episode(self, episode: int, group: int) -> None:
+        pending = self._groups.get(group)
+        if pending is None:
+            pending = self._groups[group] = _Group(group, self.policy_version)
+            ns = group // ID_NAMESPACE
+            self._latest_group[ns] = max(group, self._latest_group.get(ns, group))
+        pending.episodes.append(episode)
+        self._episode_group[episode] = group
+        if len(pending.episodes) > self.group_size:
+            raise ValueError(
+                f"GroupBatcher(group_size={self.group_size}): group {group} has more members than that: pass the "
+                "group_size of the GroupedEnv (and give each collector worker its own GroupedEnv id_offset)."
+            )
+
+    def _end_episode(self, episode: int) -> None:
+        group = self._groups[self._episode_group[episode]]
+        group.finished += 1
+        if group.finished == self.group_size:
+            del self._groups[group.group]
+            self._ready.append(group)
+
+    def _drop_dead_groups(self) -> None:
+        """Drop pending groups that can never complete.
+
+        The scheduler hands out every member of a group before the first member of the next one, so once a later
+        group of the same env has started, a group with fewer than ``group_size`` members lost the others (a full
+        reset abandoned it).
+        """
+        for group in list(self._groups.values()):
+            if len(group.episodes) < self.group_size and group.group < self._latest_group[group.group // ID_NAMESPACE]:
+                self._drop(group)
+                self.groups_abandoned += 1
+                self._dead_sizes.append(len(group.episodes))
+        sizes = self._dead_sizes
+        if self.groups_yielded == 0 and not self._ready and len(sizes) >= 2 and len(set(sizes)) == 1:
+            raise ValueError(
+                f"GroupBatcher(group_size={self.group_size}): the env's groups end after {sizes[0]} members, so no group "
+                f"ever fills: pass the GroupedEnv's group_size ({sizes[0]}?), and do not reset the envs between batches "
+                "(Collector(reset_at_each_iter=False))."
+            )
+
+    def _drop(self, group: _Group) -> None:
+        """Forget ``group``: its kept steps go, the steps of its running members are discarded when they arrive."""
+        self._groups.pop(group.group, None)
+        for episode in group.episodes:
+            self._episode_group.pop(episode, None)
+        self._dropped.update(group.episodes)  # pruned by add() once they stop arriving
+        self._take(group.episodes)
+
+    def _take(self, episodes: list[int]) -> tuple[TensorDictBase, torch.Tensor] | None:
+        """Remove the kept steps of ``episodes`` and return them with their episode ids (collection order)."""
+        if not self._chunks:
+            return None
+        store = torch.cat(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        ids = torch.cat(self._chunk_ids) if len(self._chunk_ids) > 1 else self._chunk_ids[0]
+        taken = torch.isin(ids, torch.tensor(episodes, dtype=ids.dtype))
+        rest = ~taken
+        self._chunks, self._chunk_ids = ([store[rest]], [ids[rest]]) if bool(rest.any()) else ([], [])
+        return store[taken], ids[taken]
+
+    # -- output -------------------------------------------------------------------------------------------
+    def _pop_ready(self) -> list[_Group]:
+        """Up to ``groups_per_batch`` complete groups within the staleness bound (stale ones are dropped)."""
+        out = []
+        while self._ready and len(out) < self.groups_per_batch:
+            group = self._ready.pop(0)
+            if self.max_policy_lag is not None and self.policy_version - group.first_version > self.max_policy_lag:
+                self._drop(group)
+                self.groups_dropped_stale += 1
+                continue
+            out.append(group)
+        if len(out) < self.groups_per_batch:
+            self._ready[:0] = out
+            return []
+        return out
+
+    def _emit(self, groups: list[_Group]) -> TensorDictBase:
+        episodes = [e for g in groups for e in sorted(g.episodes)]
+        for e in episodes:
+            del self._episode_group[e]
+        steps, ids = self._take(episodes)
+        order_ids = torch.tensor(episodes, dtype=ids.dtype)
+        sorter = torch.argsort(order_ids)
+        rank = sorter[torch.searchsorted(order_ids[sorter], ids)]  # output row of each step
+        order = torch.argsort(rank, stable=True)  # stable: each episode's steps stay in time order
+        lengths = torch.bincount(rank, minlength=len(episodes))
+        batch = pad_sequence(list(steps[order].split(lengths.tolist())), pad_dim=0)
+        batch.set(self.mask_key, torch.arange(batch.shape[1]).unsqueeze(0) < lengths.unsqueeze(1))
+        self.last_max_lag = max(self.policy_version - g.first_version for g in groups)
+        self.groups_yielded += len(groups)
+        return batch
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         for batch in self.collector:
             if batch is None:
                 continue
-            for traj in self._split(batch):
-                self.add(traj)
-            while len(self._ready) >= self.groups_per_batch:
-                yield self._emit()
+            self.add(batch)
+            while True:
+                groups = self._pop_ready()
+                if not groups:
+                    break
+                yield self._emit(groups)
+                if self.auto_version:
+                    self.new_policy_version()
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _grouped_env_of(collector) -> GroupedEnv | None:
+    """The :class:`GroupedEnv` under ``collector.env`` (``None`` when not reachable, e.g. in worker processes)."""
+    env = collector.__dict__.get("env", None) if hasattr(collector, "__dict__") else None
+    while isinstance(env, EnvBase):
+        if isinstance(env, GroupedEnv):
+            return env
+        if not isinstance(env, TransformedEnv):
+            break
+        env = env.base_env
+    if isinstance(env, EnvBase):
+        warnings.warn(
+            f"GroupBatcher: the collector's env ({type(env).__name__}) is not a GroupedEnv, so its steps may carry no "
+            "group labels: build it on GroupedEnv(env, group_size).",
+            stacklevel=3,
+        )
+    return None

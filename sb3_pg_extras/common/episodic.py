@@ -1,23 +1,26 @@
-"""Base class of the Monte-Carlo (episodic) SB3 algorithms: collection into :class:`EpisodicRolloutBuffer`.
+"""The episodic base of the SB3 algorithms: collection of whole episodes, optionally in groups.
 
-:class:`EpisodicOnPolicyAlgorithm` is SB3's ``OnPolicyAlgorithm`` (same ``learn`` loop, callbacks, logger, save/load)
-with what a Monte-Carlo method needs changed:
+:class:`EpisodicOnPolicyAlgorithm` is SB3's ``OnPolicyAlgorithm`` (same ``learn`` loop, callbacks, logger, progress
+bar, save/load) with one ``collect_rollouts`` override for the estimators that need whole episodes
+(docs/design.md "The episode and group engine"):
 
-* ``collect_rollouts`` records ``terminated`` and ``truncated`` separately (no SB3 reward hack for time limits) and
-  fills an :class:`~sb3_pg_extras.common.buffers.EpisodicRolloutBuffer`, which keeps unfinished episodes for the
-  next rollout and trains on complete episodes only;
-* one score-function step ``-mean(log pi(a_t|s_t) * w_t) - ent_coef * mean(H)`` with weights ``w_t`` (``G_t`` for
-  REINFORCE, ``G_t - V(s_t)`` with a baseline; seed 2.1 / 2.3), computed over the whole batch (``batch_size`` only
-  chunks the computation: gradients are accumulated, the step is the full-batch one).
+* the steps go into an :class:`~sb3_pg_extras.common.buffers.EpisodeBuffer` with the id of their episode; episodes
+  still running at the end of a rollout are kept for the next one (``carry_over``), never given a made-up return;
+* with ``advantage_estimator="group"`` the episodes are group members handed out by :class:`pg_extras.GroupScheduler`
+  (:class:`~sb3_pg_extras.common.group_env.SlotEpisodes`): any number of envs, any group size, no env waits for
+  another; a group is trained on once its ``group_size`` members have ended;
+* ``terminated`` and ``truncated`` are recorded separately; critic algorithms store ``V(s_final)`` at truncations.
 
-``n_steps`` keeps SB3's meaning (steps per env per rollout, one update per rollout), so ``learn(total_timesteps)``,
-callbacks and the progress bar behave as for A2C / PPO.
+With ``advantage_estimator="gae"`` (TRPO's default) nothing is overridden: SB3's ``collect_rollouts`` and
+``RolloutBuffer`` run unchanged. ``n_steps`` keeps SB3's meaning (steps per env per rollout, one update per rollout).
+The advantages of every estimator come from :func:`pg_extras.estimate_advantages`, the losses from
+:mod:`pg_extras.objectives`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -30,50 +33,51 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_pg_extras.common.buffers import EpisodicRolloutBuffer, EpisodicRolloutBufferSamples
+from pg_extras import (
+    ADVANTAGE_ESTIMATORS,
+    ADVANTAGE_MODES,
+    ADVANTAGE_SCALES,
+    AdvantageEstimate,
+    GroupScheduler,
+    estimate_advantages,
+    kl_estimate,
+    policy_loss,
+)
+from pg_extras.validation import check_bool, check_choice, check_float, check_int, check_rate_or_schedule
+from sb3_pg_extras.common.buffers import EpisodeBatch, EpisodeBuffer
+from sb3_pg_extras.common.group_env import SlotEpisodes
 
 __all__ = ["SUPPORTED_ACTION_SPACES", "EpisodicOnPolicyAlgorithm"]
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+GROUP_SCHEDULES = ("async", "lockstep")
 SelfEpisodic = TypeVar("SelfEpisodic", bound="EpisodicOnPolicyAlgorithm")
 
 
-def check_positive_int(name: str, value: Any, hint: str = "") -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}{': ' + hint if hint else '.'}")
-
-
-def check_nonnegative(name: str, value: Any, hint: str = "") -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (0 <= value < float("inf")):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}{': ' + hint if hint else '.'}")
-
-
-def check_rate(name: str, value: float | Schedule) -> None:
-    """A learning rate is a float >= 0 or a schedule ``progress_remaining -> float``."""
-    if callable(value):
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
-        raise ValueError(f"{name} must be >= 0 or a schedule (callable of the remaining progress), got {value!r}.")
-
-
 class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
-    """``OnPolicyAlgorithm`` that trains on complete episodes (see the module docstring).
+    """``OnPolicyAlgorithm`` that trains on whole episodes (see the module docstring).
 
-    :param carry_over: keep the unfinished episode of each env for the next rollout (default). ``False``: drop it,
-        so that every update uses only steps collected by the current policy (strictly on-policy, fewer steps).
-    :param max_carry_steps: raise when an episode has run this many steps without ending (default
+    :param advantage_estimator: one of ``estimators`` (the subclass says which it accepts).
+    :param group_size: episodes per group (``advantage_estimator="group"``), >= 2.
+    :param advantage_mode: group advantages: ``"outcome"``, ``"process"`` or ``"return_to_go"``.
+    :param advantage_scale: group advantages: ``"group"``, ``"batch"`` or ``"none"``.
+    :param rloo: group advantages: leave-one-out baseline.
+    :param group_schedule: ``"async"`` (a finished env starts the next member at once) or ``"lockstep"`` (rounds).
+    :param max_policy_lag: groups whose members span more than this many policy updates are dropped (counted in
+        ``rollout/groups_dropped_stale``); ``None``: no bound.
+    :param carry_over: keep running episodes for the next rollout (``False``: drop them; strictly on-policy). Groups
+        always carry over.
+    :param max_episode_steps: raise when an episode has run this many steps without ending (default
         ``max(10 * n_steps, 10_000)``): wrap such an env in a ``TimeLimit``.
-    :param batch_size: steps per forward/backward chunk in ``train`` (``None``: all at once). It changes memory use,
-        not the update.
+    :param batch_size: steps per chunk / mini-batch (``None``: all at once).
     Other parameters: as SB3's ``OnPolicyAlgorithm``.
     """
 
-    rollout_buffer: EpisodicRolloutBuffer
     policy: ActorCriticPolicy
-    #: whether ``collect_rollouts`` stores ``V(s_final)`` of truncated episodes (set by algorithms with a critic)
+    #: whether ``collect_rollouts`` stores ``V(s_final)`` of truncated episodes (algorithms with a critic)
     bootstrap_truncated: bool = False
+    #: the advantage estimators the algorithm accepts
+    estimators: ClassVar[tuple[str, ...]] = ("mc", "group")
     #: the action spaces the algorithm supports
     supported_spaces: ClassVar[tuple[type[spaces.Space], ...]] = SUPPORTED_ACTION_SPACES
 
@@ -87,8 +91,17 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         ent_coef: float,
         max_grad_norm: float | None,
         batch_size: int | None = None,
+        advantage_estimator: str = "mc",
+        group_size: int | None = None,
+        advantage_mode: str = "outcome",
+        advantage_scale: str = "group",
+        rloo: bool = False,
+        group_schedule: str = "async",
+        max_policy_lag: int | None = None,
         carry_over: bool = True,
-        max_carry_steps: int | None = None,
+        max_episode_steps: int | None = None,
+        gae_lambda: float = 1.0,
+        vf_coef: float = 0.0,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -100,30 +113,35 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        check_rate("learning_rate", learning_rate)
-        check_positive_int(
-            "n_steps", n_steps, "it is the number of steps per env per rollout; use at least one typical episode length."
-        )
-        if not (isinstance(gamma, (int, float, np.number)) and 0.0 <= gamma <= 1.0):
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}.")
-        check_nonnegative("ent_coef", ent_coef, "the entropy bonus weight cannot be negative; use 0 to disable it.")
-        if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float, np.number)) and max_grad_norm > 0):
-            raise ValueError(f"max_grad_norm must be > 0 (or None for no clipping), got {max_grad_norm!r}.")
-        if batch_size is not None:
-            check_positive_int("batch_size", batch_size, "pass None to use the whole rollout at once.")
-        if max_carry_steps is not None:
-            check_positive_int("max_carry_steps", max_carry_steps, "pass None for the default max(10 * n_steps, 10_000).")
-        if not isinstance(carry_over, (bool, np.bool_)):
-            raise ValueError(f"carry_over must be True or False, got {carry_over!r}.")
+        check_rate_or_schedule("learning_rate", learning_rate)
+        check_int("n_steps", n_steps, 1, hint="the number of steps per env per rollout")
+        check_float("gamma", gamma, 0.0, 1.0)
+        check_float("gae_lambda", gae_lambda, 0.0, 1.0)
+        check_float("ent_coef", ent_coef, 0.0, hint="the entropy bonus weight; 0 disables it")
+        check_float("max_grad_norm", max_grad_norm, 0.0, low_inclusive=False, allow_none=True, hint="None: no clipping")
+        check_int("batch_size", batch_size, 1, allow_none=True, hint="None: the whole rollout at once")
+        check_choice("advantage_estimator", advantage_estimator, self.estimators)
+        check_choice("advantage_mode", advantage_mode, ADVANTAGE_MODES)
+        check_choice("advantage_scale", advantage_scale, ADVANTAGE_SCALES)
+        check_bool("rloo", rloo)
+        check_choice("group_schedule", group_schedule, GROUP_SCHEDULES)
+        check_int("max_policy_lag", max_policy_lag, 0, allow_none=True, hint="None: no bound")
+        check_bool("carry_over", carry_over)
+        check_int("max_episode_steps", max_episode_steps, 1, allow_none=True)
+        if advantage_estimator == "group":
+            check_int("group_size", group_size, 2, hint="a group compares two episodes or more")
+        elif group_size is not None:
+            check_int("group_size", group_size, 2)
+        assert advantage_estimator in ADVANTAGE_ESTIMATORS
         super().__init__(
             policy,
             env,
             learning_rate=learning_rate,
             n_steps=n_steps,
             gamma=gamma,
-            gae_lambda=1.0,
+            gae_lambda=gae_lambda,
             ent_coef=ent_coef,
-            vf_coef=0.0,
+            vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
@@ -144,31 +162,106 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 f"{names} action space (e.g. flatten a Tuple/Dict action space with a wrapper)."
             )
         self.batch_size = batch_size
+        self.advantage_estimator = advantage_estimator
+        self.group_size = group_size
+        self.advantage_mode = advantage_mode
+        self.advantage_scale = advantage_scale
+        self.rloo = bool(rloo)
+        self.group_schedule = group_schedule
+        self.max_policy_lag = max_policy_lag
         self.carry_over = bool(carry_over)
-        self.max_carry_steps = max_carry_steps
+        self.max_episode_steps = max_episode_steps
+        self._episode_batch: EpisodeBatch | None = None
         if _init_setup_model:
             self._setup_model()
 
+    @property
+    def episodic(self) -> bool:
+        """Whether the algorithm collects whole episodes (every estimator but ``"gae"``)."""
+        return self.advantage_estimator != "gae"
+
+    @property
+    def uses_groups(self) -> bool:
+        """Whether the episodes are group members (``advantage_estimator="group"``)."""
+        return self.advantage_estimator == "group"
+
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
+        if not self.episodic:
+            super()._setup_model()
+            return
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        max_carry = self.max_carry_steps if self.max_carry_steps is not None else max(10 * self.n_steps, 10_000)
-        self.rollout_buffer = EpisodicRolloutBuffer(
+        self.rollout_buffer = EpisodeBuffer(  # type: ignore[assignment]
             self.n_steps,
-            self.observation_space,
+            self.observation_space,  # type: ignore[arg-type]
             self.action_space,
             device=self.device,
-            gamma=self.gamma,
             n_envs=self.n_envs,
-            carry_over=self.carry_over,
-            max_carry_steps=max_carry,
+            carry_over=self.carry_over or self.uses_groups,
+            max_episode_steps=self.max_episode_steps or max(10 * self.n_steps, 10_000),
         )
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
         self._maybe_recommend_cpu(self.policy_aliases["MlpPolicy"].__name__)
+        self._make_slots()
+
+    def _make_slots(self) -> None:
+        scheduler = None
+        if self.uses_groups:
+            assert self.group_size is not None
+            scheduler = GroupScheduler(
+                self.n_envs,
+                self.group_size,
+                seed=self.seed,
+                schedule=self.group_schedule,
+                max_policy_lag=self.max_policy_lag,
+            )
+        self._slots = SlotEpisodes(self.n_envs, scheduler)
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """Seed python, numpy, torch, the action space, the env and the generator of the groups' reset seeds."""
+        super().set_random_seed(seed)
+        slots = getattr(self, "_slots", None)
+        if seed is not None and slots is not None and slots.scheduler is not None:
+            slots.scheduler.seed(seed)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """Set a new env (same number of envs); the next ``learn`` resets it and starts new episodes."""
+        super().set_env(env, force_reset=force_reset)
+        if self.episodic:
+            self._slots.needs_reset = True
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        # SB3 resets the env here: the episodes in flight are lost, the new ones get their group seeds first.
+        will_reset = self.episodic and self.env is not None and (reset_num_timesteps or self._last_obs is None)
+        if will_reset:
+            assert self.env is not None
+            self._slots.prepare_reset(self.env)
+            self.rollout_buffer.clear()  # type: ignore[union-attr]
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if will_reset:
+            assert self.env is not None
+            self._slots.after_reset(self.env)
+        return result
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        # The last rollout can overshoot total_timesteps: keep schedules in their [0, 1] domain (RL Zoo's lin_<x>
+        # would otherwise give a negative clip range or learning rate).
+        super()._update_current_progress_remaining(num_timesteps, total_timesteps)
+        self._current_progress_remaining = min(max(self._current_progress_remaining, 0.0), 1.0)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_slots", "_episode_batch"]
 
     # ------------------------------------------------------------------ collection
     def _terminal_values(self, infos: list[dict[str, Any]], truncated: np.ndarray) -> np.ndarray | None:
@@ -189,30 +282,37 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self,
         env: VecEnv,
         callback: BaseCallback,
-        rollout_buffer: EpisodicRolloutBuffer,  # type: ignore[override]
+        rollout_buffer: Any,
         n_rollout_steps: int,
     ) -> bool:
-        """Collect ``n_rollout_steps`` steps per env into ``rollout_buffer`` (unfinished episodes are carried over).
+        """Collect ``n_rollout_steps`` steps per env; keep the unfinished episodes and the incomplete groups.
 
-        :return: False if a callback stopped training.
+        ``advantage_estimator="gae"``: SB3's own ``collect_rollouts``. :return: False if a callback stopped training.
         """
+        if not self.episodic:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         assert self._last_obs is not None, "No previous observation was provided"
+        slots = self._slots
+        if slots.needs_reset:  # the previous rollout was interrupted: start afresh
+            slots.prepare_reset(env)
+            rollout_buffer.clear()
+            self._last_obs = env.reset()  # type: ignore[assignment]
+            self._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
+            slots.after_reset(env)
         self.policy.set_training_mode(False)
-        rollout_buffer.reset(self._last_episode_starts)
+        rollout_buffer.reset()
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
 
-        n_steps = 0
+        n_steps, active_steps = 0, 0
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                distribution = self.policy.get_distribution(obs_tensor)
-                actions_t = distribution.get_actions()
-                log_probs = distribution.log_prob(actions_t)
-            actions = actions_t.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[misc]
+                actions, _, log_probs = self.policy(obs_tensor)
+            actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
                 if self.policy.squash_output:
@@ -222,44 +322,59 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += env.num_envs
+            episode, group = slots.episode.copy(), slots.group.copy()
+            infos, round_end = slots.step(env, dones, infos)
 
             callback.update_locals(locals())
             if not callback.on_step():
-                # The env has moved on without this step being stored: the unfinished episodes cannot be completed.
-                rollout_buffer.drop_tails()
+                slots.interrupt()  # this step is not stored: the running episodes cannot be completed
                 return False
 
             self._update_info_buffer(infos, dones)
             n_steps += 1
-
+            active_steps += int((episode >= 0).sum())
             ended = np.asarray(dones, dtype=bool)
             truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & ended
-            terminated = ended & ~truncated
             rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
+                self._last_obs,
                 actions,
                 rewards,
-                terminated,
+                ended & ~truncated,
                 truncated,
                 log_probs,
+                episode,
+                group,
                 self._terminal_values(infos, truncated),
             )
+            if round_end:  # lockstep: every slot has finished its episode of the round
+                slots.prepare_reset(env)
+                new_obs = env.reset()
+                dones = np.ones_like(dones)
+                slots.after_reset(env)
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
-        rollout_buffer.compute_returns(bootstrap_truncated=self.bootstrap_truncated)
+        ready = None
+        if slots.scheduler is not None:
+            complete = slots.scheduler.pop_complete()
+            ready = [e for g in complete for e in g.episodes]
+            self.logger.record("rollout/group_policy_lag", float(np.mean([g.lag for g in complete])) if complete else 0.0)
+            self.logger.record("rollout/groups_dropped_stale", slots.scheduler.groups_dropped_stale)
+            self.logger.record("rollout/groups_abandoned", slots.scheduler.groups_abandoned)
+        self._episode_batch = rollout_buffer.finalize(ready, slots.pop_discarded())
+        self.logger.record("rollout/active_step_fraction", active_steps / (n_steps * env.num_envs))
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
 
     # ------------------------------------------------------------------ training helpers
-    def _rollout_batch(self) -> EpisodicRolloutBufferSamples | None:
-        """All usable steps of the rollout as one batch, or ``None`` (with a warning) if no episode is complete."""
-        buf = self.rollout_buffer
-        self.logger.record("train/n_episodes", buf.n_episodes)
-        self.logger.record("train/n_steps_used", buf.n_usable)
-        self.logger.record("train/carried_steps", buf.carried_steps)
-        if buf.n_usable == 0:
+    def _training_episodes(self) -> EpisodeBatch | None:
+        """The ready episodes of the last rollout, or ``None`` (with a warning) if there is none."""
+        batch, self._episode_batch = self._episode_batch, None
+        self.logger.record("train/n_episodes", 0 if batch is None else int(batch.lengths.numel()))
+        self.logger.record("train/n_steps_used", 0 if batch is None else batch.num_steps)
+        self.logger.record("train/carried_steps", self.rollout_buffer.num_pending_steps)  # type: ignore[union-attr]
+        if batch is None and not self.uses_groups:
             hint = (
                 "the unfinished episodes are carried over to the next rollout"
                 if self.carry_over
@@ -271,61 +386,62 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 "in a time limit.",
                 RuntimeWarning,
             )
-            return None
-        return next(buf.get(batch_size=None))
+        return batch
+
+    def _advantages(self, batch: EpisodeBatch, values: th.Tensor | None = None) -> AdvantageEstimate:
+        """Advantages of the episodes with the configured estimator (:func:`pg_extras.estimate_advantages`)."""
+        next_values = batch.next_values if self.bootstrap_truncated else None
+        estimate = estimate_advantages(
+            self.advantage_estimator,
+            batch.rewards,
+            batch.terminated,
+            batch.truncated,
+            gamma=self.gamma,
+            values=values,
+            next_values=next_values,
+            group_ids=batch.group,
+            group_mode=self.advantage_mode,
+            group_scale=self.advantage_scale,
+            rloo=self.rloo,
+        )
+        if self.uses_groups:
+            self.logger.record("rollout/frac_zero_std_groups", estimate.frac_zero_std_groups)
+            self.logger.record("rollout/group_return_std", estimate.group_return_std)
+        return estimate
 
     def _chunks(self, n: int) -> list[slice]:
         size = n if self.batch_size is None else self.batch_size
         return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
-    @staticmethod
-    def _take(samples: EpisodicRolloutBufferSamples, index: slice | th.Tensor) -> EpisodicRolloutBufferSamples:
-        """Rows ``index`` of every field of ``samples``."""
-        obs = samples.observations
-        obs = {k: v[index] for k, v in obs.items()} if isinstance(obs, dict) else obs[index]
-        return EpisodicRolloutBufferSamples(
-            obs,
-            samples.actions[index],
-            samples.old_log_prob[index],
-            samples.returns[index],
-            samples.episode_starts[index],
-        )
-
     def _policy_actions(self, actions: th.Tensor) -> th.Tensor:
         return actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else actions
 
     def _policy_gradient_step(
-        self,
-        batch: EpisodicRolloutBufferSamples,
-        weights: th.Tensor,
-        parameters: Callable[[], Any] | None = None,
+        self, batch: EpisodeBatch, advantages: th.Tensor, parameters: Callable[[], Sequence[th.nn.Parameter]] | None = None
     ) -> None:
-        """One step on ``-mean(log pi(a|s) * weights) - ent_coef * mean(entropy)`` over the batch (seed 2.1 / 2.3).
+        """One step of the ``"pg"`` rule: ``mean(-log pi(a|s) A) - ent_coef * mean(H)`` over the batch.
 
         Gradients of the ``batch_size`` chunks are accumulated, so the step equals the full-batch one. Logs
-        ``train/policy_gradient_loss``, ``train/entropy_loss``, ``train/approx_kl`` (collection-time vs current policy,
-        > 0 only for carried steps) and ``train/std`` (Gaussian policies).
+        ``train/policy_gradient_loss``, ``train/entropy_loss``, ``train/approx_kl`` (> 0 only for carried steps) and
+        ``train/std`` (Gaussian policies).
         """
-        weights = weights.detach().to(self.device)
-        n = int(weights.numel())
+        advantages = advantages.detach().to(self.device)
+        n = int(advantages.numel())
         optimizer = self.policy.optimizer
         optimizer.zero_grad()
         pg_total, ent_total, kl_total = 0.0, 0.0, 0.0
         for chunk in self._chunks(n):
-            part = self._take(batch, chunk)
+            part = batch.take(chunk)
             distribution = self.policy.get_distribution(part.observations)
             log_prob = distribution.log_prob(self._policy_actions(part.actions))
             entropy = distribution.entropy()
-            # Entropy with no closed form (e.g. squashed Gaussian): one-sample estimate -log pi, as SB3's A2C.
-            entropy_term = -log_prob if entropy is None else entropy
-            pg_sum = -(log_prob * weights[chunk]).sum()
-            ent_sum = -entropy_term.sum()
+            entropy = -log_prob if entropy is None else entropy  # no closed form: one-sample estimate, as SB3's A2C
+            pg_sum = policy_loss("pg", log_prob, None, advantages[chunk])[0].sum()
+            ent_sum = -entropy.sum()
             ((pg_sum + self.ent_coef * ent_sum) / n).backward()
             pg_total += pg_sum.item()
             ent_total += ent_sum.item()
-            with th.no_grad():
-                log_ratio = log_prob - part.old_log_prob
-                kl_total += ((th.exp(log_ratio) - 1) - log_ratio).sum().item()
+            kl_total += kl_estimate(part.old_log_prob, log_prob.detach(), "k3").sum().item()
         params = list(parameters() if parameters is not None else self.policy.parameters())
         if self.max_grad_norm is not None:
             th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
@@ -335,6 +451,14 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.logger.record("train/approx_kl", kl_total / n)
         if getattr(self.policy, "log_std", None) is not None:
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def _finish_update(self) -> None:
+        """Count a policy update (SB3's ``_n_updates``; the group scheduler's policy version)."""
+        self._n_updates += 1
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        slots = getattr(self, "_slots", None)
+        if slots is not None and slots.scheduler is not None:
+            slots.scheduler.new_policy_version()
 
     def learn(
         self: SelfEpisodic,

@@ -1,149 +1,237 @@
-"""Synchronised group resets for a Stable-Baselines3 ``VecEnv`` (GRPO, DESIGN.md "GRPO", seed 2.6).
+"""Episodes of a Stable-Baselines3 ``VecEnv`` and their group jobs (docs/design.md "The episode and group engine").
 
-GRPO's "query" for a control task is an initial state: a *group* is ``group_size`` envs (columns
-``[k G, (k + 1) G)`` of the ``VecEnv``) whose episodes start from the same reset seed. :class:`GroupSync`
-drives a ``VecEnv`` in *rounds*:
+:class:`SlotEpisodes` tells which episode each env slot is playing. Without groups an episode id is a counter; with
+groups (GRPO, or any algorithm given ``advantage_estimator="group"``) the jobs come from the core's
+:class:`pg_extras.GroupScheduler` and every member of a group starts from the group's reset seed:
 
-1. :meth:`GroupSync.reset` draws one seed per group, gives it to every member through the ``VecEnv``'s
-   per-env reset seeds and resets the whole ``VecEnv`` (so ``VecNormalize``, ``VecFrameStack``, ... see a
-   normal reset and ``Dummy``/``SubprocVecEnv`` pass the seeds to the sub-envs);
-2. each env plays one episode; an env that finished *waits*: the ``VecEnv`` still steps it (it cannot
-   pause one column), but :meth:`GroupSync.filter_step` marks those steps inactive, zeroes their rewards,
-   reports ``done=False`` and removes their ``episode``/``terminal_observation`` infos, so they are
-   neither trained on nor logged;
-3. when every env has finished, the round is over and the next :meth:`GroupSync.reset` starts the next
-   round: all members of a group restart together, from the same seed.
-
-All groups of the ``VecEnv`` share the rounds (they restart at the same time), which is the simplest
-schedule that works through every ``VecEnv`` wrapper: a ``VecEnv`` can only reset all its columns at once.
-The sub-envs must allow early resets (``Monitor(allow_early_resets=True)``, SB3's default) and must end
-their episodes (termination or a time limit), otherwise a round never ends.
+* ``schedule="async"`` (default): a slot whose episode ends starts the next member at once. SB3's vec envs reset a
+  finished sub-env *inside* ``step()``, so the seed of a slot's next episode is handed to the sub-env beforehand, through
+  :class:`GroupResetWrapper` (a gymnasium wrapper whose ``reset(seed=None)`` uses the seed it was given). It is added
+  to the sub-envs of a ``DummyVecEnv`` automatically (its public ``envs`` list) and is reached through the public
+  ``VecEnv.env_method`` in every process, so ``SubprocVecEnv`` (spawn or fork) and every ``VecEnvWrapper``
+  (``VecNormalize``, ``VecFrameStack``, ``VecTransposeImage``, ...) work unchanged.
+* ``schedule="lockstep"``: rounds; every slot plays one episode, a slot that finished waits (its steps are not
+  stored and its episode infos are hidden from the logs) until the round is over, then the whole ``VecEnv`` is reset
+  with one seed per slot. A ``SubprocVecEnv`` built by the user without :class:`GroupResetWrapper` can only be
+  driven this way: the seeds of a vec-level reset then go through SB3's per-env reset seeds, the one private access
+  of this package (:func:`set_reset_seeds`).
 
 Example::
 
     >>> from stable_baselines3.common.env_util import make_vec_env
-    >>> env = make_vec_env("CartPole-v1", n_envs=4)
-    >>> sync = GroupSync(num_envs=4, group_size=2, seed=0)
-    >>> obs = sync.reset(env)
-    >>> bool((obs[0] == obs[1]).all()), bool((obs[2] == obs[3]).all())
-    (True, True)
+    >>> from pg_extras import GroupScheduler
+    >>> env = make_vec_env("CartPole-v1", n_envs=3)
+    >>> slots = SlotEpisodes(3, GroupScheduler(3, group_size=2, seed=0))
+    >>> slots.prepare_reset(env)
+    >>> obs = env.reset()
+    >>> slots.after_reset(env)
+    >>> bool((obs[0] == obs[1]).all()), bool((obs[0] == obs[2]).all())  # members 0, 1 of group 0; slot 2: group 1
+    (True, False)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-__all__ = ["GroupStep", "GroupSync", "check_group_size"]
+from pg_extras import GroupJob, GroupScheduler
 
-# Infos of a waiting env that must not reach SB3's episode statistics.
+__all__ = ["GroupResetWrapper", "SlotEpisodes", "set_reset_seeds"]
+
+# Infos of a waiting env (lockstep) that must not reach SB3's episode statistics.
 _WAITING_INFO_KEYS = ("episode", "terminal_observation", "is_success", "TimeLimit.truncated")
+_SEED_METHOD = "set_next_reset_seed"
 
 
-def check_group_size(group_size: Any, num_envs: int) -> None:
-    """Raise ``ValueError`` unless ``group_size`` is an integer >= 2 that divides ``num_envs``."""
-    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 2:
-        raise ValueError(f"group_size must be an integer >= 2 (a group compares at least two episodes), got {group_size!r}.")
-    if num_envs % group_size != 0:
-        raise ValueError(
-            f"group_size={group_size} does not divide the number of envs ({num_envs}): the G envs of a group reset "
-            f"together, so use n_envs = k * group_size (e.g. n_envs={group_size * max(1, round(num_envs / group_size))}) "
-            f"or a group_size that divides {num_envs}."
-        )
+class GroupResetWrapper(gym.Wrapper):
+    """Gymnasium wrapper: the next ``reset()`` uses the seed given by :meth:`set_next_reset_seed` (once).
 
+    SB3's vec envs auto-reset a finished sub-env with ``reset()`` (no seed); this wrapper lets the group scheduler
+    choose that seed in advance. Pass it as ``make_vec_env(..., wrapper_class=GroupResetWrapper)`` to build a
+    ``SubprocVecEnv`` for asynchronous groups (a ``DummyVecEnv``'s sub-envs are wrapped automatically).
 
-@dataclass
-class GroupStep:
-    """One ``VecEnv`` step seen through :class:`GroupSync`."""
+    Example::
 
-    active: np.ndarray  # [N] bool: the step belongs to the env's episode of this round (train on it)
-    rewards: np.ndarray  # [N] rewards, 0 where not active
-    dones: np.ndarray  # [N] bool: the env's round episode ended at this step (False where waiting)
-    infos: list[dict[str, Any]]  # infos, with the episode statistics of waiting envs removed
-    round_end: bool  # every env has finished: call GroupSync.reset before the next step
-
-
-class GroupSync:
-    """Round bookkeeping for synchronised group resets (see the module docstring).
-
-    :param num_envs: number of envs of the ``VecEnv``.
-    :param group_size: envs per group ``G`` (must divide ``num_envs``); group ``k`` is columns ``[kG, (k+1)G)``.
-    :param seed: seed of the generator that draws the groups' reset seeds (``None``: from numpy's global generator).
+        >>> env = GroupResetWrapper(gym.make("CartPole-v1"))
+        >>> env.set_next_reset_seed(7)
+        >>> a, _ = env.reset()
+        >>> b, _ = gym.make("CartPole-v1").reset(seed=7)
+        >>> bool((a == b).all())
+        True
     """
 
-    def __init__(self, num_envs: int, group_size: int, seed: int | None = None) -> None:
-        check_group_size(group_size, num_envs)
-        self.num_envs = int(num_envs)
-        self.group_size = int(group_size)
-        self.n_groups = self.num_envs // self.group_size
-        self.active = np.zeros(self.num_envs, dtype=bool)
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._next_seed: int | None = None
+
+    def set_next_reset_seed(self, seed: int | None) -> None:
+        """Seed of the next ``reset()`` called without a seed (``None``: an ordinary reset)."""
+        self._next_seed = None if seed is None else int(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if self._next_seed is not None:  # the scheduler's seed wins over the VecEnv's own per-env seeds
+            seed, self._next_seed = self._next_seed, None
+        return self.env.reset(seed=seed, options=options)
+
+
+def _has_seed_wrapper(env: VecEnv) -> bool:
+    """Whether every sub-env has :class:`GroupResetWrapper`; wraps the sub-envs of a ``DummyVecEnv`` if needed."""
+    base = env.unwrapped
+    if isinstance(base, DummyVecEnv):
+        for i, sub_env in enumerate(base.envs):
+            if not isinstance(sub_env, GroupResetWrapper):
+                base.envs[i] = GroupResetWrapper(sub_env)
+        return True
+    return all(env.env_is_wrapped(GroupResetWrapper))
+
+
+def set_reset_seeds(env: VecEnv, seeds: list[int | None], wrapped: bool) -> None:
+    """Seeds of the next vec-level ``env.reset()``, one per sub-env.
+
+    With :class:`GroupResetWrapper` the seeds go through ``env_method`` (public); otherwise through the ``VecEnv``'s
+    per-env reset seeds, which SB3 only exposes as ``VecEnv.seed(base)`` (``base + i`` for sub-env ``i``): the list
+    ``_seeds`` is written directly. This is the only private SB3 attribute this package touches.
+    """
+    if wrapped:
+        for i, seed in enumerate(seeds):
+            env.env_method(_SEED_METHOD, seed, indices=[i])
+        return
+    base = env.unwrapped
+    if not isinstance(getattr(base, "_seeds", None), list) or len(base._seeds) != len(seeds):
+        raise TypeError(
+            f"{type(base).__name__} takes no per-env reset seeds: build the env with "
+            "make_vec_env(..., wrapper_class=sb3_pg_extras.GroupResetWrapper) or use a DummyVecEnv / SubprocVecEnv."
+        )
+    base._seeds = list(seeds)
+
+
+class SlotEpisodes:
+    """Which episode (and which group job) each of the ``num_envs`` slots of a ``VecEnv`` is playing.
+
+    :param num_envs: number of env slots.
+    :param scheduler: the group scheduler (``None``: no groups; episode ids are a counter and resets are unseeded).
+    """
+
+    def __init__(self, num_envs: int, scheduler: GroupScheduler | None = None) -> None:
+        self.num_envs = num_envs
+        self.scheduler = scheduler
+        self.lockstep = scheduler is not None and scheduler.schedule == "lockstep"
+        self.episode = np.full(num_envs, -1, dtype=np.int64)  # current episode of each slot (-1: waiting)
+        self.group = np.full(num_envs, -1, dtype=np.int64)
+        self._next: list[GroupJob | None] = [None] * num_envs  # async: the job reserved for the slot's next episode
+        self._counter = 0
+        self._discarded: list[int] = []
+        self._wrapped = False
+        self._env_id: int | None = None
         self.needs_reset = True
-        self.round_seeds: np.ndarray | None = None  # [n_groups] seeds of the current round
-        self.seed(seed)
 
-    def seed(self, seed: int | None = None) -> None:
-        """Re-seed the generator of the groups' reset seeds."""
-        if seed is None:
-            seed = int(np.random.randint(0, np.iinfo(np.uint32).max, dtype=np.uint32))
-        self._rng = np.random.default_rng(seed)
-
-    def group_of(self, env_index: np.ndarray | int) -> np.ndarray | int:
-        """Group index of env column(s) ``env_index``."""
-        return env_index // self.group_size
-
-    def prepare_reset(self, env: VecEnv) -> list[int]:
-        """Draw the next round's group seeds and set them as the reset seeds of ``env`` (used by its next ``reset()``).
-
-        :return: the per-env seeds (equal within a group).
-        """
+    # ------------------------------------------------------------------ full resets
+    def prepare_reset(self, env: VecEnv) -> None:
+        """Before a vec-level ``env.reset()``: every running episode is lost; the new ones get their seeds."""
         if env.num_envs != self.num_envs:
-            raise ValueError(f"The env has {env.num_envs} envs but GroupSync was built for {self.num_envs}: rebuild it.")
-        base = env.unwrapped
-        if not isinstance(getattr(base, "_seeds", None), list) or len(base._seeds) != self.num_envs:
-            raise TypeError(
-                f"{type(base).__name__} does not take per-env reset seeds (VecEnv._seeds): use a DummyVecEnv or "
-                "SubprocVecEnv (optionally wrapped in VecNormalize, VecFrameStack, ...)."
+            raise ValueError(f"The env has {env.num_envs} envs but the algorithm was set up for {self.num_envs}.")
+        self._discard_running()
+        if self.scheduler is None:
+            self.episode[:] = self._new_ids(self.num_envs)
+            return
+        if self._env_id != id(env):  # checked once per env (a round trip per sub-env for a SubprocVecEnv)
+            self._env_id, self._wrapped = id(env), _has_seed_wrapper(env)
+        if not self._wrapped and not self.lockstep:
+            warnings.warn(
+                f"The sub-envs of {type(env.unwrapped).__name__} have no GroupResetWrapper, so SB3's auto-reset cannot "
+                "start a group member from its seed: groups run in lock-step rounds (finished envs wait). Build the env "
+                "with make_vec_env(..., wrapper_class=sb3_pg_extras.GroupResetWrapper) for asynchronous groups.",
+                RuntimeWarning,
+                stacklevel=3,
             )
-        self.round_seeds = self._rng.integers(0, 2**31 - 1, size=self.n_groups)
-        seeds = [int(self.round_seeds[i // self.group_size]) for i in range(self.num_envs)]
-        base._seeds = list(seeds)
-        return seeds
+            self.lockstep = True
+        jobs = [self.scheduler.assign(slot) for slot in range(self.num_envs)]
+        self._set_jobs(jobs)
+        set_reset_seeds(env, [None if j is None else j.seed for j in jobs], self._wrapped)
 
-    def mark_reset(self) -> None:
-        """Start a round: every env is active (call right after the ``env.reset()`` that used :meth:`prepare_reset`)."""
-        self.active[:] = True
+    def after_reset(self, env: VecEnv) -> None:
+        """After the vec-level reset: reserve each slot's next job (async groups) and hand its seed to the sub-env."""
         self.needs_reset = False
+        if self.scheduler is None or self.lockstep:
+            return
+        for slot in range(self.num_envs):
+            self._reserve(env, slot)
 
-    def reset(self, env: VecEnv) -> VecEnvObs:
-        """Start a new round: reset ``env`` with one seed per group and return its observation."""
-        self.prepare_reset(env)
-        obs = env.reset()
-        self.mark_reset()
-        return obs
+    # ------------------------------------------------------------------ steps
+    def step(self, env: VecEnv, dones: np.ndarray, infos: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+        """After ``env.step``: end the finished episodes and start the next ones.
 
-    def filter_step(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> GroupStep:
-        """Mask one ``env.step`` result: waiting envs get reward 0, ``done=False`` and no episode infos.
-
-        :return: :class:`GroupStep`; ``round_end`` tells that every env has finished its round episode.
+        :return: ``(infos, round_end)``; in lockstep the infos of waiting slots are stripped of their episode
+            statistics, and ``round_end`` says that the caller must reset the env (:meth:`prepare_reset` first).
         """
-        if self.needs_reset:
-            raise RuntimeError("GroupSync.filter_step called before GroupSync.reset: start a round first.")
-        active = self.active.copy()
-        dones = np.asarray(dones, dtype=bool)
-        out_dones = dones & active
-        out_rewards = np.where(active, rewards, np.zeros_like(rewards))
-        out_infos = []
-        for i, info in enumerate(infos):
-            if active[i]:
-                out_infos.append(info)
+        waiting = self.episode < 0  # lockstep: slots whose episode of the round is over
+        ended = np.flatnonzero(np.asarray(dones, dtype=bool) & ~waiting)
+        if self.scheduler is None:
+            self.episode[ended] = self._new_ids(len(ended))
+            return infos, False
+        for slot in ended:
+            self.scheduler.finish(int(self.episode[slot]))
+            if self.lockstep:
+                self.episode[slot] = self.group[slot] = -1
             else:
-                out_infos.append({k: v for k, v in info.items() if k not in _WAITING_INFO_KEYS} | {"group_waiting": True})
-        self.active &= ~out_dones
-        round_end = not self.active.any()
-        if round_end:
-            self.needs_reset = True
-        return GroupStep(active=active, rewards=out_rewards, dones=out_dones, infos=out_infos, round_end=round_end)
+                job = self._next[slot]
+                assert job is not None
+                self._set_job(slot, job)
+                self._reserve(env, slot)
+        if not self.lockstep:
+            return infos, False
+        if waiting.any():
+            infos = [
+                ({k: v for k, v in info.items() if k not in _WAITING_INFO_KEYS} | {"group_waiting": True})
+                if waiting[i]
+                else info
+                for i, info in enumerate(infos)
+            ]
+        return infos, bool((self.episode < 0).all())
+
+    def interrupt(self) -> None:
+        """The rollout was stopped (a callback returned False): the running episodes cannot be completed."""
+        self._discard_running()
+        self.needs_reset = True
+
+    def pop_discarded(self) -> list[int]:
+        """Episodes whose stored steps must be thrown away (abandoned, or in a dropped / stale group)."""
+        out, self._discarded = self._discarded, []
+        if self.scheduler is not None:
+            out += self.scheduler.pop_discarded()
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _new_ids(self, n: int) -> np.ndarray:
+        ids = np.arange(self._counter, self._counter + n, dtype=np.int64)
+        self._counter += n
+        return ids
+
+    def _discard_running(self) -> None:
+        running = [int(e) for e in self.episode if e >= 0]
+        if self.scheduler is None:
+            self._discarded += running
+        else:
+            self.scheduler.abandon_all()
+        self._next = [None] * self.num_envs
+        self.episode[:] = -1
+        self.group[:] = -1
+
+    def _set_job(self, slot: int, job: GroupJob) -> None:
+        self.episode[slot] = job.episode
+        self.group[slot] = job.group
+
+    def _set_jobs(self, jobs: list[GroupJob | None]) -> None:
+        for slot, job in enumerate(jobs):
+            if job is not None:
+                self._set_job(slot, job)
+
+    def _reserve(self, env: VecEnv, slot: int) -> None:
+        assert self.scheduler is not None
+        job = self.scheduler.assign(slot)
+        self._next[slot] = job
+        env.env_method(_SEED_METHOD, None if job is None else job.seed, indices=[slot])

@@ -1,4 +1,4 @@
-"""REINFORCE: Monte-Carlo policy gradient without a critic (Williams 1992; seed section 2.1)."""
+"""REINFORCE: Monte-Carlo policy gradient without a critic (Williams 1992; docs/maths.md#2-reinforce-and-return-to-go)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from pg_extras import standardize
+from pg_extras.validation import check_bool
 from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_pg_extras.common.policies import ActorOnlyCnnPolicy, ActorOnlyMultiInputPolicy, ActorOnlyPolicy
 
@@ -36,8 +38,15 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
     :param normalize_returns: standardise ``G_t`` over the batch, ``(G - mean) / std``: a constant baseline plus a
         step-size scale (seed 2.2 shows the baseline leaves the gradient unbiased); ``False`` is the plain seed 2.1 loss.
     :param carry_over: keep unfinished episodes for the next rollout (``False``: drop them, strictly on-policy).
-    :param max_carry_steps: error when an episode runs longer than this without ending (default
+    :param max_episode_steps: error when an episode runs longer than this without ending (default
         ``max(10 * n_steps, 10_000)``).
+    :param advantage_estimator: ``"mc"`` (returns-to-go ``G_t``) or ``"group"`` (group-relative advantages of
+        ``group_size`` episodes from one reset seed, docs/maths.md#6-grpo: group-relative REINFORCE).
+    :param group_size: episodes per group (``advantage_estimator="group"``).
+    :param advantage_mode: group advantages: ``"outcome"``, ``"process"`` or ``"return_to_go"``.
+    :param advantage_scale: group advantages: ``"group"``, ``"batch"`` or ``"none"``.
+    :param rloo: group advantages: leave-one-out baseline.
+    :param group_schedule: ``"async"`` or ``"lockstep"`` (see :class:`~sb3_pg_extras.GRPO`).
     :param use_sde: generalised State-Dependent Exploration (continuous actions).
     :param sde_sample_freq: sample a new gSDE noise matrix every n steps (-1: once per rollout).
     :param stats_window_size: episodes averaged for the rollout logs.
@@ -75,7 +84,13 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
         max_grad_norm: float | None = 1.0,
         normalize_returns: bool = True,
         carry_over: bool = True,
-        max_carry_steps: int | None = None,
+        max_episode_steps: int | None = None,
+        advantage_estimator: str = "mc",
+        group_size: int | None = None,
+        advantage_mode: str = "outcome",
+        advantage_scale: str = "group",
+        rloo: bool = False,
+        group_schedule: str = "async",
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -96,7 +111,13 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
             max_grad_norm=max_grad_norm,
             batch_size=batch_size,
             carry_over=carry_over,
-            max_carry_steps=max_carry_steps,
+            max_episode_steps=max_episode_steps,
+            advantage_estimator=advantage_estimator,
+            group_size=group_size,
+            advantage_mode=advantage_mode,
+            advantage_scale=advantage_scale,
+            rloo=rloo,
+            group_schedule=group_schedule,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
@@ -107,7 +128,7 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
             device=device,
             _init_setup_model=False,
         )
-        self.normalize_returns = bool(normalize_returns)
+        self.normalize_returns = check_bool("normalize_returns", normalize_returns)
         if _init_setup_model:
             self._setup_model()
 
@@ -121,19 +142,19 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
             )
 
     def train(self) -> None:
-        """One policy-gradient step on the complete episodes of the rollout, weighted by ``G_t`` (seed 2.1)."""
+        """One policy-gradient step on the whole episodes of the rollout, weighted by ``G_t`` (docs/maths.md#2)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        batch = self._rollout_batch()
+        batch = self._training_episodes()
         if batch is None:
             return
-        weights = batch.returns
-        self.logger.record("train/return_mean", weights.mean().item())
-        if self.normalize_returns and weights.numel() > 1:
-            weights = (weights - weights.mean()) / (weights.std() + 1e-8)
+        estimate = self._advantages(batch)
+        self.logger.record("train/return_mean", estimate.returns.mean().item())
+        weights = estimate.advantages
+        if self.normalize_returns and self.advantage_estimator == "mc":  # group advantages are normalised already
+            weights = standardize(weights)
         self._policy_gradient_step(batch, weights)
-        self._n_updates += 1
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self._finish_update()
 
     def learn(
         self: SelfREINFORCE,

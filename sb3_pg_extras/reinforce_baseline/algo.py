@@ -1,4 +1,4 @@
-"""REINFORCE with a learned baseline ``V(s)`` (Williams 1992; Sutton & Barto 13.4; seed section 2.3)."""
+"""REINFORCE with a learned baseline ``V(s)`` (Williams 1992; Sutton & Barto 13.4; docs/maths.md#3-baselines-and-gae)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 
-from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm, check_positive_int, check_rate
+from pg_extras import explained_variance, standardize
+from pg_extras.validation import check_bool, check_int, check_rate_or_schedule
+from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_pg_extras.reinforce_baseline.policies import BaselineCnnPolicy, BaselineMultiInputPolicy, BaselinePolicy
 
 __all__ = ["REINFORCEWithBaseline"]
@@ -46,7 +48,7 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
     :param bootstrap_truncated: at a time-limit truncation, end the return with ``gamma * V(s_final)`` instead of
         nothing (the value is computed at collection time); terminations are never bootstrapped.
     :param carry_over: keep unfinished episodes for the next rollout (``False``: drop them, strictly on-policy).
-    :param max_carry_steps: error when an episode runs longer than this without ending (default
+    :param max_episode_steps: error when an episode runs longer than this without ending (default
         ``max(10 * n_steps, 10_000)``).
     :param use_sde: generalised State-Dependent Exploration (continuous actions).
     :param sde_sample_freq: sample a new gSDE noise matrix every n steps (-1: once per rollout).
@@ -72,6 +74,8 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
     }
     policy: BaselinePolicy
 
+    estimators: ClassVar[tuple[str, ...]] = ("baseline",)
+
     def __init__(
         self,
         policy: str | type[BaselinePolicy],
@@ -87,7 +91,7 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
         n_critic_updates: int = 5,
         bootstrap_truncated: bool = False,
         carry_over: bool = True,
-        max_carry_steps: int | None = None,
+        max_episode_steps: int | None = None,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -99,8 +103,8 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
         _init_setup_model: bool = True,
     ) -> None:
         if vf_learning_rate is not None:
-            check_rate("vf_learning_rate", vf_learning_rate)
-        check_positive_int("n_critic_updates", n_critic_updates, "the critic needs at least one epoch per rollout.")
+            check_rate_or_schedule("vf_learning_rate", vf_learning_rate)
+        check_int("n_critic_updates", n_critic_updates, 1, hint="the critic needs at least one epoch per rollout")
         super().__init__(
             policy,
             env,
@@ -111,7 +115,8 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
             max_grad_norm=max_grad_norm,
             batch_size=batch_size,
             carry_over=carry_over,
-            max_carry_steps=max_carry_steps,
+            max_episode_steps=max_episode_steps,
+            advantage_estimator="baseline",
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
@@ -122,10 +127,10 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
             device=device,
             _init_setup_model=False,
         )
-        self.normalize_advantage = bool(normalize_advantage)
+        self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
         self.vf_learning_rate = vf_learning_rate
         self.n_critic_updates = n_critic_updates
-        self.bootstrap_truncated = bool(bootstrap_truncated)
+        self.bootstrap_truncated = check_bool("bootstrap_truncated", bootstrap_truncated)
         if _init_setup_model:
             self._setup_model()
 
@@ -148,21 +153,20 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
         return th.cat(parts)
 
     def train(self) -> None:
-        """Policy step on ``A_t = G_t - V(s_t)``, then ``n_critic_updates`` epochs of MSE on ``G_t`` (seed 2.3)."""
+        """Policy step on ``A_t = G_t - V(s_t)``, then ``n_critic_updates`` epochs of MSE on ``G_t`` (docs/maths.md#3)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         vf_lr = self.vf_lr_schedule(self._current_progress_remaining)
         update_learning_rate(self.policy.vf_optimizer, vf_lr)
         self.logger.record("train/vf_learning_rate", vf_lr)
-        batch = self._rollout_batch()
+        batch = self._training_episodes()
         if batch is None:
             return
-        returns = batch.returns
-        n = int(returns.numel())
+        n = batch.num_steps
         values = self._values(batch.observations, n)
-        advantages = returns - values
-        if self.normalize_advantage and n > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        estimate = self._advantages(batch, values)
+        returns = estimate.returns
+        advantages = standardize(estimate.advantages) if self.normalize_advantage else estimate.advantages
         self._policy_gradient_step(batch, advantages, self.policy.actor_parameters)
 
         critic_params = self.policy.critic_parameters()
@@ -170,8 +174,9 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
         for _ in range(self.n_critic_updates):
             order = th.as_tensor(np.random.permutation(n), device=self.device)
             for chunk in self._chunks(n):
-                part = self._take(batch, order[chunk])
-                value_loss = F.mse_loss(self.policy.critic_values(part.observations), part.returns)
+                index = order[chunk]
+                obs = batch.take(index).observations
+                value_loss = F.mse_loss(self.policy.critic_values(obs), returns[index])
                 self.policy.vf_optimizer.zero_grad()
                 value_loss.backward()
                 if self.max_grad_norm is not None:
@@ -179,10 +184,9 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
                 self.policy.vf_optimizer.step()
                 value_losses.append(value_loss.item())
 
-        self._n_updates += 1
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self._finish_update()
         self.logger.record("train/value_loss", float(np.mean(value_losses)))
-        self.logger.record("train/explained_variance", explained_variance(values.cpu().numpy(), returns.cpu().numpy()))
+        self.logger.record("train/explained_variance", explained_variance(values, returns))
         self.logger.record("train/return_mean", returns.mean().item())
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:

@@ -164,3 +164,115 @@ def test_episode_layout_round_trip():
         env, start, n = int(layout.env_index[e]), int(layout.start_step[e]), int(layout.lengths[e])
         assert bool(layout.complete[e]) == bool(done[start + n - 1, env])
         assert not done[start : start + n - 1, env].any()
+
+
+# -- numerical robustness (issue 10) ---------------------------------------------------------------------------------
+
+
+def one_step(values, dtype):
+    r = torch.tensor(values, dtype=dtype)[:, None]
+    return r, torch.ones_like(r, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tiny_rewards_give_the_same_advantages_as_unit_rewards(dtype):
+    r, m = one_step([1e-8, 3e-8], dtype)
+    out = group_relative_advantages(r, m, group_size=2)
+    torch.testing.assert_close(out.advantages[:, 0], torch.tensor([-1, 1], dtype=dtype) / math.sqrt(2))
+    assert out.frac_zero_std_groups == 0.0
+    unit = group_relative_advantages(*one_step([1.0, 3.0], dtype), group_size=2).advantages
+    torch.testing.assert_close(out.advantages, unit)
+
+
+def test_near_ties_are_ties_only_below_the_dtype_resolution():
+    # 1000 vs 1000.001: a real difference in float64 (and in float32, where 0.001 is ~16 ulps of 1000)
+    for dtype in (torch.float32, torch.float64):
+        out = group_relative_advantages(*one_step([1000.0, 1000.001], dtype), group_size=2)
+        assert out.frac_zero_std_groups == 0.0
+        assert out.advantages[0, 0] < -0.69 and out.advantages[1, 0] > 0.69
+    # 1000 vs 1000.00001 is below float32's resolution (identical after rounding), not below float64's
+    tie = group_relative_advantages(*one_step([1000.0, 1000.00001], torch.float32), group_size=2)
+    assert tie.frac_zero_std_groups == 1.0 and torch.equal(tie.advantages, torch.zeros(2, 1))
+    real = group_relative_advantages(*one_step([1000.0, 1000.00001], torch.float64), group_size=2)
+    assert real.frac_zero_std_groups == 0.0 and real.advantages[1, 0] > 0.0
+    # values that differ by one unit in the last place are a tie
+    x = torch.tensor(1000.0, dtype=torch.float64)
+    ulp = torch.nextafter(x, torch.tensor(2000.0, dtype=torch.float64))
+    noise = group_normalize(torch.stack([x, ulp]), torch.tensor([0, 0]))
+    assert bool(noise[1].all()) and torch.equal(noise[0], torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", ["group", "batch"])
+def test_huge_finite_returns_do_not_overflow_the_statistics(dtype, scale):
+    r, m = one_step([1e20, 3e20], dtype)
+    out = group_relative_advantages(r, m, group_size=2, scale=scale)
+    torch.testing.assert_close(out.advantages[:, 0], torch.tensor([-1, 1], dtype=dtype) / math.sqrt(2))
+    assert math.isfinite(out.group_return_std)
+    assert out.group_return_std == pytest.approx(math.sqrt(2) * 1e20, rel=1e-5)
+    # close to the largest float: the square of a value overflows, the statistics must not
+    big = torch.finfo(dtype).max / 4
+    out = group_relative_advantages(*one_step([big, -big, big / 2], dtype), group_size=3, scale=scale)
+    assert torch.isfinite(out.advantages).all() and out.frac_zero_std_groups == 0.0
+    assert out.advantages[0, 0] > 0 > out.advantages[1, 0]
+
+
+@pytest.mark.parametrize("mode", ["outcome", "return_to_go"])
+def test_returns_that_overflow_raise_naming_the_quantity_and_the_fix(mode):
+    rewards = torch.full((2, 5), 1e38)
+    rewards[1] *= 2
+    mask = torch.ones_like(rewards, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"returns.*overflow.*VecNormalize"):
+        group_relative_advantages(rewards, mask, group_size=2, mode=mode)
+
+
+def test_scale_none_advantages_that_overflow_raise():
+    big = torch.finfo(torch.float32).max * 0.9
+    r, m = one_step([big, -big, -big], torch.float32)
+    with pytest.raises(ValueError, match=r"overflow.*scale='group'"):
+        group_relative_advantages(r, m, group_size=3, scale="none")
+    # the same group with scale='group' is fine
+    assert torch.isfinite(group_relative_advantages(r, m, group_size=3).advantages).all()
+
+
+def test_group_size_must_compare_at_least_two_episodes():
+    r, m = one_step([1.0, 2.0], torch.float64)
+    with pytest.raises(ValueError, match=r"group_size=1.*>= 2.*two episodes"):
+        group_relative_advantages(r, m, group_size=1)
+    for bad in (True, 2.5, "2"):
+        with pytest.raises(ValueError, match="group_size"):
+            group_relative_advantages(r, m, group_size=bad)
+
+
+def test_group_with_one_valid_episode_gets_zero_and_is_counted():
+    r = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    m = torch.tensor([[True], [False], [True], [True]])
+    for rloo in (False, True):
+        out = group_relative_advantages(r, m, group_size=2, rloo=rloo)
+        assert out.advantages[0, 0] == 0.0 and out.advantages[1, 0] == 0.0
+        assert out.advantages[3, 0] > 0 > out.advantages[2, 0]
+        assert out.frac_zero_std_groups == 0.5
+
+
+def test_empty_batch_and_float_group_ids():
+    out = group_relative_advantages(
+        torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.bool), group_ids=torch.zeros(0, dtype=torch.long)
+    )
+    assert out.advantages.shape == (0, 3) and out.frac_zero_std_groups == 0.0 and out.group_return_std == 0.0
+    with pytest.raises(ValueError, match="group_ids must be integer"):
+        group_normalize(torch.ones(2), torch.tensor([0.0, 0.7]))
+
+
+def test_non_finite_valid_values_raise_and_padding_is_ignored():
+    values = torch.tensor([1.0, float("nan"), 3.0])
+    with pytest.raises(ValueError, match="values has non-finite"):
+        group_normalize(values, torch.tensor([0, 0, 0]))
+    out, _ = group_normalize(values, torch.tensor([0, 0, 0]), valid=torch.tensor([True, False, True]))
+    torch.testing.assert_close(out, torch.tensor([-1, 0, 1]) / math.sqrt(2))
+
+
+def test_integer_rewards_are_promoted():
+    r = torch.tensor([[1, 1], [3, 0]])
+    out = group_relative_advantages(r, torch.ones_like(r, dtype=torch.bool), group_size=2, gamma=0.5)
+    assert out.advantages.is_floating_point()
+    torch.testing.assert_close(out.advantages[:, 0], torch.tensor([-1.0, 1.0]) / math.sqrt(2))

@@ -140,3 +140,73 @@ def test_discounted_cumsum_property(T, N, gamma, seed, chunk):
     # ref treats the rollout end as a cut with no bootstrap, like discounted_cumsum
     assert ours.shape == x.shape
     torch.testing.assert_close(ours, ref)
+
+
+# -- numerical robustness (issue 10) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (4, 0), (0, 2, 3)])
+def test_empty_inputs_give_empty_outputs(shape):
+    x = torch.zeros(shape)
+    done = torch.zeros(shape, dtype=torch.bool)
+    assert discounted_cumsum(x, 0.9, done).shape == shape
+    assert returns_to_go(x, done).shape == shape
+    assert returns_to_go(x, done, done, next_values=x).shape == shape
+    adv, ret = gae(x, x, x, done, done)
+    assert adv.shape == shape and ret.shape == shape
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_gae_with_non_finite_values_raises_naming_values(bad):
+    r = torch.zeros(4, 2)
+    done = torch.zeros(4, 2, dtype=torch.bool)
+    values = torch.zeros(4, 2)
+    values[2, 1] = bad
+    with pytest.raises(ValueError, match=r"^values has non-finite.*critic"):
+        gae(r, values, torch.zeros(4, 2), done)
+    with pytest.raises(ValueError, match=r"^next_values has non-finite.*critic"):
+        gae(r, torch.zeros(4, 2), values, done)
+    with pytest.raises(ValueError, match=r"^next_values has non-finite"):
+        returns_to_go(r, done, next_values=values.roll(1, 0))  # read at the last step
+
+
+def test_next_values_are_not_read_where_they_do_not_matter():
+    r = torch.ones(3)
+    terminated = torch.tensor([False, True, False])
+    nv = torch.tensor([0.0, float("nan"), 2.0])  # NaN at the terminated step: ignored by the maths
+    adv, _ = gae(r, torch.zeros(3), nv, terminated, gamma=1.0, gae_lambda=1.0)
+    torch.testing.assert_close(adv, torch.tensor([2.0, 1.0, 3.0]))
+    nv = torch.tensor([float("nan"), 0.0, 2.0])  # not a truncation nor the last step: not read
+    torch.testing.assert_close(returns_to_go(r, terminated, gamma=1.0, next_values=nv), torch.tensor([2.0, 1.0, 3.0]))
+
+
+def test_overflowing_returns_and_advantages_raise_naming_the_quantity():
+    r = torch.full((5, 2), 1e38)
+    done = torch.zeros(5, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"^returns overflow.*rewards are finite.*VecNormalize"):
+        returns_to_go(r, done, gamma=1.0)
+    with pytest.raises(ValueError, match=r"^advantages overflow.*VecNormalize"):
+        gae(r, torch.zeros(5, 2), torch.zeros(5, 2), done, gamma=1.0, gae_lambda=1.0)
+    with pytest.raises(ValueError, match=r"^discounted sums overflow"):
+        discounted_cumsum(r, 1.0)
+    with pytest.raises(ValueError, match=r"^x has non-finite"):
+        discounted_cumsum(torch.tensor([1.0, float("inf")]), 0.5)
+    # large but representable: fine
+    assert torch.isfinite(returns_to_go(torch.full((3,), 1e38), torch.zeros(3, dtype=torch.bool), gamma=1.0)).all()
+
+
+def test_integer_rewards_are_discounted_in_floating_point():
+    # an int64 tensor used to be discounted with integer powers (0.5 ** k -> 0)
+    out = discounted_cumsum(torch.tensor([1, 1, 1]), 0.5)
+    torch.testing.assert_close(out, torch.tensor([1.75, 1.5, 1.0]))
+    g = returns_to_go(torch.tensor([1, 1]), torch.tensor([False, True]), gamma=0.5)
+    torch.testing.assert_close(g, torch.tensor([1.5, 1.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_returns_scale_with_the_rewards(dtype, scale):
+    rewards, terminated, truncated, *_ = random_rollout(40, 3, seed=7)
+    base = returns_to_go(rewards.to(dtype), terminated, truncated, gamma=0.9)
+    scaled = returns_to_go(rewards.to(dtype) * scale, terminated, truncated, gamma=0.9)
+    torch.testing.assert_close(scaled / scale, base, rtol=1e-5, atol=1e-6)

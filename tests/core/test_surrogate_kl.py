@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -111,3 +112,81 @@ def test_core_imports_no_rl_framework():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- numerical robustness (issue 10) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["grpo", "bnpo", "dapo", "dr_grpo"])
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0, 0), (0,)])
+def test_aggregate_empty_batch_is_zero_with_a_graph(mode, shape):
+    loss = torch.zeros(shape, requires_grad=True)
+    out = aggregate_loss(loss, torch.zeros(shape, dtype=torch.bool), mode)
+    assert out.item() == 0.0
+    out.backward()  # the graph is kept: an optimizer step on an empty batch is a no-op, not a crash
+    assert loss.grad is not None and loss.grad.shape == shape
+    if len(shape) == 2:
+        assert aggregate_loss(loss.detach(), None, mode, max_length=4).item() == 0.0
+
+
+@pytest.mark.parametrize("mode", ["grpo", "bnpo", "dapo", "dr_grpo"])
+def test_aggregate_all_padding_is_zero_and_gradients_are_zero(mode):
+    loss = torch.full((2, 3), float("nan")).requires_grad_(True)  # padding content must not matter
+    out = aggregate_loss(loss, torch.zeros(2, 3, dtype=torch.bool), mode)
+    assert out.item() == 0.0
+    out.backward()
+    assert torch.equal(loss.grad, torch.zeros(2, 3))
+
+
+def test_aggregate_lets_valid_non_finite_steps_through_for_the_line_search():
+    # a trust-region line search evaluates the surrogate at trial parameters and rejects a non-finite one itself
+    assert math.isnan(aggregate_loss(torch.tensor([[1.0, float("nan")]]), None, "bnpo").item())
+    with pytest.raises(ValueError, match=r"max_length=0 is invalid.*integer >= 1"):
+        aggregate_loss(torch.zeros(2, 3), None, "dr_grpo", max_length=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -float("inf"), float("inf")])
+def test_surrogate_names_the_non_finite_log_prob(bad):
+    ok = torch.zeros(3)
+    broken = torch.tensor([0.0, bad, 0.0])
+    adv = torch.ones(3)
+    with pytest.raises(ValueError, match=r"^old_log_prob has non-finite.*behaviour log-prob"):
+        clipped_surrogate_loss(ok, broken, adv, 0.2)
+    with pytest.raises(ValueError, match=r"^log_prob has non-finite.*probability 0"):
+        clipped_surrogate_loss(broken, ok, adv, 0.2)
+    with pytest.raises(ValueError, match=r"^advantages has non-finite"):
+        clipped_surrogate_loss(ok, ok, broken, None)
+    with pytest.raises(ValueError, match=r"^old_log_prob has non-finite"):
+        importance_ratio(ok, broken)
+
+
+def test_surrogate_ratio_overflow_raises_instead_of_a_nan_gradient():
+    # exp(100) overflows float32; with A = 0 the loss would be NaN, with A > 0 the gradient would be NaN
+    logp = torch.tensor([100.0, 0.0], requires_grad=True)
+    for adv in (torch.zeros(2), torch.ones(2)):
+        with pytest.raises(ValueError, match=r"importance ratio.*overflows.*learning rate"):
+            clipped_surrogate_loss(logp, torch.zeros(2), adv, 0.2)
+    # a large but representable ratio is fine, and clipped
+    loss, clipped = clipped_surrogate_loss(torch.tensor([50.0]), torch.zeros(1), torch.ones(1), 0.2)
+    assert torch.isfinite(loss).all() and bool(clipped.all())
+
+
+def test_importance_ratio_does_not_judge_trial_log_probs():
+    # the trust-region line search evaluates log_prob at trial parameters and rejects non-finite results itself
+    ratio = importance_ratio(torch.tensor([float("nan"), 1000.0]), torch.zeros(2))
+    assert torch.isnan(ratio[0]) and torch.isinf(ratio[1])
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_estimate_non_finite_inputs_and_overflow(estimator):
+    ok = torch.zeros(2)
+    for bad in (float("nan"), -float("inf")):
+        broken = torch.tensor([0.0, bad])
+        with pytest.raises(ValueError, match=r"^log_p has non-finite.*probability 0"):
+            kl_estimate(broken, ok, estimator)
+        with pytest.raises(ValueError, match=r"^log_q has non-finite"):
+            kl_estimate(ok, broken, estimator)
+    huge = {"k1": 3e38, "k2": 1e20, "k3": 100.0}[estimator]
+    with pytest.raises(ValueError, match=r"KL estimate.*overflow.*too far apart"):
+        kl_estimate(torch.tensor([-huge]), torch.tensor([huge]), estimator)
+    assert kl_estimate(torch.zeros(0), torch.zeros(0), estimator).shape == (0,)

@@ -1,4 +1,4 @@
-"""SB3 GRPO: API, synchronised group resets, group advantages, save/load, determinism, bad input."""
+"""SB3 GRPO: API on every VecEnv, group resets, group advantages, save/load, determinism, bad input."""
 
 from __future__ import annotations
 
@@ -26,15 +26,14 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from pg_extras import group_relative_advantages
+from sb3_helpers import capture_training_batches
 from sb3_pg_extras import GRPO
-from sb3_pg_extras.common.group_env import GroupSync
-from sb3_pg_extras.grpo.buffers import GroupRolloutBuffer
 
 th.set_num_threads(1)
 
 # fork: starting sub-processes by fork takes milliseconds (forkserver/spawn re-import torch in each one)
 SUBPROC_KWARGS = {SubprocVecEnv: dict(start_method="fork")}
-SMALL = dict(n_steps=1, batch_size=64, n_epochs=2, policy_kwargs=dict(net_arch=[16]))
+SMALL = dict(n_steps=16, batch_size=64, n_epochs=2, policy_kwargs=dict(net_arch=[16]))
 
 
 class LengthEnv(gym.Env):
@@ -90,7 +89,7 @@ def params_equal(a: th.nn.Module, b: th.nn.Module) -> bool:
 
 @pytest.mark.parametrize(
     "name",
-    ["sb3_pg_extras.common.group_env", "sb3_pg_extras.grpo.buffers", "sb3_pg_extras.grpo.policies", "sb3_pg_extras.grpo.algo"],
+    ["sb3_pg_extras.common.group_env", "sb3_pg_extras.grpo.policies", "sb3_pg_extras.grpo.algo"],
 )
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -112,11 +111,12 @@ def test_docstring_examples(name):
 )
 def test_every_action_space_learns_briefly(env_fn):
     model = GRPO("MlpPolicy", make_vec_env(env_fn, n_envs=4), group_size=2, seed=0, **SMALL)
-    model.learn(100)
-    assert model.num_timesteps >= 100
-    buf = model.rollout_buffer
-    assert buf.n_episodes == 4 and buf.lengths.tolist() == [4, 4, 4, 4]
-    assert buf.actions.shape[0] == 16 and th.isfinite(buf.advantages).all()
+    seen = capture_training_batches(model)
+    model.learn(128)
+    assert model.num_timesteps == 128
+    batch, estimate = seen[0]
+    assert batch.lengths.tolist() == [4] * 16  # one rollout: 16 steps of 4 envs, 4-step episodes, whole groups
+    assert batch.actions.shape[0] == 64 and th.isfinite(estimate.advantages).all()
     obs = model.get_env().reset()
     action, _ = model.predict(obs, deterministic=True)
     assert model.action_space.contains(action[0])
@@ -126,9 +126,10 @@ def test_multi_input_and_cnn_policies():
     model = GRPO("MultiInputPolicy", make_vec_env(SimpleMultiObsEnv, n_envs=2), group_size=2, seed=0, **SMALL)
     model.learn(50)
     env = make_vec_env(lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1), n_envs=2)
-    model = GRPO("CnnPolicy", env, group_size=2, seed=0, n_steps=1, n_epochs=1, batch_size=None)
-    model.learn(20)
-    assert model.rollout_buffer.observations.dtype == th.uint8  # images kept raw, the policy normalises them
+    model = GRPO("CnnPolicy", env, group_size=2, seed=0, n_steps=10, n_epochs=1, batch_size=None)
+    seen = capture_training_batches(model)
+    model.learn(60)
+    assert seen and seen[0][0].observations.dtype == th.uint8  # images kept raw, the policy normalises them
 
 
 def test_no_value_head_and_reference_is_frozen_copy():
@@ -146,81 +147,73 @@ def test_no_value_head_and_reference_is_frozen_copy():
 # ----------------------------------------------------------------------------- group resets
 
 
-def _assert_groups_share_start(obs: np.ndarray, group_size: int) -> None:
-    groups = obs.reshape(-1, group_size, *obs.shape[1:])
-    for g in groups:
-        np.testing.assert_array_equal(g, np.broadcast_to(g[0], g.shape))
-    firsts = groups[:, 0].reshape(groups.shape[0], -1)
-    assert len({row.tobytes() for row in firsts}) == groups.shape[0], "different groups should start differently"
+def _first_observations(batch) -> dict[int, list[np.ndarray]]:
+    """{group: first observation of each of its episodes}."""
+    offsets = (th.cumsum(batch.lengths, 0) - batch.lengths).tolist()
+    out: dict[int, list[np.ndarray]] = {}
+    obs = batch.observations.numpy()
+    for start in offsets:
+        out.setdefault(int(batch.group[start]), []).append(obs[start])
+    return out
 
 
 @pytest.mark.parametrize("vec_env_cls", [DummyVecEnv, SubprocVecEnv])
-def test_group_members_reset_from_same_state(vec_env_cls):
-    env = make_vec_env("CartPole-v1", n_envs=6, vec_env_cls=vec_env_cls, vec_env_kwargs=SUBPROC_KWARGS.get(vec_env_cls))
-    try:
-        sync = GroupSync(6, 3, seed=1)
-        first = sync.reset(env)
-        _assert_groups_share_start(first, 3)
-        # Play until every env has ended; waiting envs report no done, no reward, no episode info.
-        rng = np.random.default_rng(0)
-        ended = np.zeros(6, dtype=bool)
-        while True:
-            _, rewards, dones, infos = env.step(rng.integers(0, 2, 6))
-            waiting_before = ended.copy()
-            step = sync.filter_step(rewards, dones, infos)
-            np.testing.assert_array_equal(step.active, ~waiting_before)
-            assert not step.dones[waiting_before].any() and (step.rewards[waiting_before] == 0).all()
-            assert all("episode" not in step.infos[i] for i in np.nonzero(waiting_before)[0])
-            ended |= step.dones
-            if step.round_end:
-                break
-        assert ended.all()
-        second = sync.reset(env)
-        _assert_groups_share_start(second, 3)
-        assert not np.array_equal(first, second)
-        # Same generator seed -> same group seeds.
-        sync.seed(1)
-        np.testing.assert_array_equal(sync.reset(env), first)
-    finally:
-        env.close()
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_members_of_a_group_start_from_the_same_state(vec_env_cls, n_envs):
+    from sb3_pg_extras import GroupResetWrapper
 
-
-def test_rollout_episodes_of_a_group_share_their_first_observation():
-    env = make_vec_env("CartPole-v1", n_envs=4, vec_env_cls=SubprocVecEnv, vec_env_kwargs=SUBPROC_KWARGS[SubprocVecEnv])
-    model = GRPO("MlpPolicy", env, group_size=2, seed=3, **SMALL)
-    model.learn(300)
-    buf = model.rollout_buffer
-    firsts = buf.observations[buf.offsets].numpy()
-    for group in th.unique(buf.episode_group):
-        rows = firsts[(buf.episode_group == group).numpy()]
-        assert rows.shape[0] == 2
-        np.testing.assert_array_equal(rows[0], rows[1])
+    env = make_vec_env(
+        "CartPole-v1",
+        n_envs=n_envs,
+        vec_env_cls=vec_env_cls,
+        vec_env_kwargs=SUBPROC_KWARGS.get(vec_env_cls),
+        wrapper_class=GroupResetWrapper if vec_env_cls is SubprocVecEnv else None,
+    )
+    model = GRPO("MlpPolicy", env, group_size=4, seed=3, **{**SMALL, "n_steps": 64})
+    writer = capture_logger(model)
+    seen = capture_training_batches(model)
+    model.learn(64 * 8)
     env.close()
+    groups = {}
+    for batch, _ in seen:
+        for group, firsts in _first_observations(batch).items():
+            assert len(firsts) == 4  # whole groups only
+            for f in firsts[1:]:
+                np.testing.assert_array_equal(f, firsts[0])
+            groups[group] = firsts[0].tobytes()
+    assert len(groups) >= 3 and len(set(groups.values())) == len(groups), "different groups start differently"
+    fractions = [r["rollout/active_step_fraction"] for r in writer.records if "rollout/active_step_fraction" in r]
+    assert fractions and min(fractions) == 1.0  # asynchronous groups: no env ever waits
 
 
-def test_waiting_steps_are_not_trained_on():
-    model = GRPO("MlpPolicy", length_env(4, max_len=6), group_size=2, seed=0, **SMALL)
-    model.learn(1)  # one rollout of one round
-    buf = model.rollout_buffer
-    episode_lengths = sorted(info["l"] for info in model.ep_info_buffer)
-    # Only the group episodes' steps are stored for training; Monitor saw exactly those episodes.
-    assert sorted(buf.lengths.tolist()) == episode_lengths
-    assert buf.n_episodes == 4 and buf.old_log_prob.numel() == sum(episode_lengths)
-    assert buf.size == max(episode_lengths)  # the round lasted as long as its longest episode
-    # Rewards of the training episodes are those of LengthEnv (1, 2, ..., l): no waiting step slipped in.
-    for e in range(buf.n_episodes):
-        length = int(buf.lengths[e])
-        np.testing.assert_allclose(buf.episode_rewards[e, :length].numpy(), np.arange(1, length + 1))
+def test_lockstep_schedule_masks_waiting_steps():
+    model = GRPO("MlpPolicy", length_env(4, max_len=6), group_size=2, seed=0, group_schedule="lockstep", **SMALL)
+    model.n_steps = 12
+    model._setup_model()
+    writer = capture_logger(model)
+    seen = capture_training_batches(model)
+    model.learn(48)
+    (batch, estimate), *_ = seen
+    # Monitor saw exactly the group episodes (the waiting envs' own episode ends are hidden): 4 per round
+    assert 0 < len(model.ep_info_buffer) <= model._slots.scheduler._next_episode  # one per episode handed out
+    lengths = batch.lengths.tolist()
+    offsets = np.cumsum([0, *lengths])
+    rewards = batch.rewards.numpy()
+    for e, length in enumerate(lengths):  # LengthEnv's rewards are 1, 2, ..., l: no waiting step slipped in
+        np.testing.assert_allclose(rewards[offsets[e] : offsets[e + 1]], np.arange(1, length + 1))
+    fractions = [r["rollout/active_step_fraction"] for r in writer.records if "rollout/active_step_fraction" in r]
+    assert fractions and max(fractions) < 1.0
 
 
-def test_n_steps_is_a_minimum_and_rollouts_hold_whole_rounds():
-    model = GRPO("MlpPolicy", length_env(4, max_len=6), group_size=2, seed=0, **{**SMALL, "n_steps": 10})
-    model.learn(1)
-    buf = model.rollout_buffer
-    n_rounds = sum(buf._round_end)
-    assert buf.size >= 10 and buf._round_end[-1] and n_rounds >= 2
-    assert buf.n_episodes == 4 * n_rounds and sorted(th.unique(buf.episode_round).tolist()) == list(range(n_rounds))
-    assert model.num_timesteps == 4 * buf.size  # every env step counts, waiting ones included
+def test_rollouts_are_n_steps_per_env_and_groups_carry_over():
+    env = make_vec_env(lambda: LengthEnv(max_len=6, fixed_length=True), n_envs=3)
+    model = GRPO("MlpPolicy", env, group_size=8, seed=0, **{**SMALL, "n_steps": 4})
+    seen = capture_training_batches(model)
+    model.learn(3 * 4 * 6)
+    assert model.num_timesteps == 72  # exactly n_steps * n_envs per rollout, as SB3
+    # 3 envs play 6-step episodes: 8 members take 16 steps per env, so groups complete across rollouts
+    assert seen and all(b.lengths.tolist() == [6] * 8 * (b.lengths.numel() // 8) for b, _ in seen)
+    assert sum(b.lengths.numel() for b, _ in seen) == 8 * (72 // 48)
 
 
 def test_gsde_on_box_actions():
@@ -237,105 +230,52 @@ def test_gsde_on_box_actions():
     assert model.policy.use_sde and th.isfinite(model.policy.log_std).all()
 
 
-# ----------------------------------------------------------------------------- advantages and mini-batches
-
-
-def _hand_made_buffer() -> GroupRolloutBuffer:
-    """N=4 envs, G=2, two rounds. Round 0 lengths (2, 1 | 3, 3), round 1 lengths (1, 2 | 2, 1)."""
-    rewards = [
-        # round 0 (3 steps)
-        [1.0, 5.0, 1.0, 2.0],
-        [2.0, 9.0, 1.0, 2.0],  # env 1 waits (reward 9 must be ignored)
-        [9.0, 9.0, 1.0, 3.0],
-        # round 1 (2 steps)
-        [4.0, 1.0, 0.0, 7.0],
-        [9.0, 3.0, 2.0, 9.0],
-    ]
-    active = [[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0]]
-    dones = [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1], [0, 1, 1, 0]]
-    buf = GroupRolloutBuffer(spaces.Box(-10, 10, (1,)), spaces.Discrete(2), n_envs=4, group_size=2)
-    for t in range(5):
-        act = np.array(active[t], dtype=bool)
-        buf.add(
-            np.full((4, 1), t, np.float32),
-            np.zeros(4, np.int64),
-            np.where(act, rewards[t], 9.0),
-            act,
-            np.array(dones[t], dtype=bool),
-            np.zeros(4),
-            round_end=t in (2, 4),
-        )
-    return buf
-
-
-HAND_EPISODES = [  # (round, env, rewards)
-    (0, 0, [1.0, 2.0]), (0, 1, [5.0]), (0, 2, [1.0, 1.0, 1.0]), (0, 3, [2.0, 2.0, 3.0]),
-    (1, 0, [4.0]), (1, 1, [1.0, 3.0]), (1, 2, [0.0, 2.0]), (1, 3, [7.0]),
-]  # fmt: skip
+# ----------------------------------------------------------------------------- advantages
 
 
 @pytest.mark.parametrize("mode", ["outcome", "process", "return_to_go"])
 @pytest.mark.parametrize("scale,rloo", [("group", False), ("batch", False), ("none", True)])
-def test_buffer_advantages_equal_core_on_hand_made_rollout(mode, scale, rloo):
-    buf = _hand_made_buffer()
-    stats = buf.compute_advantages(mode=mode, scale=scale, rloo=rloo, gamma=0.9)
-    # Reference: the same episodes laid out by hand, one group per (round, env // 2).
-    rewards = th.zeros(8, 3)
-    mask = th.zeros(8, 3, dtype=th.bool)
-    for e, (_, _, r) in enumerate(HAND_EPISODES):
-        rewards[e, : len(r)] = th.tensor(r)
-        mask[e, : len(r)] = True
-    group_ids = th.tensor([2 * rnd + env // 2 for rnd, env, _ in HAND_EPISODES])
+def test_advantages_equal_core_on_the_trained_episodes(mode, scale, rloo):
+    env = make_vec_env(lambda: LengthEnv(max_len=5), n_envs=3)
+    model = GRPO(
+        "MlpPolicy", env, group_size=2, seed=0, advantage_mode=mode, advantage_scale=scale, rloo=rloo, gamma=0.9, **SMALL
+    )
+    model.n_steps = 8
+    model._setup_model()
+    seen = capture_training_batches(model)
+    model.learn(48)
+    batch, estimate = seen[0]
+    # Reference: the episodes laid out by hand ([E, L] + mask), one label per episode.
+    lengths = batch.lengths.tolist()
+    offsets = np.cumsum([0, *lengths])
+    rewards = th.zeros(len(lengths), max(lengths))
+    mask = th.zeros_like(rewards, dtype=th.bool)
+    for e, length in enumerate(lengths):
+        rewards[e, :length] = batch.rewards[offsets[e] : offsets[e + 1]]
+        mask[e, :length] = True
+    group_ids = batch.group[offsets[:-1]]
+    assert th.equal(th.unique(group_ids, return_counts=True)[1], th.full((len(lengths) // 2,), 2))
     ref = group_relative_advantages(rewards, mask, group_ids=group_ids, mode=mode, scale=scale, rloo=rloo, gamma=0.9)
-    # Buffer episodes are ordered env by env, then by time: map them to the hand-made order.
-    order = sorted(range(8), key=lambda e: (HAND_EPISODES[e][1], HAND_EPISODES[e][0]))
-    expected = th.cat([ref.advantages[e, mask[e]] for e in order])
-    th.testing.assert_close(buf.advantages, expected)
-    assert buf.lengths.tolist() == [len(HAND_EPISODES[e][2]) for e in order]
-    assert stats.n_episodes == 8 and stats.n_groups == 4 and stats.n_active_steps == 15 and stats.n_env_steps == 20
-    # Observations follow the episodes: the stored obs is the time step of the round.
-    assert buf.observations[:, 0].tolist() == [0, 1, 3, 0, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3]
+    th.testing.assert_close(estimate.advantages, ref.advantages[mask])
 
 
 def test_outcome_advantages_by_hand():
-    buf = _hand_made_buffer()
-    stats = buf.compute_advantages(mode="outcome", scale="group", rloo=False, gamma=1.0)
-    a = 1 / np.sqrt(2)  # two members with different returns: +-1/sqrt(2) (unbiased std)
-    expected = [
-        -a, -a, 0.0,  # env 0: round 0 return 3 < 5; round 1 return 4 == 4 (tie -> 0)
-        a, 0.0, 0.0,  # env 1: round 0 return 5 > 3; round 1 tie
-        -a, -a, -a, -a, -a,  # env 2: round 0 return 3 < 7; round 1 return 2 < 7
-        a, a, a, a,  # env 3
-    ]  # fmt: skip
-    np.testing.assert_allclose(buf.advantages.numpy(), expected, rtol=1e-5, atol=1e-7)
-    assert stats.frac_zero_std_groups == 0.25
-
-
-def test_minibatches_hold_whole_episodes_once():
-    buf = _hand_made_buffer()
-    buf.compute_advantages()
-    for batch_size in (None, 1, 4, 6, 100):
-        seen = []
-        for batch in buf.get(batch_size):
-            # Every episode of the mini-batch is whole: positions 0..l-1, mask matches.
-            lengths = batch.mask.sum(1)
-            for e in range(batch.n_episodes):
-                positions = batch.position[batch.episode == e]
-                assert positions.tolist() == list(range(int(lengths[e])))
-            seen += batch.observations[:, 0].tolist()
-            if batch_size is not None and batch_size <= 4:
-                assert batch.mask.sum() >= batch_size / 2
-        assert sorted(seen) == sorted(buf.observations[:, 0].tolist())
-    assert len(list(buf.get(1))) == 8 and len(list(buf.get(None))) == 1
-
-
-def test_loss_aggregation_on_a_mini_batch():
-    buf = _hand_made_buffer()
-    buf.compute_advantages()
-    (batch,) = list(buf.get(None))
-    x = batch.to_episodes(batch.advantages.clone().requires_grad_())
-    assert x.shape == (8, 3) and batch.mask.sum() == 15
-    np.testing.assert_array_equal(batch.mask.sum(1).sort().values.numpy(), sorted(buf.lengths.tolist()))
+    env = DummyVecEnv([lambda: LengthEnv(max_len=2, fixed_length=True), lambda: LengthEnv(max_len=3, fixed_length=True)])
+    model = GRPO("MlpPolicy", env, group_size=2, seed=0, **{**SMALL, "n_steps": 6})
+    seen = capture_training_batches(model)
+    model.learn(12)
+    batch, estimate = seen[0]
+    a = 1 / np.sqrt(2)  # two members with different returns (1+2=3 vs 1+2+3=6): -+1/sqrt(2) (unbiased std)
+    by_group: dict[int, list[float]] = {}
+    for g, adv, length in zip(batch.group[th.cumsum(batch.lengths, 0) - 1].tolist(),
+                              estimate.advantages[th.cumsum(batch.lengths, 0) - 1].tolist(), batch.lengths.tolist(),
+                              strict=True):
+        by_group.setdefault(g, []).append((length, adv))
+    pairs = [sorted(v) for v in by_group.values() if len({length for length, _ in v}) == 2]
+    assert pairs
+    for (short, a_short), (long, a_long) in pairs:
+        assert (short, long) == (2, 3)
+        assert a_short == pytest.approx(-a, rel=1e-5) and a_long == pytest.approx(a, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- SB3 API
@@ -344,12 +284,13 @@ def test_loss_aggregation_on_a_mini_batch():
 def test_same_seed_gives_identical_runs():
     def run(seed):
         model = GRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=4), group_size=2, seed=seed, **SMALL)
+        model.seen = capture_training_batches(model)
         model.learn(400)
         return model
 
     a, b, c = run(5), run(5), run(6)
     assert params_equal(a.policy, b.policy)
-    assert th.equal(a.rollout_buffer.advantages, b.rollout_buffer.advantages)
+    assert all(th.equal(x[1].advantages, y[1].advantages) for x, y in zip(a.seen, b.seen, strict=True))
     assert not params_equal(a.policy, c.policy)
 
 
@@ -427,12 +368,13 @@ def test_kl_penalty_pulls_policy_back_to_reference():
 def test_logs_sb3_and_grpo_keys():
     model = GRPO("MlpPolicy", length_env(), group_size=2, seed=0, clip_range_high=0.28, **SMALL)
     writer = capture_logger(model)
-    model.learn(60)
+    model.learn(200)
     keys = set().union(*writer.records)
     expected = {
         "train/policy_gradient_loss", "train/approx_kl", "train/entropy_loss", "train/clip_fraction", "train/learning_rate",
         "train/clip_range", "train/clip_range_high", "train/n_updates", "train/loss", "train/kl_ref",
-        "train/frac_zero_std_groups", "rollout/group_return_std", "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps",
+        "rollout/frac_zero_std_groups", "rollout/group_return_std", "rollout/active_step_fraction",
+        "rollout/group_policy_lag", "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps",
     }  # fmt: skip
     assert expected <= keys
     assert not any("value" in k or "explained_variance" in k for k in keys)
@@ -455,7 +397,7 @@ def test_schedules_and_string_env():
     clip = [r["train/clip_range"] for r in writer.records if "train/clip_range" in r]
     lr = [r["train/learning_rate"] for r in writer.records if "train/learning_rate" in r]
     assert clip[0] > clip[-1] > 0 and lr[0] > lr[-1]
-    # Whole rounds overshoot total_timesteps; the progress stays in [0, 1], so schedules never go negative.
+    # The last rollout overshoots total_timesteps; the progress stays in [0, 1], so schedules never go negative.
     assert model.num_timesteps > 1000 and model._current_progress_remaining == 0.0
     assert model.policy.optimizer.param_groups[0]["lr"] == 0.0
 
@@ -475,14 +417,16 @@ def test_callbacks_progress_bar_tensorboard_and_vec_wrappers(tmp_path):
     assert list((tmp_path / "ckpt").glob("grpo_*_steps.zip"))
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert model.get_vec_normalize_env() is env and env.obs_rms.count > 1
-    # Normalised observations of a group's members are equal at the start of a round.
-    _assert_groups_share_start(model._group_sync.reset(env), 2)
 
     stacked = VecFrameStack(make_vec_env("CartPole-v1", n_envs=4), n_stack=3)
     model = GRPO("MlpPolicy", stacked, group_size=2, seed=0, **SMALL)
-    model.learn(100)
-    assert model.rollout_buffer.observations.shape[1] == 12
-    _assert_groups_share_start(model._group_sync.reset(stacked), 2)
+    seen = capture_training_batches(model)
+    model.learn(200)
+    assert seen and seen[0][0].observations.shape[1] == 12
+    for batch, _ in seen:  # the stacked first observations of a group's members are equal
+        for firsts in _first_observations(batch).values():
+            assert len(firsts) == 2
+            np.testing.assert_array_equal(firsts[0], firsts[1])
 
 
 def test_set_env_and_continue_learning():
@@ -532,12 +476,17 @@ def test_loss_aggregation_modes_train(aggregation):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(group_size=3), "group_size=3 does not divide"),
-        (dict(group_size=1), "group_size must be an integer >= 2"),
-        (dict(clip_range=-0.1), "clip_range must be a positive"),
-        (dict(clip_range_high=-0.1), "clip_range_high must be a positive"),
-        (dict(clip_range=lambda _: -1.0), "clip_range schedule must return values >= 0"),
-        (dict(beta=-0.01), "beta must be >= 0"),
+        (dict(group_size=1), "group_size=1 is invalid: group_size must be an integer >= 2"),
+        (dict(group_size="8"), "group_size.*without quotes"),
+        (dict(clip_range=-0.1), "clip_range must be a finite number > 0"),
+        (dict(clip_range_high=-0.1), "clip_range_high must be a finite number > 0"),
+        (dict(clip_range=lambda _: -1.0), r"clip_range\(1.0\)=-1.0 is invalid"),
+        (dict(beta=-0.01), "beta must be a finite number >= 0"),
+        (dict(beta="0.1"), "beta.*without quotes"),
+        (dict(rloo="no"), "rloo"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(group_schedule="rounds"), "Unknown group_schedule='rounds'"),
+        (dict(max_policy_lag=-1), "max_policy_lag"),
         (dict(advantage_mode="value"), "Unknown advantage_mode='value'"),
         (dict(advantage_scale="std"), "Unknown advantage_scale='std'"),
         (dict(loss_aggregation="sum"), "Unknown loss_aggregation='sum'"),
@@ -545,8 +494,9 @@ def test_loss_aggregation_modes_train(aggregation):
         (dict(n_steps=0), "n_steps must be an integer >= 1"),
         (dict(batch_size=0), "batch_size must be an integer >= 1"),
         (dict(ref_update_interval=0), "ref_update_interval must be an integer >= 1"),
-        (dict(target_kl=0.0), "target_kl must be > 0"),
-        (dict(gamma=1.5), "gamma must be in"),
+        (dict(target_kl=0.0), "target_kl must be a finite number > 0"),
+        (dict(target_kl=float("inf")), "target_kl"),
+        (dict(gamma=1.5), r"gamma must be a finite number in \[0, 1\]"),
         (dict(policy="ActorCriticPolicy"), "Unknown policy='ActorCriticPolicy'"),
     ],
 )

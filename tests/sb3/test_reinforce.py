@@ -26,6 +26,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from pg_extras import returns_to_go
+from sb3_helpers import capture_training_batches
 from sb3_pg_extras import REINFORCE, REINFORCEWithBaseline
 
 ALGOS = [REINFORCE, REINFORCEWithBaseline]
@@ -236,14 +237,15 @@ def test_update_uses_core_returns_of_complete_episodes_only(carry_over):
 def test_truncation_bootstrap_of_baseline():
     env = scripted_vec_env([[3]])
     model = REINFORCEWithBaseline("MlpPolicy", env, n_steps=6, gamma=0.5, bootstrap_truncated=True, seed=0)
+    seen = capture_training_batches(model)
     model.learn(6)
-    buf = model.rollout_buffer
+    ((batch, estimate),) = seen
     # episode 1 is truncated after 3 steps: its last G is r + gamma * V(s_final) with the stored value
-    row = np.flatnonzero(buf.truncated[:, 0])[0]
-    assert buf.next_values[row, 0] != 0.0
-    assert buf.returns[row, 0] == pytest.approx(buf.rewards[row, 0] + 0.5 * buf.next_values[row, 0], rel=1e-5)
-    term_row = np.flatnonzero(buf.terminated[:, 0])[0]
-    assert buf.returns[term_row, 0] == pytest.approx(buf.rewards[term_row, 0])
+    row = int(th.nonzero(batch.truncated)[0])
+    assert batch.next_values[row] != 0.0
+    assert estimate.returns[row] == pytest.approx(float(batch.rewards[row] + 0.5 * batch.next_values[row]), rel=1e-5)
+    term_row = int(th.nonzero(batch.terminated)[0])
+    assert estimate.returns[term_row] == pytest.approx(float(batch.rewards[term_row]))
 
 
 def test_baseline_critic_loss_decreases_and_steps_are_separate():
@@ -252,22 +254,25 @@ def test_baseline_critic_loss_decreases_and_steps_are_separate():
     model = REINFORCEWithBaseline(
         "CnnPolicy", image_env, n_steps=40, n_critic_updates=4, vf_learning_rate=3e-2, seed=0, policy_kwargs=kwargs
     )
-    model.learn(40)  # fills the buffer
+    seen = capture_training_batches(model)
+    model.learn(40)  # one rollout, one update
     policy = model.policy
     actor, critic = policy.actor_parameters(), policy.critic_parameters()
     assert {id(p) for p in actor}.isdisjoint({id(p) for p in critic})
     assert len(actor) + len(critic) == len(list(policy.parameters()))
-    (batch,) = list(model.rollout_buffer.get())
+    ((batch, estimate),) = seen
+    returns = estimate.returns
 
     def critic_mse():
         with th.no_grad():
-            return th.nn.functional.mse_loss(policy.critic_values(batch.observations), batch.returns).item()
+            return th.nn.functional.mse_loss(policy.critic_values(batch.observations), returns).item()
 
     losses = [critic_mse()]
     for _ in range(10):
         actor_before = [p.detach().clone() for p in actor]
         critic_before = [p.detach().clone() for p in critic]
         model.policy.optimizer.step = lambda *a, **k: None  # freeze the actor step: the critic step alone
+        model._episode_batch = batch
         model.train()
         assert all(th.equal(a, b) for a, b in zip(actor_before, actor, strict=True)), "a critic step moved an actor parameter"
         assert not all(th.equal(a, b) for a, b in zip(critic_before, critic, strict=True))
@@ -278,7 +283,7 @@ def test_baseline_critic_loss_decreases_and_steps_are_separate():
     del model.policy.optimizer.step
     # and the actor step does not move the critic
     critic_before = [p.detach().clone() for p in critic]
-    model._policy_gradient_step(batch, batch.returns, policy.actor_parameters)
+    model._policy_gradient_step(batch, returns, policy.actor_parameters)
     assert all(th.equal(a, b) for a, b in zip(critic_before, critic, strict=True))
 
 
@@ -310,12 +315,16 @@ def test_subproc_and_frame_stack():
 def test_continuing_learn_keeps_unfinished_episodes():
     env = scripted_vec_env([[7]])
     model = REINFORCE("MlpPolicy", env, n_steps=5, normalize_returns=False, seed=0)
-    model.learn(5)
-    assert model.rollout_buffer.n_usable == 0
+    seen = capture_training_batches(model)
+    with pytest.warns(RuntimeWarning, match="no episode both started and ended"):
+        model.learn(5)
+    assert not seen and model.rollout_buffer.num_pending_steps == 5
     model.learn(5, reset_num_timesteps=False)  # the 7-step episode finishes in the second call
-    assert model.rollout_buffer.n_episodes == 1 and model.rollout_buffer.n_usable == 7
-    model.learn(5)  # reset_num_timesteps=True resets the env: the unfinished tail is dropped
-    assert model.rollout_buffer.carried_steps == 0
+    ((batch, _),) = seen
+    assert batch.lengths.tolist() == [7] and model.rollout_buffer.num_pending_steps == 3
+    with pytest.warns(RuntimeWarning):
+        model.learn(5)  # reset_num_timesteps=True resets the env: the unfinished tail is dropped
+    assert len(seen) == 1 and model.rollout_buffer.num_pending_steps == 5
 
 
 # ---------------------------------------------------------------------------------------------------------- learning
@@ -352,14 +361,16 @@ class TupleActionEnv(gym.Env):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(n_steps=0), "n_steps must be a positive integer"),
+        (dict(n_steps=0), "n_steps must be an integer >= 1"),
         (dict(n_steps=2.5), "n_steps"),
-        (dict(gamma=1.5), "gamma must be in"),
-        (dict(ent_coef=-0.1), "ent_coef must be a number >= 0"),
-        (dict(max_grad_norm=-1.0), "max_grad_norm must be > 0"),
-        (dict(learning_rate=-1e-3), "learning_rate must be >= 0"),
+        (dict(gamma=1.5), r"gamma must be a finite number in \[0, 1\]"),
+        (dict(gamma="0.99"), "gamma.*without quotes"),
+        (dict(ent_coef=-0.1), "ent_coef must be a finite number >= 0"),
+        (dict(max_grad_norm=-1.0), "max_grad_norm must be a finite number > 0"),
+        (dict(learning_rate=-1e-3), "learning_rate"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
         (dict(batch_size=0), "batch_size"),
-        (dict(max_carry_steps=0), "max_carry_steps"),
+        (dict(max_episode_steps=0), "max_episode_steps"),
         (dict(carry_over="yes"), "carry_over"),
     ],
 )
@@ -367,6 +378,15 @@ class TupleActionEnv(gym.Env):
 def test_bad_arguments(algo, kwargs, match):
     with pytest.raises(ValueError, match=match):
         algo("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+def test_bad_estimator_arguments():
+    with pytest.raises(ValueError, match="advantage_estimator='gae'"):
+        REINFORCE("MlpPolicy", "CartPole-v1", advantage_estimator="gae")
+    with pytest.raises(ValueError, match="group_size=None is invalid"):
+        REINFORCE("MlpPolicy", "CartPole-v1", advantage_estimator="group")
+    with pytest.raises(ValueError, match="group_size=1 is invalid"):
+        REINFORCE("MlpPolicy", "CartPole-v1", advantage_estimator="group", group_size=1)
 
 
 @pytest.mark.parametrize(
@@ -385,10 +405,10 @@ def test_unsupported_action_space(algo):
 
 def test_no_complete_episode_warns_and_endless_episode_errors():
     env = scripted_vec_env([[1000]])
-    model = REINFORCE("MlpPolicy", env, n_steps=4, max_carry_steps=10, seed=0)
+    model = REINFORCE("MlpPolicy", env, n_steps=4, max_episode_steps=10, seed=0)
     with pytest.warns(RuntimeWarning, match="no episode both started and ended"):
         model.learn(8)
-    with pytest.raises(RuntimeError, match="max_carry_steps"), pytest.warns(RuntimeWarning):
+    with pytest.raises(RuntimeError, match="max_episode_steps=10.*TimeLimit"):
         model.learn(40, reset_num_timesteps=False)
 
 

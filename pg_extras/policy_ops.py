@@ -1,0 +1,151 @@
+"""What a trust-region update needs from a policy: its surrogate, its joint KL and which parameters are the actor.
+
+Pure torch (no RL-framework import); the SB3 ``TRPO`` and TorchRL's ``TRPOLoss`` both call these
+(docs/maths.md#4-importance-ratio-and-trpo; Schulman et al. 2015, https://arxiv.org/abs/1502.05477):
+
+* :func:`trust_region_surrogate`: ``mean(rho * A)``, the importance-ratio surrogate TRPO maximises;
+* :func:`joint_kl`: the exact ``KL(pi_old || pi)`` of the joint action distribution (independent components and
+  action dimensions add up), averaged over the batch: the trust-region constraint;
+* :func:`reachable_parameters`: the parameters an output depends on (the actor / critic split, by the graph).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.distributions import Categorical, Distribution
+
+from pg_extras._checks import check_choice, check_same_shape
+from pg_extras.kl import categorical_kl, exact_kl
+from pg_extras.surrogate import aggregate_loss, importance_ratio
+
+__all__ = ["joint_kl", "reachable_parameters", "trust_region_surrogate"]
+
+
+def trust_region_surrogate(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TRPO's surrogate ``L = mean(rho * A)``, ``rho = exp(log_prob - old_log_prob)`` (docs/maths.md#the-surrogate-objective).
+
+    The unclipped ratio surrogate (the negative of :func:`pg_extras.clipped_surrogate_loss` with ``clip_range=None``,
+    averaged), without that function's finite checks on ``log_prob``: a line search evaluates it at trial parameters
+    and must be able to reject a non-finite value instead of raising (:func:`pg_extras.line_search`).
+
+    :param log_prob: ``[*S]`` log-probabilities of the taken actions under the current policy (with a graph).
+    :param old_log_prob: ``[*S]`` the same under the behaviour policy (a constant; must be finite).
+    :param advantages: ``[*S]`` (treated as a constant).
+    :param mask: optional bool ``[*S]``: the mean runs over the ``True`` steps only (0 if there is none).
+    :return: scalar surrogate, to maximise.
+
+    Example::
+
+        >>> trust_region_surrogate(torch.log(torch.tensor([1.5, 0.5])), torch.zeros(2), torch.tensor([1.0, 2.0]))
+        tensor(1.2500)
+    """
+    check_same_shape("log_prob", log_prob, advantages=advantages)
+    per_step = importance_ratio(log_prob, old_log_prob) * advantages.detach()
+    if mask is None:
+        return per_step.mean()
+    check_same_shape("log_prob", log_prob, mask=mask)
+    return aggregate_loss(per_step.reshape(-1), mask.reshape(-1), "bnpo")
+
+
+def joint_kl(
+    old: Sequence[Distribution],
+    new: Sequence[Distribution],
+    batch_dims: int = 1,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    num_samples: int = 0,
+) -> torch.Tensor:
+    """Exact ``KL(pi_old(.|s) || pi(.|s))`` of a joint action distribution, averaged over the batch (docs/maths.md#exact-kl).
+
+    A policy's action distribution is given as independent components (one ``Categorical`` per MultiDiscrete
+    sub-action, a ``Normal`` over a Box, ...): their KLs add up, and so do the dimensions of each component's KL
+    after the first ``batch_dims`` (a ``Normal`` of batch shape ``[B, d]`` contributes the sum over ``d``). Categoricals
+    use the lean :func:`pg_extras.categorical_kl` (so that its double backward is cheap); other pairs use torch's
+    closed forms (:func:`pg_extras.exact_kl`). This is TRPO's constraint ``mean_s KL <= delta`` when ``old`` are
+    detached copies of ``new`` at ``theta_old``.
+
+    :param old: the behaviour / old distributions (detached).
+    :param new: the current distributions, one per component of ``old``, same batch shape.
+    :param batch_dims: leading dimensions that index samples (the rest are summed).
+    :param mask: optional bool ``[*B]`` (the first ``batch_dims`` dimensions): the mean runs over the ``True`` samples.
+    :param reduction: ``"mean"`` (scalar) or ``"none"`` (per-sample ``[*B]``; ``mask`` is then ignored).
+    :param num_samples: for pairs without a closed form, estimate with this many samples (``k3``); 0: raise.
+    :return: scalar mean KL (or ``[*B]`` per-sample KL).
+
+    Example::
+
+        >>> old = [Categorical(logits=torch.zeros(2, 3)), Categorical(logits=torch.zeros(2, 2))]
+        >>> new = [Categorical(logits=torch.tensor([[1.0, 0.0, 0.0]] * 2)), Categorical(logits=torch.zeros(2, 2))]
+        >>> joint_kl(old, new)
+        tensor(0.1195)
+    """
+    check_choice("reduction", reduction, ("mean", "none"))
+    if batch_dims < 0:
+        raise ValueError(f"batch_dims must be >= 0, got {batch_dims}.")
+    if len(old) != len(new) or not old:
+        raise ValueError(
+            f"old has {len(old)} distributions and new has {len(new)}: pass one new distribution per old one (at least one)."
+        )
+    total: torch.Tensor | None = None
+    for p, q in zip(old, new, strict=True):
+        if type(p) is Categorical and type(q) is Categorical:
+            kl = categorical_kl(p.logits, q.logits)
+        else:
+            kl = exact_kl(p, q, num_samples=num_samples)
+        if kl.dim() < batch_dims:
+            raise ValueError(
+                f"a {type(p).__name__} KL has shape {tuple(kl.shape)}, fewer than batch_dims={batch_dims} dimensions."
+            )
+        if kl.dim() > batch_dims:
+            kl = kl.reshape(*kl.shape[:batch_dims], -1).sum(-1)
+        if total is not None and kl.shape != total.shape:
+            raise ValueError(
+                f"the components have batch shapes {tuple(total.shape)} and {tuple(kl.shape)}: pass distributions over "
+                "the same batch (or set batch_dims)."
+            )
+        total = kl if total is None else total + kl
+    assert total is not None
+    if reduction == "none":
+        return total
+    if mask is None:
+        return total.mean()
+    check_same_shape("kl", total, mask=mask)
+    return aggregate_loss(total.reshape(-1), mask.reshape(-1), "bnpo")
+
+
+def reachable_parameters(outputs: Sequence[torch.Tensor], params: Sequence[Any]) -> list[Any]:
+    """The members of ``params`` that the autograd graph of ``outputs`` reaches (in the order of ``params``).
+
+    Walks ``grad_fn.next_functions`` down to the leaves (no backward pass is run, so it costs microseconds). TRPO
+    uses it to split a policy into actor parameters (reached by the action distribution) and critic parameters
+    (reached only by the value head), whatever the modules are called.
+
+    Example::
+
+        >>> lin, other = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+        >>> out = lin(torch.ones(1, 2))
+        >>> [p.shape for p in reachable_parameters([out], [*lin.parameters(), *other.parameters()])]
+        [torch.Size([1, 2]), torch.Size([1])]
+    """
+    found: set[int] = set()
+    seen: set[Any] = set()
+    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    found.update(id(o) for o in outputs if o.grad_fn is None and o.requires_grad)  # an output that is a leaf itself
+    while stack:
+        fn = stack.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, "variable", None)  # AccumulateGrad nodes hold the leaf tensor
+        if variable is not None:
+            found.add(id(variable))
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None and nxt not in seen)
+    return [p for p in params if id(p) in found]
