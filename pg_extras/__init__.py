@@ -8,6 +8,7 @@ Example::
     tensor([3., 2., 1.])
 """
 
+from pg_extras import validation
 from pg_extras.episodes import EpisodeLayout
 from pg_extras.estimators import ADVANTAGE_ESTIMATORS, CRITIC_ESTIMATORS, AdvantageEstimate, estimate_advantages
 from pg_extras.group import (
@@ -102,4 +103,5 @@ __all__ = [
     "standardize",
     "trust_region_step",
     "trust_region_surrogate",
+    "validation",
 ]

@@ -12,7 +12,13 @@ Modes (DESIGN.md):
 
 Scale: ``group`` (std of the group, GRPO), ``batch`` (std over the whole batch), ``none`` (Dr. GRPO).
 ``rloo=True`` replaces the group mean by the leave-one-out mean ``mean_{j != i}``. Standard deviations are
-unbiased (as in DeepSeekMath / TRL). A group whose values have zero spread gets advantage exactly 0.
+unbiased (as in DeepSeekMath / TRL).
+
+Numerical robustness (DESIGN.md): the statistics are computed on the values divided by a power of two near each
+group's ``max|v|``, so advantages are invariant to the reward scale (1e-30 or 1e30 rewards give the same advantages
+as unit rewards) and never overflow for finite values. A group has *zero spread*, and gets advantage exactly 0, when
+its values agree to a few units in the last place of their magnitude (``max - min <= 4 eps_dtype max|v|``), not
+below an absolute floor. Non-finite rewards and returns that overflow the dtype raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -194,7 +200,9 @@ def group_normalize(
     elif scale == "batch":
         flat = values[valid][:, None]
         if flat.numel() > 1:  # (with a single valid value every group has zero spread)
-            batch = _cell_stats(flat, torch.ones_like(flat, dtype=torch.bool), torch.zeros(len(flat), dtype=torch.int64), 1)
+            batch = _cell_stats(
+                flat, torch.ones_like(flat, dtype=torch.bool), torch.zeros(len(flat), dtype=torch.int64, device=flat.device), 1
+            )
             out = centred_u * (cell_scale / batch.scale[0, 0]) / (batch.std_u[0, 0] + eps * batch.maxabs_u[0, 0])
         else:
             out = torch.zeros_like(centred_u)

@@ -5,6 +5,10 @@ With samples ``x ~ p`` and ``log_r = log q(x) - log p(x)``:
 * ``k1 = -log_r`` (unbiased, high variance, can be negative),
 * ``k2 = log_r^2 / 2`` (biased, low variance),
 * ``k3 = exp(log_r) - 1 - log_r`` (unbiased, always >= 0; GRPO's estimator of ``KL(pi || pi_ref)``).
+
+:func:`kl_estimate` (a loss term and a logged statistic) raises on non-finite log-probabilities or an overflowing
+estimate; :func:`categorical_kl` and :func:`exact_kl` do not, because a trust-region line search evaluates them at
+trial parameters and rejects a non-finite KL itself.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from pg_extras.validation import check_choice, check_finite, check_same_shape
+from pg_extras.validation import check_choice, check_finite, check_int, check_same_shape
 
 __all__ = ["KL_ESTIMATORS", "categorical_kl", "exact_kl", "kl_estimate"]
 
@@ -96,6 +100,7 @@ def exact_kl(p: Distribution, q: Distribution, num_samples: int = 0) -> torch.Te
     :param num_samples: if no closed form exists, use this many samples of ``p`` with ``k3`` (0: raise).
     :return: tensor with ``p``'s batch shape.
     """
+    num_samples = check_int("num_samples", num_samples, minimum=0)  # type: ignore[assignment]
     try:
         return kl_divergence(p, q)
     except NotImplementedError:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from pg_extras._checks import check_choice, check_same_shape
 from pg_extras.kl import kl_estimate
 from pg_extras.surrogate import clipped_surrogate_loss
+from pg_extras.validation import check_choice, check_finite, check_same_shape
 
 __all__ = ["UPDATE_RULES", "explained_variance", "policy_gradient_loss", "policy_loss", "regularized_loss", "standardize"]
 
@@ -116,25 +116,33 @@ def regularized_loss(
 
 
 def standardize(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
-    """``(x - mean) / (std + eps)`` over the valid entries (unbiased std, as SB3's advantage normalisation).
+    """``(x - mean) / (std + eps * max|x|)`` over the valid entries (unbiased std, SB3's advantage normalisation).
 
-    A single valid entry is only centred (its std is undefined); invalid entries are returned as 0.
+    The statistics are computed on ``x / max|x|``, so the result does not depend on the scale of ``x`` and squaring
+    never overflows (docs/maths.md#11-numerical-robustness). A single valid entry is only centred (its std is
+    undefined); invalid entries are returned as 0.
 
     Example::
 
         >>> standardize(torch.tensor([1.0, 2.0, 3.0]))
-        tensor([-1.,  0.,  1.])
+        tensor([-1.0000,  0.0000,  1.0000])
+        >>> torch.allclose(standardize(torch.tensor([1e-30, 2e-30, 3e-30])), torch.tensor([-1.0, 0.0, 1.0]))
+        True
     """
     valid = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.to(torch.bool)
     check_same_shape("x", x, mask=valid)
+    check_finite("x", torch.where(valid, x, torch.zeros_like(x)), hint="the advantages to standardise")
     n = valid.sum()
     if int(n) == 0:
         return torch.zeros_like(x)
     zero = torch.zeros_like(x)
-    mean = torch.where(valid, x, zero).sum() / n
-    centred = torch.where(valid, x - mean, zero)
+    scale = torch.where(valid, x.abs(), zero).max()
+    if float(scale) == 0.0:
+        return zero
+    y = torch.where(valid, x / scale, zero)
+    centred = torch.where(valid, y - y.sum() / n, zero)
     if int(n) < 2:
-        return centred
+        return centred * scale
     std = torch.sqrt((centred**2).sum() / (n - 1))
     return centred / (std + eps)
 

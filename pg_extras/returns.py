@@ -40,7 +40,9 @@ def discounted_cumsum(x: torch.Tensor, discount: float, done: torch.Tensor | Non
     :param discount: scalar discount in [0, 1].
     :param done: bool, shape ``[T, *B]``: the sum stops after a step where ``done`` is true. ``None``: no resets.
     :param chunk: time-chunk length of the vectorised evaluation (memory ``chunk^2 * prod(B)``).
-    :return: tensor of shape ``[T, *B]``, dtype of ``x``.
+    :return: tensor of shape ``[T, *B]``, dtype of ``x`` (integer ``x`` is promoted to the default float dtype);
+        empty if ``T = 0``.
+    :raises ValueError: if ``x`` has NaN / inf, or the sums overflow the dtype.
 
     Example::
 
@@ -155,7 +157,9 @@ def returns_to_go(
     :param truncated: bool ``[T, *B]`` or ``None``: time-limit ends.
     :param gamma: discount factor in [0, 1].
     :param next_values: ``[T, *B]`` value of the next observation (only read at truncations and at ``t = T-1``).
-    :return: ``[T, *B]`` returns-to-go.
+    :return: ``[T, *B]`` returns-to-go (empty if ``T = 0``).
+    :raises ValueError: naming ``rewards`` or ``next_values`` (where read) if NaN / inf, or ``returns`` if they
+        overflow the dtype (rescale the rewards).
 
     Example::
 
@@ -207,6 +211,8 @@ def gae(
     :param gamma: discount in [0, 1].
     :param gae_lambda: lambda in [0, 1]; 1 gives Monte-Carlo returns minus values, 0 gives TD(0).
     :return: ``(advantages, value_targets)``, both ``[T, *B]``, ``value_targets = advantages + values``.
+    :raises ValueError: naming ``rewards``, ``values`` or ``next_values`` (where read: not at terminated steps) if
+        NaN / inf, or ``advantages`` / ``value targets`` if they overflow the dtype.
 
     Example::
 

@@ -520,3 +520,70 @@ def test_bad_policy_class_and_action_space():
 
     with pytest.raises(ValueError, match="does not support the action space"):
         GRPO("MlpPolicy", DummyVecEnv([TupleActions, TupleActions]), group_size=2)
+
+
+# ----------------------------------------------------------------------------- every SB3 pattern A2C handles
+
+
+class Float64BoxActions(IdentityEnvBox):
+    def __init__(self):
+        super().__init__(ep_length=5)
+        self.action_space = spaces.Box(-1, 1, (1,), np.float64)
+
+
+def _api_cases():
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    image = lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1)  # noqa: E731
+    transposed = lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=3, channel_first=False)  # noqa: E731
+    return {
+        "string id, defaults": lambda: GRPO("MlpPolicy", "CartPole-v1", n_steps=32, seed=0),
+        "one-env VecEnv, defaults": lambda: GRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), n_steps=64, seed=0),
+        "plain gym env": lambda: GRPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=64, seed=0),
+        "3 envs, group_size=8": lambda: GRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=3), group_size=8, n_steps=32),
+        "one env, Dict obs": lambda: GRPO("MultiInputPolicy", DummyVecEnv([SimpleMultiObsEnv]), group_size=2, n_steps=40),
+        "one env, CnnPolicy": lambda: GRPO("CnnPolicy", DummyVecEnv([image]), group_size=2, n_steps=40, batch_size=None,
+                                           n_epochs=1),
+        "VecTransposeImage": lambda: GRPO("CnnPolicy", VecTransposeImage(DummyVecEnv([transposed])), group_size=2,
+                                          n_steps=40, n_epochs=1),
+        "one env, gSDE": lambda: GRPO("MlpPolicy", DummyVecEnv([lambda: IdentityEnvBox(ep_length=5)]), group_size=2,
+                                      n_steps=20, use_sde=True),
+        "one env, VecNormalize": lambda: GRPO("MlpPolicy", VecNormalize(make_vec_env("CartPole-v1", n_envs=1)), n_steps=64,
+                                              group_size=2),
+        "Taxi-v4": lambda: GRPO("MlpPolicy", "Taxi-v4", n_envs=2, group_size=2, n_steps=200),
+        "float64 Box actions": lambda: GRPO("MlpPolicy", DummyVecEnv([Float64BoxActions]), group_size=2, n_steps=20),
+    }
+
+
+@pytest.mark.parametrize("case", list(_api_cases()))
+def test_every_sb3_env_pattern_works(case):
+    model = _api_cases()[case]()
+    seen = capture_training_batches(model)
+    model.learn(1024)
+    assert seen, "at least one group was completed and trained on"
+    for batch, estimate in seen:
+        assert th.isfinite(estimate.advantages).all()
+        # every group holds group_size whole episodes
+        last = batch.group[th.cumsum(batch.lengths, 0) - 1]
+        counts = th.tensor([int((last == g).sum()) for g in th.unique(batch.group)])
+        assert (counts == model.group_size).all()
+    obs = model.get_env().reset()
+    action, _ = model.predict(obs, deterministic=True)
+    assert model.action_space.contains(action[0])
+
+
+def test_one_env_determinism_under_a_seed():
+    def run():
+        model = GRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), n_steps=64, group_size=4, seed=7)
+        model.learn(512)
+        return model
+
+    assert params_equal(run().policy, run().policy)
+
+
+def test_active_step_fraction_from_the_first_update_on_cartpole():
+    model = GRPO("MlpPolicy", "CartPole-v1", n_steps=64, seed=0)
+    writer = capture_logger(model)
+    model.learn(64 * 8 * 4)
+    fractions = [r["rollout/active_step_fraction"] for r in writer.records if "rollout/active_step_fraction" in r]
+    assert len(fractions) >= 3 and min(fractions) >= 0.95
