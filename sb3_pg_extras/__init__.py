@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from pg_extras.version import __version__
+from sb3_pg_extras.registry import ALGORITHMS
 
 if TYPE_CHECKING:
     from sb3_pg_extras.common.group_env import GroupResetWrapper
@@ -21,13 +22,9 @@ if TYPE_CHECKING:
     from sb3_pg_extras.reinforce_baseline import REINFORCEWithBaseline
     from sb3_pg_extras.trpo import TRPO
 
-_ALGOS = {
-    "REINFORCE": "sb3_pg_extras.reinforce",
-    "REINFORCEWithBaseline": "sb3_pg_extras.reinforce_baseline",
-    "TRPO": "sb3_pg_extras.trpo",
-    "GRPO": "sb3_pg_extras.grpo",
-    "GroupResetWrapper": "sb3_pg_extras.common.group_env",
-}
+# class name -> module (lazy imports); the zoo names live in sb3_pg_extras.registry
+_ALGOS = {entry.class_name: entry.module for entry in ALGORITHMS.values()}
+_ALGOS["GroupResetWrapper"] = "sb3_pg_extras.common.group_env"
 
 __all__ = ["GRPO", "REINFORCE", "TRPO", "GroupResetWrapper", "REINFORCEWithBaseline", "__version__"]
 

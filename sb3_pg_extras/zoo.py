@@ -56,6 +56,8 @@ from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
+from sb3_pg_extras.registry import ALGORITHMS
+
 __all__ = [
     "CONTRIB_TRPO",
     "HYPERPARAMS_CONVERTER",
@@ -69,13 +71,10 @@ __all__ = [
     "register_algorithms",
 ]
 
-#: zoo name -> (module, class) of the pg-extras algorithms, imported lazily by :func:`register_algorithms`.
-PG_EXTRAS_ALGOS: dict[str, tuple[str, str]] = {
-    "reinforce": ("sb3_pg_extras.reinforce", "REINFORCE"),
-    "reinforce_baseline": ("sb3_pg_extras.reinforce_baseline", "REINFORCEWithBaseline"),
-    "trpo": ("sb3_pg_extras.trpo", "TRPO"),
-    "grpo": ("sb3_pg_extras.grpo", "GRPO"),
-}
+#: zoo name -> (module, class) of the pg-extras algorithms, imported lazily by :func:`register_algorithms`
+#: (from the one registry, :data:`sb3_pg_extras.registry.ALGORITHMS`).
+PG_EXTRAS_ALGOS: dict[str, tuple[str, str]] = {name: (e.module, e.class_name) for name, e in ALGORITHMS.items()}
+
 #: zoo name under which ``sb3_contrib.TRPO`` stays reachable (rl-zoo3 itself calls it ``trpo``).
 CONTRIB_TRPO = "trpo_contrib"
 
@@ -203,28 +202,24 @@ def sample_trpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     return _convert_pg_params(params)
 
 
-def _divisors(n: int, minimum: int = 2) -> list[int]:
-    return [d for d in range(minimum, n + 1) if n % d == 0]
+def _suggest_group(trial: optuna.Trial) -> dict[str, Any]:
+    """The group-relative advantage options (docs/maths.md#6-grpo); any group size works with any number of envs."""
+    return {
+        "group_size": trial.suggest_categorical("group_size", [2, 4, 8, 16]),
+        "advantage_mode": trial.suggest_categorical("advantage_mode", ["outcome", "return_to_go", "process"]),
+        "advantage_scale": trial.suggest_categorical("advantage_scale", ["group", "batch", "none"]),
+        "rloo": trial.suggest_categorical("rloo", [False, True]),
+    }
 
 
 def sample_grpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna search space of :class:`~sb3_pg_extras.GRPO` (seed section 2.6; DAPO, Dr. GRPO, RLOO variants).
-
-    ``group_size`` is drawn among the divisors (>= 2) of the YAML entry's ``n_envs``: the envs of a group reset
-    together, so it must divide the number of envs.
-    """
-    group_sizes = _divisors(n_envs)
-    if not group_sizes:
-        raise ValueError(f"GRPO optimisation needs n_envs >= 2 in the YAML entry (got n_envs={n_envs}): set e.g. n_envs: 8.")
+    """Optuna search space of :class:`~sb3_pg_extras.GRPO` (docs/maths.md#6-grpo; DAPO, Dr. GRPO, RLOO variants)."""
     params = _suggest_common(trial, discount=False)
-    params["group_size"] = trial.suggest_categorical("group_size", group_sizes)
+    params.update(_suggest_group(trial))
     params["gamma"] = trial.suggest_categorical("gamma", [0.99, 0.999, 1.0])
-    params["n_steps"] = trial.suggest_categorical("n_steps", [1, 64, 256, 1024])
+    params["n_steps"] = trial.suggest_categorical("n_steps", [8, 16, 32, 64, 256])
     params["batch_size"] = trial.suggest_categorical("batch_size", [256, 1024, 4096, None])
-    params["n_epochs"] = trial.suggest_categorical("n_epochs", [1, 2, 4, 10])
-    params["advantage_mode"] = trial.suggest_categorical("advantage_mode", ["outcome", "return_to_go", "process"])
-    params["advantage_scale"] = trial.suggest_categorical("advantage_scale", ["group", "batch", "none"])
-    params["rloo"] = trial.suggest_categorical("rloo", [False, True])
+    params["n_epochs"] = trial.suggest_categorical("n_epochs", [1, 2, 4, 8, 10])
     params["clip_range"] = trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3])
     params["clip_range_high"] = trial.suggest_categorical("clip_range_high", [None, 0.28, 0.4])
     params["beta"] = trial.suggest_categorical("beta", [0.0, 0.001, 0.01, 0.04, 0.1])
@@ -236,12 +231,27 @@ def sample_grpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     return _convert_pg_params(params)
 
 
+def sample_trpo_group_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna search space of the critic-free TRPO (``TRPO(advantage_estimator="group")``): TRPO's actor knobs plus
+    the group options."""
+    params = _suggest_common(trial, discount=False)
+    params.update(_suggest_group(trial))
+    params["gamma"] = trial.suggest_categorical("gamma", [0.99, 0.999, 1.0])
+    params["n_steps_pow"] = trial.suggest_int("n_steps_pow", 5, 10)
+    params["cg_max_steps"] = trial.suggest_int("cg_max_steps", 5, 30)
+    params["cg_damping"] = trial.suggest_float("cg_damping", 1e-3, 0.2, log=True)
+    params["target_kl"] = trial.suggest_float("target_kl", 0.001, 0.1, log=True)
+    params.pop("learning_rate")  # the critic's learning rate: there is no critic
+    return _convert_pg_params(params)
+
+
 #: zoo name -> Optuna sampler, merged into ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` by :func:`register_algorithms`.
 HYPERPARAMS_SAMPLER: dict[str, Callable[..., dict[str, Any]]] = {
     "reinforce": sample_reinforce_params,
     "reinforce_baseline": sample_reinforce_baseline_params,
     "trpo": sample_trpo_params,
     "grpo": sample_grpo_params,
+    "trpo_group": sample_trpo_group_params,
 }
 #: zoo name -> converter from stored trial parameters to constructor kwargs (rl-zoo3 ``--trial-id``).
 HYPERPARAMS_CONVERTER: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -316,10 +326,10 @@ def config_path(algo: str) -> str | None:
         return str(_rl_zoo_hyperparams_dir() / "trpo.yml")
     if algo not in PG_EXTRAS_ALGOS:
         return None
-    resource = importlib.resources.files("sb3_pg_extras.zoo_configs") / f"{algo}.yml"
+    resource = importlib.resources.files("sb3_pg_extras.zoo_configs") / ALGORITHMS[algo].config
     if not resource.is_file():
         raise FileNotFoundError(
-            f"No hyperparameter file {algo}.yml in the package sb3_pg_extras.zoo_configs ({resource}); "
+            f"No hyperparameter file {ALGORITHMS[algo].config} in the package sb3_pg_extras.zoo_configs ({resource}); "
             "reinstall pg-extras or pass one with -conf."
         )
     # A real file for a normal install; extracted to a temporary file (kept until exit) for a zipped install.
