@@ -23,16 +23,15 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from benchmarks.common import Curve
+from sb3_pg_extras.registry import ALGORITHMS
 
-# name -> (class path, config source). "ours": zoo_configs/<key>.yml; "zoo": rl_zoo3/hyperparams/<key>.yml
+# name -> (class path, config source, YAML file). "ours": zoo_configs/<file> (from the one registry of our algorithm
+# names); "zoo": rl_zoo3/hyperparams/<file>, the peers' own tuned files.
 SB3_ALGOS: dict[str, tuple[str, str, str]] = {
-    "trpo": ("sb3_pg_extras:TRPO", "ours", "trpo"),
-    "grpo": ("sb3_pg_extras:GRPO", "ours", "grpo"),
-    "reinforce": ("sb3_pg_extras:REINFORCE", "ours", "reinforce"),
-    "reinforce_baseline": ("sb3_pg_extras:REINFORCEWithBaseline", "ours", "reinforce_baseline"),
-    "trpo_contrib": ("sb3_contrib:TRPO", "zoo", "trpo"),
-    "a2c": ("stable_baselines3:A2C", "zoo", "a2c"),
-    "ppo": ("stable_baselines3:PPO", "zoo", "ppo"),
+    **{name: (f"{e.module}:{e.class_name}", "ours", e.config) for name, e in ALGORITHMS.items()},
+    "trpo_contrib": ("sb3_contrib:TRPO", "zoo", "trpo.yml"),
+    "a2c": ("stable_baselines3:A2C", "zoo", "a2c.yml"),
+    "ppo": ("stable_baselines3:PPO", "zoo", "ppo.yml"),
 }
 
 
@@ -43,13 +42,13 @@ def load_class(path: str) -> type:
 
 def config_path(source: str, key: str) -> str:
     if source == "ours":
-        local = Path(__file__).resolve().parent.parent / "zoo_configs" / f"{key}.yml"
+        local = Path(__file__).resolve().parent.parent / "zoo_configs" / key
         if local.is_file():
             return str(local)
-        return str(resources.files("sb3_pg_extras.zoo_configs") / f"{key}.yml")
+        return str(resources.files("sb3_pg_extras.zoo_configs") / key)
     import rl_zoo3
 
-    return str(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{key}.yml")
+    return str(Path(rl_zoo3.__file__).parent / "hyperparams" / key)
 
 
 class _EvalAndTime(BaseCallback):

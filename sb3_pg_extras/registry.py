@@ -28,7 +28,9 @@ class AlgorithmEntry:
 #: zoo name -> entry. ``trpo_group`` is the critic-free TRPO (``TRPO(advantage_estimator="group")``).
 ALGORITHMS: dict[str, AlgorithmEntry] = {
     "reinforce": AlgorithmEntry("sb3_pg_extras.reinforce", "REINFORCE", "reinforce.yml"),
-    "reinforce_baseline": AlgorithmEntry("sb3_pg_extras.reinforce_baseline", "REINFORCEWithBaseline", "reinforce_baseline.yml"),
+    "reinforce_baseline": AlgorithmEntry(
+        "sb3_pg_extras.reinforce_baseline", "REINFORCEWithBaseline", "reinforce_baseline.yml"
+    ),
     "trpo": AlgorithmEntry("sb3_pg_extras.trpo", "TRPO", "trpo.yml"),
     "trpo_group": AlgorithmEntry("sb3_pg_extras.trpo", "TRPO", "trpo_group.yml"),
     "grpo": AlgorithmEntry("sb3_pg_extras.grpo", "GRPO", "grpo.yml"),
