@@ -19,7 +19,11 @@ The advantages of every estimator come from :func:`pg_extras.estimate_advantages
 
 from __future__ import annotations
 
+import io
+import json
+import pathlib
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -48,6 +52,24 @@ from sb3_pg_extras.common.buffers import EpisodeBatch, EpisodeBuffer
 from sb3_pg_extras.common.group_env import SlotEpisodes
 
 __all__ = ["SUPPORTED_ACTION_SPACES", "EpisodicOnPolicyAlgorithm"]
+
+
+def _saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase) -> str | None:
+    """The pg-extras algorithm that saved ``path`` (``None``: unknown); a missing file raises ``FileNotFoundError``."""
+    if isinstance(path, io.BufferedIOBase):
+        return None
+    file = pathlib.Path(path)
+    if not file.exists() and file.suffix != ".zip" and pathlib.Path(f"{file}.zip").exists():
+        file = pathlib.Path(f"{file}.zip")
+    if not file.exists():
+        raise FileNotFoundError(f"No saved model at {path}: check the path (a '.zip' suffix is added when missing).")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise ValueError(f"{path} is not a model saved by Stable-Baselines3 ({error}).") from error
+    name = data.get("pg_extras_algorithm")
+    return name if isinstance(name, str) else None
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 GROUP_SCHEDULES = ("async", "lockstep")
@@ -172,6 +194,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.carry_over = bool(carry_over)
         self.max_episode_steps = max_episode_steps
         self._episode_batch: EpisodeBatch | None = None
+        self.pg_extras_algorithm = type(self).__name__  # saved with the model: load() tells which algorithm saved a file
         if _init_setup_model:
             self._setup_model()
 
@@ -253,6 +276,40 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             assert self.env is not None
             self._slots.after_reset(self.env)
         return result
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfEpisodic],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfEpisodic:
+        """SB3's ``load``, with a clear error for a missing file or a file saved by another algorithm."""
+        saved_by = _saved_algorithm(path)
+        if saved_by is not None and saved_by != cls.__name__:
+            raise ValueError(f"{path} was saved by {saved_by}, not {cls.__name__}: load it with {saved_by}.load(...).")
+        try:
+            return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        except (KeyError, RuntimeError, AssertionError, ValueError) as error:
+            if saved_by is not None:
+                raise
+            raise ValueError(
+                f"{path} could not be loaded as {cls.__name__} ({type(error).__name__}: {error}); it was not saved by a "
+                "pg-extras algorithm: load it with the class that saved it."
+            ) from error
+
+    def set_parameters(self, load_path_or_dict: Any, exact_match: bool = True, device: th.device | str = "auto") -> None:
+        """SB3's ``set_parameters``; refuses parameters with NaN or infinite values (the model is left unchanged)."""
+        before = {name: p.detach().clone() for name, p in self.policy.state_dict().items()}
+        super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
+        bad = [name for name, p in self.policy.state_dict().items() if p.is_floating_point() and not th.isfinite(p).all()]
+        if bad:
+            self.policy.load_state_dict(before)
+            raise ValueError(f"set_parameters: {bad[:3]} hold NaN or infinite values; the model was left unchanged.")
 
     def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
         # The last rollout can overshoot total_timesteps: keep schedules in their [0, 1] domain (RL Zoo's lin_<x>

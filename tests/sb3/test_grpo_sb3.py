@@ -587,3 +587,30 @@ def test_active_step_fraction_from_the_first_update_on_cartpole():
     model.learn(64 * 8 * 4)
     fractions = [r["rollout/active_step_fraction"] for r in writer.records if "rollout/active_step_fraction" in r]
     assert len(fractions) >= 3 and min(fractions) >= 0.95
+
+
+def test_loading_a_file_of_another_algorithm_or_a_missing_file(tmp_path):
+    import stable_baselines3 as sb3
+
+    from sb3_pg_extras import REINFORCE
+
+    GRPO("MlpPolicy", length_env(2), group_size=2, n_steps=8).save(tmp_path / "grpo.zip")
+    with pytest.raises(ValueError, match=r"saved by GRPO, not REINFORCE: load it with GRPO.load"):
+        REINFORCE.load(tmp_path / "grpo.zip")
+    with pytest.raises(FileNotFoundError, match="No saved model at .*missing$|No saved model"):
+        GRPO.load(tmp_path / "missing")
+    assert isinstance(GRPO.load(tmp_path / "grpo"), GRPO)  # the .zip suffix is added, as SB3 does
+    sb3.PPO("MlpPolicy", "CartPole-v1", n_steps=8).save(tmp_path / "ppo.zip")
+    with pytest.raises(ValueError, match="not saved by a pg-extras algorithm"):
+        GRPO.load(tmp_path / "ppo.zip")
+
+
+def test_set_parameters_refuses_nan_and_keeps_the_model():
+    model = GRPO("MlpPolicy", length_env(2), group_size=2, n_steps=8)
+    params = model.get_parameters()
+    params["policy"] = {name: t.clone() for name, t in params["policy"].items()}  # not the live tensors
+    params["policy"]["action_net.bias"][0] = float("nan")
+    before = model.policy.action_net.bias.detach().clone()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.set_parameters(params)
+    assert th.equal(model.policy.action_net.bias, before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -27,9 +28,10 @@ from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack, VecNo
 from torch import nn
 from torch.distributions import Categorical, Normal, kl_divergence
 
+import sb3_pg_extras.trpo.algo as algo
 from sb3_pg_extras import TRPO
-from sb3_pg_extras.trpo import reachable_parameters
-from sb3_pg_extras.trpo.algo import _fast_rollout_step
+from sb3_pg_extras.trpo import MlpPolicy, reachable_parameters
+from sb3_pg_extras.trpo.algo import MonteCarloDictRolloutBuffer, MonteCarloRolloutBuffer
 
 SMALL = dict(n_steps=32, batch_size=32, n_critic_updates=2, policy_kwargs=dict(net_arch=[16]))
 SPACE_ENVS = {
@@ -221,8 +223,7 @@ class KLRecordingTRPO(TRPO):
     measured: list
 
     def train(self) -> None:
-        data = self._rollout_tensors()
-        obs = data["observations"]
+        obs = self._training_batch().observations
         with th.no_grad():
             old = self._dists(obs)
         before = flat_params(self).clone()
@@ -268,8 +269,9 @@ def test_accepted_updates_respect_the_kl_bound_old_to_new(space):
 
 
 class ZeroAdvantageTRPO(TRPO):
-    def _train_actor(self, obs, actions, old_log_prob, advantages):
-        return super()._train_actor(obs, actions, old_log_prob, th.zeros_like(advantages))
+    def _training_batch(self):  # the one hook train() reads its data from
+        batch = super()._training_batch()
+        return batch._replace(advantages=th.zeros_like(batch.advantages))
 
 
 def test_rejected_update_leaves_the_actor_unchanged():
@@ -287,20 +289,27 @@ def test_rejected_update_leaves_the_actor_unchanged():
 
 
 class SpyTRPO(TRPO):
-    """Snapshots every parameter around the actor and critic phases."""
+    """Snapshots every parameter around the actor step (pg_extras.trust_region_step) and the critic phase after it."""
 
-    def _train_actor(self, *args):
-        before = {n: p.detach().clone() for n, p in self.policy.named_parameters()}
-        result, actor_params = super()._train_actor(*args)
-        self.actor_phase = (before, {n: p.detach().clone() for n, p in self.policy.named_parameters()}, result)
-        self.actor_ids = {id(p) for p in actor_params}
-        return result, actor_params
+    def _snapshot(self):
+        return {n: p.detach().clone() for n, p in self.policy.named_parameters()}
 
-    def _train_critic(self, *args):
-        before = {n: p.detach().clone() for n, p in self.policy.named_parameters()}
-        out = super()._train_critic(*args)
-        self.critic_phase = (before, {n: p.detach().clone() for n, p in self.policy.named_parameters()})
-        return out
+    def train(self) -> None:
+        original = algo.trust_region_step
+
+        def spy(params, *args, **kwargs):
+            before = self._snapshot()
+            result = original(params, *args, **kwargs)
+            self.actor_phase = (before, self._snapshot(), result)
+            self.actor_ids = {id(p) for p in params}
+            return result
+
+        algo.trust_region_step = spy
+        try:
+            super().train()
+        finally:
+            algo.trust_region_step = original
+        self.critic_phase = (self.actor_phase[1], self._snapshot())
 
 
 def _changed(before, after):
@@ -385,35 +394,57 @@ def test_reachable_parameters_follows_the_graph_not_names():
 # Rollouts and advantages
 # ----------------------------------------------------------------------------------------------------------------------
 def _rollout(env_fn, ours: bool = True, **kwargs) -> TRPO:
-    """Build a model (which seeds the global generators) and fill its buffer with our or SB3's collect_rollouts."""
+    """Build a model (which seeds the global generators) and fill its buffer with SB3's collect_rollouts, calling our
+    policy's forward (``ours``) or SB3's ``ActorCriticPolicy.forward``."""
     model = make(env_fn, n_steps=64, **kwargs)
+    if not ours:
+        model.policy.forward = types.MethodType(ActorCriticPolicy.forward, model.policy)
     _, callback = model._setup_learn(model.n_steps * model.n_envs)
-    if ours:
-        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
-    else:
-        OnPolicyAlgorithm.collect_rollouts(model, model.env, callback, model.rollout_buffer, model.n_steps)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
     return model
 
 
-@pytest.mark.parametrize(
-    "env_id, fast",
-    [("CartPole-v1", True), ("Pendulum-v1", True), ("Discrete", True), ("MultiDiscrete", False)],
-)
-def test_rollouts_are_identical_to_sb3(env_id, fast):
-    # Short time limits exercise SB3's time-limit bootstrap; "Discrete" has Discrete observations too; MultiDiscrete
-    # takes the generic policy(obs) path.
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Discrete", "MultiDiscrete"])
+def test_rollouts_are_sb3s_and_our_forward_equals_sb3s(env_id):
+    # TRPO uses OnPolicyAlgorithm.collect_rollouts as is; our policies' lean forward gives the same actions, values and
+    # log-probs from the same random draws (MultiDiscrete falls back to SB3's forward). Short time limits exercise
+    # SB3's time-limit bootstrap; "Discrete" has Discrete observations too.
+    assert TRPO.collect_rollouts is OnPolicyAlgorithm.collect_rollouts
     env_fn = SPACE_ENVS.get(env_id) or (lambda: gym.make(env_id, max_episode_steps=20))
     ours = _rollout(env_fn, ours=True)
     sb3 = _rollout(env_fn, ours=False)
-    assert (_fast_rollout_step(ours.policy) is not None) == fast
+    assert type(ours.policy) is MlpPolicy and isinstance(ours.policy, ActorCriticPolicy)
     a, b = ours.rollout_buffer, sb3.rollout_buffer
-    for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs"):
+    for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert a.episode_starts[1:].any()  # episodes did end inside the rollout
-    # GAE from the core (no step loop) equals SB3's recursion
-    np.testing.assert_allclose(a.advantages, b.advantages, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(a.returns, b.returns, rtol=1e-5, atol=1e-5)
     assert np.array_equal(ours._last_obs, sb3._last_obs) and ours.num_timesteps == sb3.num_timesteps
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_lean_forward_equals_sb3_forward(env_id, deterministic):
+    policy = make(env_id).policy
+    obs = policy.obs_to_tensor(policy.observation_space.sample()[None].repeat(5, 0))[0]
+    outputs = []
+    for forward in (policy.forward, types.MethodType(ActorCriticPolicy.forward, policy)):
+        th.manual_seed(3)
+        with th.no_grad():
+            outputs.append(forward(obs, deterministic=deterministic))
+    for ours, sb3 in zip(*outputs, strict=True):
+        assert th.equal(ours, sb3)
+
+
+def test_custom_action_distribution_uses_sb3s_forward():
+    calls = []
+
+    class Custom(MlpPolicy):
+        def _get_action_dist_from_latent(self, latent_pi):
+            calls.append(1)
+            return super()._get_action_dist_from_latent(latent_pi)
+
+    TRPO(Custom, make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **SMALL).learn(64)
+    assert len(calls) >= 32  # every rollout step went through it
 
 
 class ConstantAdvantageBuffer(RolloutBuffer):
@@ -442,18 +473,6 @@ def test_training_works_after_a_callback_read_the_buffer():
     assert model._n_updates == 2 and model.last_trust_region_result.accepted
 
 
-def test_fast_rollout_path_is_skipped_for_custom_forward():
-    class Custom(ActorCriticPolicy):
-        def forward(self, obs, deterministic=False):
-            return super().forward(obs, deterministic)
-
-    model = TRPO(Custom, make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **SMALL)
-    assert _fast_rollout_step(model.policy) is None
-    model.learn(64)
-    assert _fast_rollout_step(make("CartPole-v1", use_sde=False).policy) is not None
-    assert _fast_rollout_step(make(SPACE_ENVS["Box"], use_sde=True).policy) is None
-
-
 def test_monte_carlo_estimator_equals_gae_with_lambda_one():
     gae = _rollout("CartPole-v1", gae_lambda=1.0)
     mc = _rollout("CartPole-v1", advantage_estimator="mc")
@@ -463,6 +482,23 @@ def test_monte_carlo_estimator_equals_gae_with_lambda_one():
     # ... and differs from the default lambda
     default = _rollout("CartPole-v1")
     assert not np.allclose(default.rollout_buffer.advantages, mc.rollout_buffer.advantages)
+    assert type(mc.rollout_buffer) is MonteCarloRolloutBuffer and type(default.rollout_buffer) is RolloutBuffer
+
+
+def test_monte_carlo_estimator_with_dict_observations_and_its_buffer_rule():
+    model = TRPO(
+        "MultiInputPolicy",
+        make_vec_env(lambda: SimpleMultiObsEnv(random_start=True), n_envs=2, seed=0),
+        seed=0,
+        n_steps=16,
+        batch_size=16,
+        n_critic_updates=1,
+        advantage_estimator="mc",
+    )
+    model.learn(32)
+    assert type(model.rollout_buffer) is MonteCarloDictRolloutBuffer and model._n_updates == 1
+    with pytest.raises(ValueError, match="rollout_buffer_class=None"):
+        TRPO("MlpPolicy", "CartPole-v1", advantage_estimator="mc", rollout_buffer_class=ConstantAdvantageBuffer)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -484,6 +520,15 @@ def test_monte_carlo_estimator_equals_gae_with_lambda_one():
         (dict(advantage_estimator="td"), "advantage_estimator"),
         (dict(advantage_estimator="group"), "GRPO"),
         (dict(n_steps=1, normalize_advantage=True), "n_steps \\* n_envs"),
+        (dict(target_kl=float("inf")), "target_kl.*finite"),
+        (dict(target_kl=float("nan")), "target_kl"),
+        (dict(target_kl="0.01"), "target_kl='0.01' is a string"),
+        (dict(gamma="0.99"), "gamma='0.99' is a string"),
+        (dict(learning_rate=-1.0), "learning_rate"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(normalize_advantage="no"), "normalize_advantage"),
+        (dict(sub_sampling_factor=32), "sub_sampling_factor=32 .*sub_sampling_factor <= 16"),
+        (dict(sub_sampling_factor=100), "sub_sampling_factor"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, match):
@@ -491,14 +536,44 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
         TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), **{**SMALL, **kwargs})
 
 
-def test_unsupported_action_space_is_rejected():
-    class TupleActionEnv(IdentityEnv):
+@pytest.mark.parametrize(
+    "action_space",
+    [spaces.Tuple([spaces.Discrete(2), spaces.Discrete(2)]), spaces.Dict({"a": spaces.Discrete(2)})],
+)
+def test_unsupported_action_space_is_a_clear_value_error(action_space):
+    class OddActionEnv(IdentityEnv):
         def __init__(self):
             super().__init__(space=spaces.Discrete(2))
-            self.action_space = spaces.Tuple([spaces.Discrete(2), spaces.Discrete(2)])
+            self.action_space = action_space
 
-    with pytest.raises(AssertionError, match="only supports"):
-        TRPO("MlpPolicy", TupleActionEnv())
+    with pytest.raises(ValueError, match=f"action space {type(action_space).__name__}.*MultiDiscrete.*Wrap the env"):
+        TRPO("MlpPolicy", OddActionEnv())
+
+
+class HugeRewardEnv(gym.Wrapper):
+    def __init__(self, scale: float):
+        super().__init__(gym.make("CartPole-v1"))
+        self.scale = scale
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward * self.scale, terminated, truncated, info
+
+
+@pytest.mark.parametrize("scale", [3e38, float("nan")])
+def test_non_finite_returns_raise_a_clear_error_before_any_update(scale):
+    model = TRPO("MlpPolicy", make_vec_env(lambda: HugeRewardEnv(scale), n_envs=2, seed=0), seed=0, **SMALL)
+    before = flat_params(model).clone()
+    with pytest.raises(ValueError, match=r"TRPO rollout (returns|advantages|values).*VecNormalize"):
+        model.learn(64)
+    assert th.equal(before, flat_params(model))  # no NaN weights
+
+
+def test_a_diverging_critic_raises_a_clear_error():
+    model = TRPO("MlpPolicy", make_vec_env(lambda: HugeRewardEnv(1e30), n_envs=2, seed=0), seed=0, **SMALL)
+    with pytest.raises(ValueError, match=r"value loss.*critic diverged"):
+        model.learn(64)  # the returns are finite (1e31) but their square overflows float32
+    assert bool(th.isfinite(flat_params(model)).all())
 
 
 def test_no_critic_updates_is_allowed():
@@ -512,8 +587,24 @@ def test_no_critic_updates_is_allowed():
 
 def test_user_optimizer_kwargs_are_kept():
     model = make("CartPole-v1", policy_kwargs=dict(net_arch=[16], optimizer_kwargs=dict(eps=1e-7)))
-    group = model.policy.optimizer.param_groups[0]
-    assert group["eps"] == 1e-7 and not group["fused"]
+    assert model.policy.optimizer.param_groups[0]["eps"] == 1e-7
     default = make("CartPole-v1")
-    assert default.policy.optimizer.param_groups[0]["fused"] and default.policy.optimizer.param_groups[0]["eps"] == 1e-5
+    assert type(default.policy.optimizer) is th.optim.Adam and default.policy.optimizer.param_groups[0]["eps"] == 1e-5
     assert default.policy_kwargs == SMALL["policy_kwargs"]  # what is saved is what the user passed
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, optimizer_kwargs",
+    [(th.optim.AdamW, {}), (th.optim.SGD, dict(momentum=0.9, weight_decay=1e-3)), (th.optim.RMSprop, {})],
+)
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_any_optimizer_class_trains_the_critic_only(env_id, optimizer_class, optimizer_kwargs):
+    # (sharing optimizer state between two optimizers crashed with AdamW: 'unexpected keyword argument ...')
+    policy_kwargs = dict(net_arch=[16], optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
+    model = SpyTRPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, **{**SMALL, "policy_kwargs": policy_kwargs})
+    model.learn(64)
+    assert type(model.policy.optimizer) is optimizer_class
+    names = {n for n, _ in model.policy.named_parameters()}
+    critic = {n for n in names if "value" in n}
+    before, after = model.critic_phase
+    assert _changed(before, after) == critic  # weight decay / momentum never reach the actor

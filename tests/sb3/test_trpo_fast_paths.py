@@ -1,26 +1,26 @@
-"""sb3_pg_extras.TRPO's fast paths for SB3's default MLP policy give the same update as the generic autograd paths.
+"""sb3_pg_extras.TRPO's Fisher-vector products for MLP actors go through ``pg_extras.mlp_fvp_fn`` (no autograd).
 
-* actor: Gauss-Newton Fisher-vector products through ``pg_extras.MlpLinearization`` (``_mlp_actor_fvp``) equal
-  the autograd Gauss-Newton product and the double-backward Hessian of the mean KL;
-* critic: features computed once (``_critic_path``), hand-written MLP backpropagation (``_mlp_value_step``) and a
-  critic-only Adam sharing the policy optimizer's state (``_critic_optimizer``);
-* a whole ``train()`` with the fast paths equals ``train()`` with all of them switched off (float noise only),
-  and every other kind of policy takes the generic paths.
+* for SB3's MLP policies (every action space, shared or separate extractors, gSDE, a frozen ``log_std``) the product
+  equals the autograd Gauss-Newton product and the double-backward Hessian of the mean joint KL;
+* a whole ``train()`` with it equals ``train()`` with autograd's products (float noise only);
+* every other policy (a features extractor with parameters, another activation, a hook that changes the output)
+  falls back to autograd (``pg_extras.gauss_newton_fvp_fn``) and trains.
 """
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import IdentityEnvMultiDiscrete
+from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 import sb3_pg_extras.trpo.algo as algo
-from pg_extras import distribution_fvp_fn, fisher_vector_product_fn
+from pg_extras import distribution_fvp_fn, fisher_vector_product_fn, joint_kl, reachable_parameters
 from sb3_pg_extras import TRPO
 
 
@@ -32,7 +32,7 @@ def _one_thread():
     th.set_num_threads(threads)
 
 
-def _model(env_id: str = "CartPole-v1", **kwargs) -> TRPO:
+def _model(env_id="CartPole-v1", **kwargs) -> TRPO:
     kwargs = {"n_steps": 64, "batch_size": 32, "n_critic_updates": 3, "seed": 0, "device": "cpu", **kwargs}
     model = TRPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), **kwargs)
     _, callback = model._setup_learn(10_000)
@@ -40,30 +40,40 @@ def _model(env_id: str = "CartPole-v1", **kwargs) -> TRPO:
     return model
 
 
-def _actor(model: TRPO, obs: th.Tensor):
+def _actor(model: TRPO):
+    obs = th.as_tensor(model.rollout_buffer.observations.reshape(128, -1)).float()
     distribution = model.policy.get_distribution(obs)
     dists = algo._torch_distributions(distribution)
     log_prob = distribution.log_prob(distribution.sample())
-    return dists, algo.reachable_parameters([log_prob], list(model.policy.parameters()))
+    return obs, dists, reachable_parameters([log_prob], list(model.policy.parameters()))
 
 
-@pytest.mark.parametrize(
-    "env_id, policy_kwargs",
-    [
-        ("CartPole-v1", dict(net_arch=[16, 16])),
-        ("Pendulum-v1", dict(net_arch=[16], activation_fn=nn.ReLU, log_std_init=-0.7)),  # (std != 1)
-        ("Pendulum-v1", dict(net_arch=dict(pi=[8, 8], vf=[4]), share_features_extractor=False)),
-    ],
-)
-def test_mlp_actor_fvp_equals_autograd_products(env_id, policy_kwargs):
-    model = _model(env_id, policy_kwargs=policy_kwargs)
-    obs = th.as_tensor(model.rollout_buffer.observations.reshape(128, -1))
-    dists, actor = _actor(model, obs)
-    fast = algo._mlp_actor_fvp(model.policy, obs, actor, dists)
-    assert fast is not None
+MLP_CASES = {
+    "categorical": ("CartPole-v1", dict(policy_kwargs=dict(net_arch=[16, 16]))),
+    "gaussian_relu_std": ("Pendulum-v1", dict(policy_kwargs=dict(net_arch=[16], activation_fn=nn.ReLU, log_std_init=-0.7))),
+    "gaussian_separate_extractors": (
+        "Pendulum-v1",
+        dict(policy_kwargs=dict(net_arch=dict(pi=[8, 8], vf=[4]), share_features_extractor=False)),
+    ),
+    "gsde": ("Pendulum-v1", dict(use_sde=True, policy_kwargs=dict(net_arch=[8]))),
+    "multidiscrete": (lambda: IdentityEnvMultiDiscrete(3, ep_length=8), dict(policy_kwargs=dict(net_arch=[8]))),
+    "multibinary": (lambda: IdentityEnvMultiBinary(3, ep_length=8), dict(policy_kwargs=dict(net_arch=[8]))),
+    "frozen_log_std": ("Pendulum-v1", dict(policy_kwargs=dict(net_arch=[8]))),
+}
+
+
+@pytest.mark.parametrize("case", list(MLP_CASES))
+def test_mlp_fvp_is_used_and_equals_autograd_products(case):
+    env_id, kwargs = MLP_CASES[case]
+    model = _model(env_id, **kwargs)
+    if case == "frozen_log_std":
+        model.policy.log_std.requires_grad_(False)
+    obs, dists, actor = _actor(model)
+    fast = model._fisher_vector_product(obs, dists, actor)
+    assert fast.__qualname__.startswith("mlp_fvp_fn"), fast.__qualname__
     gauss_newton = distribution_fvp_fn(dists, actor)
-    old = [algo._detached(d) for d in dists]
-    hessian = fisher_vector_product_fn(algo._per_sample_kl(old, dists).mean(), actor)
+    old = [_detached(d) for d in dists]
+    hessian = fisher_vector_product_fn(joint_kl(old, dists), actor)
     for seed in range(3):
         v = th.randn(sum(p.numel() for p in actor), generator=th.Generator().manual_seed(seed))
         reference = gauss_newton(v)
@@ -72,39 +82,25 @@ def test_mlp_actor_fvp_equals_autograd_products(env_id, policy_kwargs):
         th.testing.assert_close(fast(v), hessian(v), rtol=1e-4, atol=1e-5 * reference.norm().item())
 
 
-def test_mlp_value_step_gradients_equal_autograd():
-    model = _model("Pendulum-v1", policy_kwargs=dict(net_arch=[16, 8], activation_fn=nn.ReLU))
-    policy = model.policy
-    obs = th.as_tensor(model.rollout_buffer.observations.reshape(128, -1))
-    target = th.randn(128)
-    critic = [p for p in algo.reachable_parameters([policy.predict_values(obs)], list(policy.parameters()))]
-    step = algo._mlp_value_step(policy, critic)
-    assert step is not None
-    policy.zero_grad(set_to_none=True)
-    loss = nn.functional.mse_loss(target, policy.predict_values(obs).flatten())
-    expected = th.autograd.grad(loss, critic)
-    inputs, _ = algo._critic_path(policy, obs)
-    th.testing.assert_close(step(inputs, target), loss.detach())
-    for p, g in zip(critic, expected, strict=True):
-        th.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+def _detached(d):
+    if isinstance(d, (th.distributions.Categorical, th.distributions.Bernoulli)):
+        return type(d)(logits=d.logits.detach())
+    return th.distributions.Normal(d.loc.detach(), d.scale.detach())
 
 
-def _train_once(model: TRPO, fast: bool, monkeypatch) -> tuple[dict, dict]:
+def _train_once(model: TRPO, mlp_fvp: bool, monkeypatch) -> dict:
     with monkeypatch.context() as patch:
-        if not fast:
-            patch.setattr(algo, "_mlp_actor_fvp", lambda *args: None)
-            patch.setattr(algo, "distribution_fvp_fn", lambda *args, **kwargs: None)  # double-backward Hessian
-            patch.setattr(algo, "_critic_path", lambda policy, obs: (obs, policy.predict_values))
-            patch.setattr(algo, "_mlp_value_step", lambda *args: None)
-            patch.setattr(algo, "_critic_optimizer", lambda optimizer, params: optimizer)
+        if not mlp_fvp:
+            patch.setattr(algo, "mlp_fvp_fn", lambda *args, **kwargs: None)
         model.rollout_buffer = copy.deepcopy(model.rollout_buffer)
         th.manual_seed(1)  # the critic's minibatch shuffles
+        np.random.seed(1)  # the buffer's
         model.train()
-    return copy.deepcopy(model.policy.state_dict()), copy.deepcopy(model.policy.optimizer.state_dict())
+    return copy.deepcopy(model.policy.state_dict())
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_train_with_fast_paths_equals_generic_paths(env_id, monkeypatch):
+def test_train_with_mlp_fvp_equals_train_with_autograd_fvp(env_id, monkeypatch):
     model = _model(env_id, policy_kwargs=dict(log_std_init=0.4) if env_id == "Pendulum-v1" else None)
     state, optim_state, buffer = (
         copy.deepcopy(model.policy.state_dict()),
@@ -112,23 +108,18 @@ def test_train_with_fast_paths_equals_generic_paths(env_id, monkeypatch):
         model.rollout_buffer,
     )
     results = []
-    for fast in (True, False):
+    for mlp_fvp in (True, False):
         model.policy.load_state_dict(state)
         model.policy.optimizer.load_state_dict(copy.deepcopy(optim_state))
         model.rollout_buffer = buffer
-        results.append((*_train_once(model, fast, monkeypatch), model.last_trust_region_result))
-    (fast_params, fast_optim, fast_result), (slow_params, slow_optim, slow_result) = results
+        results.append((_train_once(model, mlp_fvp, monkeypatch), model.last_trust_region_result))
+    (fast_params, fast_result), (slow_params, slow_result) = results
     assert fast_result.accepted and slow_result.accepted and fast_result.steps_tried == slow_result.steps_tried
     assert abs(fast_result.kl - slow_result.kl) < 1e-3 * slow_result.kl
     for name in state:
         step = slow_params[name] - state[name]
         assert step.abs().max() > 0, name  # every parameter moved (actor by the step, critic by Adam)
         th.testing.assert_close(fast_params[name], slow_params[name], rtol=0, atol=2e-3 * step.abs().max().item() + 1e-7)
-    # One set of Adam moments, in the policy's optimizer, with the same step counts
-    assert fast_optim["state"].keys() == slow_optim["state"].keys()
-    for index, entry in slow_optim["state"].items():
-        assert th.equal(fast_optim["state"][index]["step"], entry["step"])
-        th.testing.assert_close(fast_optim["state"][index]["exp_avg"], entry["exp_avg"], rtol=1e-3, atol=1e-6)
 
 
 class LinearExtractor(BaseFeaturesExtractor):
@@ -140,54 +131,22 @@ class LinearExtractor(BaseFeaturesExtractor):
         return th.tanh(self.linear(obs))
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["features_extractor", "gelu", "gsde", "multidiscrete", "frozen_log_std", "hook"],
-)
-def test_other_policies_take_the_generic_paths_and_train(case):
-    kwargs: dict = {}
-    env = "Pendulum-v1"
+@pytest.mark.parametrize("case", ["features_extractor", "gelu", "output_hook"])
+def test_other_policies_fall_back_to_autograd_and_train(case):
+    kwargs: dict = dict(policy_kwargs=dict(net_arch=[8]))
     if case == "features_extractor":
         kwargs = dict(policy_kwargs=dict(features_extractor_class=LinearExtractor, net_arch=[8]))
     elif case == "gelu":
         kwargs = dict(policy_kwargs=dict(activation_fn=nn.GELU, net_arch=[8]))
-    elif case == "gsde":
-        kwargs = dict(use_sde=True, policy_kwargs=dict(net_arch=[8]))
-    elif case == "multidiscrete":
-        env = lambda: IdentityEnvMultiDiscrete(3, ep_length=8)  # noqa: E731
-        kwargs = dict(policy_kwargs=dict(net_arch=[8]))
-    model = _model(env, **kwargs)
-    if case == "frozen_log_std":
-        model.policy.log_std.requires_grad_(False)
-    if case == "hook":
-        model.policy.mlp_extractor.policy_net.register_forward_hook(lambda *args: None)
-    policy = model.policy
-    obs = th.as_tensor(model.rollout_buffer.observations.reshape(128, -1)).float()
-    dists, actor = _actor(model, obs)
-    assert algo._mlp_actor_fvp(policy, obs, actor, dists) is None
-    if case in ("features_extractor", "gelu", "hook"):
-        critic = [p for p in policy.parameters() if all(p is not a for a in actor) and p.requires_grad]
-        if case != "hook":  # (the hook is on the actor)
-            assert algo._mlp_value_step(policy, critic) is None
-        if case == "features_extractor":
-            assert algo._critic_path(policy, obs)[1] == policy.predict_values
-    before = [p.detach().clone() for p in policy.parameters()]
+    model = _model("Pendulum-v1", **kwargs)
+    if case == "output_hook":  # a hook that changes the actor's output: its Jacobian is not the MLP's
+        model.policy.action_net.register_forward_hook(lambda module, args, out: 2.0 * out)
+    obs, dists, actor = _actor(model)
+    fvp = model._fisher_vector_product(obs, dists, actor)
+    assert fvp.__qualname__.startswith("gauss_newton_fvp_fn"), fvp.__qualname__
+    v = th.randn(sum(p.numel() for p in actor))
+    th.testing.assert_close(fvp(v), distribution_fvp_fn(dists, actor)(v))
+    before = [p.detach().clone() for p in model.policy.parameters()]
     model.train()
     assert model.last_trust_region_result is not None and model.last_trust_region_result.steps_tried >= 1
-    assert any(not th.equal(a, p) for a, p in zip(before, policy.parameters(), strict=True))
-    if case == "frozen_log_std":
-        names = [name for name, _ in policy.named_parameters()]
-        assert th.equal(before[names.index("log_std")], policy.log_std.detach())
-
-
-def test_critic_optimizer_is_a_view_of_the_policy_optimizer():
-    model = _model()
-    optimizer = model.policy.optimizer
-    critic = list(model.policy.value_net.parameters())
-    sub = algo._critic_optimizer(optimizer, critic)
-    assert sub is not optimizer and sub.state is optimizer.state
-    assert sub.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
-    assert [id(p) for p in sub.param_groups[0]["params"]] == [id(p) for p in critic]
-    # Another optimizer class: the policy's own optimizer is used
-    sgd = th.optim.SGD(model.policy.parameters(), lr=0.1)
-    assert algo._critic_optimizer(sgd, critic) is sgd
+    assert any(not th.equal(a, p) for a, p in zip(before, model.policy.parameters(), strict=True))
