@@ -614,3 +614,25 @@ def test_set_parameters_refuses_nan_and_keeps_the_model():
     with pytest.raises(ValueError, match="NaN or infinite"):
         model.set_parameters(params)
     assert th.equal(model.policy.action_net.bias, before)
+
+
+class NeverEnding(gym.Env):
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 1.0, False, False, {}
+
+
+def test_an_env_that_never_ends_cannot_hang_learn():
+    model = GRPO("MlpPolicy", make_vec_env(NeverEnding, n_envs=4), group_size=4, n_steps=1)
+    model.learn(200)  # returns (was: ran forever waiting for the round to end)
+    assert model.num_timesteps == 200
+    model = GRPO("MlpPolicy", make_vec_env(NeverEnding, n_envs=4), group_size=4, n_steps=16, max_episode_steps=50)
+    with pytest.raises(RuntimeError, match=r"run for \d+ steps without ending \(max_episode_steps=50\).*TimeLimit"):
+        model.learn(10_000)
+    assert model.num_timesteps <= 4 * 64

@@ -1,0 +1,102 @@
+"""Hostile-but-realistic input to the SB3 algorithms: clear errors naming the argument, never NaN weights or a hang."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_pg_extras import GRPO, REINFORCE, REINFORCEWithBaseline
+
+SMALL = dict(n_steps=16, policy_kwargs=dict(net_arch=[8]))
+
+
+class ScaledRewards(gym.Env):
+    """Episodes of 1-4 steps (action 1 ends them); reward `scale` per step."""
+
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = int(action) == 1 or self.t >= 4
+        return np.zeros(2, np.float32), self.scale, done, False, {}
+
+
+def env(scale=1.0, n_envs=2):
+    return make_vec_env(lambda: ScaledRewards(scale), n_envs=n_envs)
+
+
+ALGOS = {
+    "GRPO": lambda e, **kw: GRPO("MlpPolicy", e, group_size=2, **{**SMALL, **kw}),
+    "REINFORCE": lambda e, **kw: REINFORCE("MlpPolicy", e, **{**SMALL, **kw}),
+    "REINFORCEWithBaseline": lambda e, **kw: REINFORCEWithBaseline("MlpPolicy", e, **{**SMALL, **kw}),
+}
+
+
+@pytest.mark.parametrize("name", list(ALGOS))
+def test_rewards_that_overflow_give_a_clear_error_and_no_nan_weights(name):
+    model = ALGOS[name](env(1e38))
+    with pytest.raises(ValueError, match=r"overflow.*rescale|non-finite.*rescale|VecNormalize"):
+        model.learn(200)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_tiny_rewards_still_move_grpo():
+    model = ALGOS["GRPO"](env(1e-8))
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(256)
+    assert any(not th.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", list(ALGOS))
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(learning_rate=-1e-3), "learning_rate"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(learning_rate="3e-4"), "learning_rate.*string"),
+        (dict(gamma="0.99"), r"gamma='0.99' is a string: write the number without quotes"),
+        (dict(ent_coef="0.1"), "ent_coef.*string"),
+        (dict(max_grad_norm=float("nan")), "max_grad_norm"),
+        (dict(n_steps=0), "n_steps"),
+    ],
+)
+def test_bad_numbers_are_named_at_construction(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ALGOS[name](env(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: REINFORCE("MlpPolicy", env(), normalize_returns="no"), "normalize_returns"),
+        (lambda: REINFORCEWithBaseline("MlpPolicy", env(), normalize_advantage="no"), "normalize_advantage"),
+        (lambda: REINFORCEWithBaseline("MlpPolicy", env(), bootstrap_truncated=1), "bootstrap_truncated"),
+        (lambda: GRPO("MlpPolicy", env(), rloo="yes"), "rloo"),
+        (lambda: GRPO("MlpPolicy", env(), beta="0.1"), "beta='0.1' is a string"),
+        (lambda: GRPO("MlpPolicy", env(), target_kl="0.01"), "target_kl"),
+        (lambda: GRPO("MlpPolicy", env(), clip_range_high=-0.1), "clip_range_high"),
+    ],
+)
+def test_booleans_must_be_booleans_and_strings_are_not_numbers(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_grpo_with_any_optimizer_class():
+    for optimizer_class in (th.optim.AdamW, th.optim.SGD, th.optim.RMSprop):
+        model = GRPO("MlpPolicy", env(), group_size=2, n_steps=16, policy_kwargs=dict(optimizer_class=optimizer_class))
+        model.learn(64)
+        assert all(th.isfinite(p).all() for p in model.policy.parameters())
