@@ -414,6 +414,17 @@ class PGExtrasExperimentManager(ExperimentManager):
             check_hyperparameters(self.algo, hyperparams, f"{self.config} (entry for {self.env_name.gym_id}, with -params)")
         return hyperparams, saved_hyperparams
 
+    def setup_experiment(self) -> Any:
+        """rl-zoo3's ``setup_experiment``; a bad hyperparameter value (our constructors' ValueError) is a config error."""
+        try:
+            return super().setup_experiment()
+        except ValueError as error:
+            if self.algo not in PG_EXTRAS_ALGOS:
+                raise
+            raise ZooConfigError(
+                f"{self.config} (entry for {self.env_name.gym_id}, with -params) does not build {self.algo}: {error}"
+            ) from error
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Command line
