@@ -41,7 +41,9 @@ import importlib
 import importlib.resources
 import inspect
 import os
+import random
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -510,8 +512,30 @@ def optimize(argv: Sequence[str]) -> None:
     if not {"-optimize", "--optimize-hyperparameters"} & set(arguments):
         arguments.append("--optimize-hyperparameters")
     _prepare("optimize", arguments)
+    storage = _peek(arguments, "--storage")
+    if storage is not None:
+        _create_shared_study(storage, _peek(arguments, "--study-name"))
     with _argv("pg-extras-zoo optimize", arguments):
         zoo_train.train()
+
+
+def _create_shared_study(storage: str, study_name: str | None, attempts: int = 10) -> None:
+    """Create the study in ``storage`` before rl-zoo3 does, retrying while another worker creates the same schema.
+
+    Several ``optimize`` workers started at once on one new storage race to create its tables (Optuna then fails with
+    "UNIQUE constraint failed: alembic_version"); whoever loses retries and loads the study the winner made.
+    """
+    if study_name is None:
+        raise ZooUsageError("--storage needs --study-name, so that several workers fill the same study.")
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, direction="maximize")
+            return
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+    optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, direction="maximize")
 
 
 def enjoy(argv: Sequence[str]) -> None:
