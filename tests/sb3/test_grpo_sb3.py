@@ -186,6 +186,23 @@ def test_members_of_a_group_start_from_the_same_state(vec_env_cls, n_envs):
     assert fractions and min(fractions) == 1.0  # asynchronous groups: no env ever waits
 
 
+def test_members_in_different_spawned_processes_start_from_the_same_state():
+    from sb3_pg_extras import GroupResetWrapper
+
+    env = make_vec_env("CartPole-v1", n_envs=2, vec_env_cls=SubprocVecEnv, wrapper_class=GroupResetWrapper,
+                       vec_env_kwargs=dict(start_method="spawn"))  # fmt: skip
+    model = GRPO("MlpPolicy", env, group_size=2, seed=1, **SMALL)
+    seen = capture_training_batches(model)
+    model.learn(256)
+    env.close()
+    n_groups = 0
+    for batch, _ in seen:
+        for firsts in _first_observations(batch).values():
+            np.testing.assert_array_equal(firsts[0], firsts[1])
+            n_groups += 1
+    assert n_groups >= 2
+
+
 def test_lockstep_schedule_masks_waiting_steps():
     model = GRPO("MlpPolicy", length_env(4, max_len=6), group_size=2, seed=0, group_schedule="lockstep", **SMALL)
     model.n_steps = 12

@@ -54,3 +54,12 @@ def test_cartpole_reaches_195_with_zoo_hyperparameters():
     model.learn(30_720, callback=eval_callback)
     assert eval_callback.best_mean_reward >= 195, f"best mean eval return {eval_callback.best_mean_reward}"
     assert model.num_timesteps <= 20_480  # typically ~5k steps; sb3-contrib needs a similar number
+
+
+def test_speed_benchmark_runs_and_writes_its_tables(tmp_path):
+    from benchmarks import trpo_update_speed
+
+    n_envs, config = trpo_update_speed.zoo_config("CartPole-v1")
+    assert n_envs == 2 and config == ZOO_CARTPOLE  # the zoo file is what this test module and the benchmark use
+    out = trpo_update_speed.main(["--steps", "1024", "--reps", "1", "--train-reps", "0", "--out", str(tmp_path / "speed")])
+    assert out["ratio"] > 0 and (tmp_path / "speed.csv").exists() and "speed-up" in (tmp_path / "speed.md").read_text()
