@@ -19,7 +19,15 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
-from pg_extras import LOSS_AGGREGATIONS, EpisodeLayout, aggregate_loss, kl_estimate, policy_loss, regularized_loss
+from pg_extras import (
+    LOSS_AGGREGATIONS,
+    EpisodeLayout,
+    aggregate_loss,
+    kl_estimate,
+    policy_loss,
+    regularized_loss,
+    standardize,
+)
 from pg_extras.validation import check_choice, check_float, check_int
 from sb3_pg_extras.common.buffers import EpisodeBatch, episode_minibatches
 from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
@@ -75,6 +83,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param group_schedule: ``"async"`` (default) or ``"lockstep"``.
     :param max_policy_lag: drop groups whose members span more than this many updates (``None``: no bound).
     :param max_episode_steps: raise when an episode runs this many steps without ending.
+    :param advantage_estimator: ``"group"`` (GRPO) or ``"mc"`` (critic-free PPO-clip on standardised Monte-Carlo
+        returns-to-go, no groups).
     Other parameters: as SB3's PPO (``use_sde``, ``sde_sample_freq``, ``stats_window_size``, ``tensorboard_log``,
     ``policy_kwargs``, ``verbose``, ``seed``, ``device``, ``_init_setup_model``).
 
@@ -242,6 +252,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             self.logger.record("train/skipped_updates", 1)
             return
         advantages = self._advantages(batch).advantages
+        if not self.uses_groups:  # Monte-Carlo returns: standardised over the batch, as PPO's normalize_advantage
+            advantages = standardize(advantages)
         self._warn_if_no_signal(advantages, batch)
         max_length = int(batch.lengths.max())
         done = batch.terminated | batch.truncated
