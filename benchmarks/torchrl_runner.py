@@ -4,8 +4,9 @@ Every pipeline is a :class:`~torchrl.collectors.Collector` over a batched env (a
 :class:`~torchrl.envs.GymWrapper`, ``AutoresetMode.DISABLED`` so that TorchRL drives the partial resets), a loss
 module and an optimizer loop. The names ``run.py`` dispatches here:
 
-* ``torchrl_grpo``: :class:`torchrl_pg_extras.GRPOLoss`; same-seed groups from :class:`~torchrl_pg_extras.GroupReset`,
-  whole groups from :class:`~torchrl_pg_extras.GroupBatcher`, advantages from
+* ``torchrl_grpo``: :class:`torchrl_pg_extras.GRPOLoss`; same-seed groups from :class:`~torchrl_pg_extras.GroupedEnv`
+  (the core's group scheduler: a finished sub-env takes the next member at once), whole groups from
+  :class:`~torchrl_pg_extras.GroupBatcher` over a fixed-frame collector, advantages from
   :class:`~torchrl_pg_extras.GroupRelativeAdvantage` (critic-free);
 * ``torchrl_reinforce_pgx``: :class:`torchrl_pg_extras.REINFORCELoss` with a learned baseline (seed 2.3) and the
   default Monte-Carlo estimator on complete episodes (``Collector(trajs_per_batch=...)``);
@@ -20,7 +21,8 @@ Networks are the TorchRL examples' (``examples/torchrl/_common.py``: 64x64 tanh 
 policy). Evaluation: ``n_eval_episodes`` episodes on a separate batched env, one episode per sub-env, with the
 deterministic policy (``ExplorationType.DETERMINISTIC``: argmax / mode); its time is kept out of ``train_time``.
 Env steps are the frames the collector stepped (in-flight episodes and members held back by ``GroupBatcher``
-count), so env-steps/s compares with SB3's ``num_timesteps``. Tuned on seeds 0-2 (``python -m
+count: ``GroupBatcher.env_steps``, the frames of fixed-frame batches, ``Collector.state_dict()["frames"]`` for
+trajectory collectors), so env-steps/s compares with SB3's ``num_timesteps``. Tuned on seeds 0-2 (``python -m
 benchmarks.torchrl_runner --tune``); ``DEFAULTS`` holds the result.
 
 Usage::
@@ -49,11 +51,11 @@ import torch
 from gymnasium.vector import AutoresetMode
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase, ExplorationType, GymWrapper, TransformedEnv, set_exploration_type
+from torchrl.envs import EnvBase, ExplorationType, GymWrapper, set_exploration_type
 from torchrl.objectives import ClipPPOLoss, ReinforceLoss, ValueEstimators
 
 from benchmarks.common import Curve
-from torchrl_pg_extras import GroupBatcher, GroupRelativeAdvantage, GroupReset, GRPOLoss, REINFORCELoss, TRPOLoss, TRPOStepper
+from torchrl_pg_extras import GroupBatcher, GroupedEnv, GroupRelativeAdvantage, GRPOLoss, REINFORCELoss, TRPOLoss, TRPOStepper
 
 __all__ = ["DEFAULTS", "TORCHRL_ALGOS", "config_for", "run_torchrl"]
 
@@ -64,7 +66,7 @@ TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torch
 # are reasonable starting points, not tuned.
 # fmt: off
 _GRPO_COMMON = dict(clip=0.2, clip_high=None, beta=0.0, entropy_coeff=0.0, mode="return_to_go", scale="group", rloo=False,
-                    gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64)
+                    gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64, max_policy_lag=None)
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "torchrl_grpo": {
         # tuned (seeds 0-2): return-to-go group advantages, groups of 4 same-seed episodes, one group per update,
@@ -134,7 +136,7 @@ def make_batched_env(env_id: str, num_envs: int, seed: int) -> EnvBase:
     """``num_envs`` copies of ``env_id`` in one gymnasium ``SyncVectorEnv`` wrapped by ``GymWrapper``.
 
     ``AutoresetMode.DISABLED``: TorchRL resets the finished sub-envs (partial reset), which is also what
-    :class:`~torchrl_pg_extras.GroupReset` needs to seed them. Integer actions for discrete spaces.
+    :class:`~torchrl_pg_extras.GroupedEnv` needs to seed them. Integer actions for discrete spaces.
     """
     vec = gym.make_vec(
         env_id, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
@@ -144,8 +146,7 @@ def make_batched_env(env_id: str, num_envs: int, seed: int) -> EnvBase:
     return env
 
 
-def _collector(env: EnvBase, policy, frames_per_batch: int, trajs_per_batch: int | None = None) -> Collector:
-    kwargs: dict[str, Any] = {}
+def _collector(env: EnvBase, policy, frames_per_batch: int, trajs_per_batch: int | None = None, **kwargs: Any) -> Collector:
     if trajs_per_batch is not None:
         kwargs.update(trajs_per_batch=trajs_per_batch, traj_format="cat")
     return Collector(
@@ -157,10 +158,6 @@ def _collector(env: EnvBase, policy, frames_per_batch: int, trajs_per_batch: int
         track_traj_ids=trajs_per_batch is not None,
         **kwargs,
     )
-
-
-def _frames_stepped(collector: Collector) -> int:
-    return int(collector._frames)  # every env step, including in-flight episodes not yielded yet
 
 
 def _clip_grad_and_step(optim: torch.optim.Optimizer, total: torch.Tensor, params, max_grad_norm: float | None) -> None:
@@ -182,16 +179,19 @@ def _total(out: TensorDictBase) -> torch.Tensor:
 
 
 class _Pipeline:
-    """Env, policy, collector and update rule of one algorithm."""
+    """Env, policy, collector and update rule of one algorithm (fixed-frame batches: every frame is in one batch)."""
 
     actor: torch.nn.Module
     collector: Collector
+    env_steps: int = 0
 
     def batches(self) -> Iterable[TensorDictBase]:
-        return self.collector
+        for batch in self.collector:
+            self.env_steps += batch.numel()
+            yield batch
 
     def frames(self) -> int:
-        return _frames_stepped(self.collector)
+        return self.env_steps
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
         raise NotImplementedError
@@ -208,9 +208,7 @@ def _networks(env: EnvBase, hidden: int, critic: bool):
 
 class _GRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
-        if hp["num_envs"] % hp["group_size"]:
-            raise ValueError(f"num_envs ({hp['num_envs']}) must be a multiple of group_size ({hp['group_size']}).")
-        env = TransformedEnv(make_batched_env(env_id, hp["num_envs"], seed), GroupReset(hp["group_size"], seed=seed))
+        env = GroupedEnv(make_batched_env(env_id, hp["num_envs"], seed), hp["group_size"], seed=seed)
         self.actor, _ = _networks(env, hp["hidden"], critic=False)
         self.loss = GRPOLoss(
             self.actor,
@@ -219,17 +217,24 @@ class _GRPO(_Pipeline):
             kl_coeff=hp["beta"],
             entropy_coeff=hp["entropy_coeff"],
             loss_aggregation=hp["loss_aggregation"],
+            functional=False,  # the actor is used as it is (no functional parameter swap per call)
         )
         self.advantage = GroupRelativeAdvantage(
             hp["group_size"], mode=hp["mode"], scale=hp["scale"], rloo=hp["rloo"], gamma=hp["gamma"]
         )
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
-        self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=hp["group_size"])
-        self.groups = GroupBatcher(self.collector, hp["group_size"], hp["groups_per_batch"])
+        # compact_obs: no ("next", observation) copies (GRPO has no critic to bootstrap), fewer entries to batch
+        self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_poll"], compact_obs=True)
+        self.groups = GroupBatcher(  # "cat": whole episodes one after another, no padding to build
+            self.collector, groups_per_batch=hp["groups_per_batch"], max_policy_lag=hp["max_policy_lag"], traj_format="cat"
+        )
         self.hp = hp
 
     def batches(self) -> Iterable[TensorDictBase]:
         return self.groups
+
+    def frames(self) -> int:
+        return self.groups.env_steps  # every env step the collector took (held-back and dropped groups included)
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
         _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)
@@ -250,6 +255,13 @@ class _ReinforcePgx(_Pipeline):
             env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=hp["episodes_per_batch"]
         )
         self.hp = hp
+
+    def batches(self) -> Iterable[TensorDictBase]:
+        return self.collector
+
+    def frames(self) -> int:
+        # trajectory batches hold only finished episodes: the collector's public state counts every frame it stepped
+        return int(self.collector.state_dict()["frames"])
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
         _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)

@@ -29,7 +29,14 @@ from pg_extras.objectives import (
     regularized_loss,
     standardize,
 )
-from pg_extras.policy_ops import joint_kl, reachable_parameters, trust_region_surrogate
+from pg_extras.policy_ops import (
+    diag_gaussian_log_prob,
+    joint_kl,
+    reachable_parameters,
+    sample_categorical,
+    sample_diag_gaussian,
+    trust_region_surrogate,
+)
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
 from pg_extras.scheduler import CompletedGroup, GroupJob, GroupScheduler
 from pg_extras.surrogate import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate_loss, importance_ratio, log_ratio
@@ -72,6 +79,7 @@ __all__ = [
     "clipped_surrogate_loss",
     "complete_episode_mask",
     "conjugate_gradient",
+    "diag_gaussian_log_prob",
     "discounted_cumsum",
     "distribution_fisher",
     "distribution_fvp_fn",
@@ -99,6 +107,8 @@ __all__ = [
     "reachable_parameters",
     "regularized_loss",
     "returns_to_go",
+    "sample_categorical",
+    "sample_diag_gaussian",
     "set_flat_params",
     "standardize",
     "trust_region_step",

@@ -33,11 +33,12 @@ def mlp_layers(
 ) -> list[tuple[torch.Tensor, torch.Tensor | None, str | None]] | None:
     """The ``(weight, bias, activation)`` layers of a chain of modules, for :class:`MlpLinearization`; ``None`` if not an MLP.
 
-    ``mlp`` is a module or a list of modules applied one after the other; ``nn.Sequential`` containers are flattened
-    (public ``children()`` traversal). Accepted: ``nn.Linear``, each optionally followed by one ``nn.Tanh`` / ``nn.ReLU``,
-    and ``nn.Identity`` anywhere. The types must match exactly (a subclass may override ``forward``); anything else
-    (another activation, dropout, normalisation, a custom module) gives ``None``. Hooks are not inspected: callers
-    compare :attr:`MlpLinearization.output` with the module's real output (as :func:`pg_extras.mlp_fvp_fn` does).
+    ``mlp`` is a module or a list of modules applied one after the other; ``nn.Sequential`` containers (and subclasses
+    such as TorchRL's ``MLP``) are flattened by the public ``children()`` traversal. Accepted: ``nn.Linear``, each
+    optionally followed by one ``nn.Tanh`` / ``nn.ReLU``, and ``nn.Identity`` anywhere; these types must match exactly
+    (a subclass may compute something else). Anything else (another activation, dropout, normalisation, a custom
+    module) gives ``None``. Neither hooks nor a container's own ``forward`` are inspected: callers compare
+    :attr:`MlpLinearization.output` with the network's real output (as :func:`pg_extras.mlp_fvp_fn` does).
 
     Example::
 
@@ -51,7 +52,7 @@ def mlp_layers(
     layers: list[list] = []
     while pending:
         module = pending.pop()
-        if type(module) is nn.Sequential:
+        if isinstance(module, nn.Sequential):
             pending.extend(list(module.children())[::-1])
         elif type(module) is nn.Linear:
             layers.append([module.weight, module.bias, None])

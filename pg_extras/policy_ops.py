@@ -6,22 +6,35 @@ Pure torch (no RL-framework import); the SB3 ``TRPO`` and TorchRL's ``TRPOLoss``
 * :func:`trust_region_surrogate`: ``mean(rho * A)``, the importance-ratio surrogate TRPO maximises;
 * :func:`joint_kl`: the exact ``KL(pi_old || pi)`` of the joint action distribution (independent components and
   action dimensions add up), averaged over the batch: the trust-region constraint;
-* :func:`reachable_parameters`: the parameters an output depends on (the actor / critic split, by the graph).
+* :func:`reachable_parameters`: the parameters an output depends on (the actor / critic split, by the graph);
+* :func:`sample_categorical`, :func:`sample_diag_gaussian` and :func:`diag_gaussian_log_prob`: a policy's rollout
+  step (action and its log-probability) without building distribution objects, with torch's random draws.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.distributions import Categorical, Distribution
+from torch.nn import functional as F
 
 from pg_extras._checks import check_choice, check_same_shape
 from pg_extras.kl import categorical_kl, exact_kl
 from pg_extras.surrogate import aggregate_loss, importance_ratio
 
-__all__ = ["joint_kl", "reachable_parameters", "trust_region_surrogate"]
+__all__ = [
+    "diag_gaussian_log_prob",
+    "joint_kl",
+    "reachable_parameters",
+    "sample_categorical",
+    "sample_diag_gaussian",
+    "trust_region_surrogate",
+]
+
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
 
 def trust_region_surrogate(
@@ -149,3 +162,57 @@ def reachable_parameters(outputs: Sequence[torch.Tensor], params: Sequence[Any])
             found.add(id(variable))
         stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None and nxt not in seen)
     return [p for p in params if id(p) in found]
+
+
+def sample_categorical(logits: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """An action ``a ~ Categorical(logits)`` (the most likely one if ``deterministic``) and ``log pi(a)``.
+
+    The same tensor operations, random draws and values as ``torch.distributions.Categorical(logits=logits)``'s
+    ``sample()`` (``probs.argmax(-1)`` for ``deterministic``) and ``log_prob``, without building the distribution:
+    for a policy's rollout step, where the distribution object costs more than the network.
+
+    :param logits: ``[*B, K]`` unnormalised log-probabilities.
+    :return: ``(actions [*B] int64, log_prob [*B])``.
+
+    Example::
+
+        >>> sample_categorical(torch.tensor([[0.0, 5.0, 0.0]]), deterministic=True)
+        (tensor([1]), tensor([-0.0134]))
+    """
+    log_p = logits - logits.logsumexp(dim=-1, keepdim=True)  # as Categorical(logits=...)
+    probs = F.softmax(log_p, dim=-1)
+    if deterministic:
+        actions = torch.argmax(probs, dim=-1)
+    else:
+        actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
+    return actions, log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def diag_gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``log N(a; mean, diag(std^2))`` summed over the last dimension (the action dimensions), as torch's ``Normal``.
+
+    Example::
+
+        >>> diag_gaussian_log_prob(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2))  # 2 * -log(sqrt(2 pi))
+        tensor([-1.8379])
+    """
+    return (-((actions - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(dim=-1)
+
+
+def sample_diag_gaussian(
+    mean: torch.Tensor, std: torch.Tensor, deterministic: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An action ``a ~ N(mean, diag(std^2))`` (``mean`` if ``deterministic``) and its log-density (summed over the last
+    dimension); the same random draws and values as ``Normal(mean, std).rsample()`` / ``.log_prob(a).sum(-1)``.
+
+    :param mean: ``[*B, d]``.
+    :param std: ``[*B, d]`` (> 0).
+    :return: ``(actions [*B, d], log_prob [*B])``.
+
+    Example::
+
+        >>> sample_diag_gaussian(torch.zeros(1, 2), torch.ones(1, 2), deterministic=True)
+        (tensor([[0., 0.]]), tensor([-1.8379]))
+    """
+    actions = mean if deterministic else mean + torch.empty_like(mean).normal_() * std
+    return actions, diag_gaussian_log_prob(actions, mean, std)

@@ -66,7 +66,9 @@ def set_flat_params(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
     params = list(params)
     sizes = [p.numel() for p in params]
     if flat.dim() != 1 or flat.numel() != sum(sizes):
-        raise ValueError(f"flat has shape {tuple(flat.shape)} but the parameters have {sum(sizes)} elements: pass a 1-D vector.")
+        raise ValueError(
+            f"flat has shape {tuple(flat.shape)} but the parameters have {sum(sizes)} elements: pass a 1-D vector."
+        )
     with torch.no_grad():
         for p, chunk in zip(params, flat.split(sizes), strict=True):
             p.copy_(chunk.view_as(p))
@@ -83,7 +85,7 @@ def flat_grad(
 ) -> torch.Tensor:
     """Gradient of a scalar ``output`` w.r.t. ``params`` as a 1-D tensor (zeros for unused parameters)."""
     grads = torch.autograd.grad(output, list(params), retain_graph=retain_graph, create_graph=create_graph, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
+    return _flat(grads, params)
 
 
 def fisher_vector_product_fn(
@@ -144,46 +146,61 @@ def gauss_newton_fvp_fn(
         >>> fvp(torch.tensor([1.0, 0.0]))
         tensor([18.1000,  0.0000])
     """
-    check_nonnegative("damping", damping)
+    damping = check_nonnegative("damping", damping)  # type: ignore[assignment]
     params = list(params)
     outputs = [o for o in outputs if o.requires_grad]
     if not outputs:
         raise ValueError("outputs has no tensor that requires grad: compute them from params with autograd enabled.")
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]
-    # g(w) = J^T w, linear in the dummy w; differentiating it in w gives J v.
-    dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
-    jt_w = torch.autograd.grad(outputs, params, grad_outputs=dummies, create_graph=True, allow_unused=True)
-    linked = [i for i, g in enumerate(jt_w) if g is not None and g.requires_grad]
+    jvp, vjp = _jacobian_products(outputs, params)
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         v = v.detach()
-        chunks = [c.view(s) for c, s in zip(v.split(sizes), shapes, strict=True)]
-        if linked:
-            jv = torch.autograd.grad(
-                [jt_w[i] for i in linked],
-                dummies,
-                grad_outputs=[chunks[i] for i in linked],
-                retain_graph=True,
-                allow_unused=True,
-            )
-            jv = [torch.zeros_like(o) if t is None else t for t, o in zip(jv, outputs, strict=True)]
-        else:
-            jv = [torch.zeros_like(o) for o in outputs]
-        mjv = list(output_fisher(jv))
-        out = _flat_vjp(outputs, params, mjv)
+        mjv = list(output_fisher(jvp([c.view(s) for c, s in zip(v.split(sizes), shapes, strict=True)])))
+        out = _flat(vjp(mjv), params)
         return out + damping * v if damping else out
 
     return fvp
 
 
-def _flat_vjp(
-    outputs: Sequence[torch.Tensor], params: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    """The vector-Jacobian product ``J^T u`` of ``outputs`` w.r.t. ``params`` as a 1-D tensor (graph retained)."""
-    grads = torch.autograd.grad(
-        list(outputs), list(params), grad_outputs=list(grad_outputs), retain_graph=True, allow_unused=True
-    )
+def _jacobian_products(
+    outputs: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
+) -> tuple[
+    Callable[[Sequence[torch.Tensor]], list[torch.Tensor]], Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor | None]]
+]:
+    """``(jvp, vjp)`` of ``outputs`` in ``params`` by autograd, reusable (graphs retained).
+
+    ``jvp(tangents per param) -> J v`` shaped like ``outputs``: a backward through the graph of ``J^T w``, which is
+    linear in the dummy ``w`` and built once ("double-vjp" trick); ``vjp(cotangents) -> J^T u`` per parameter
+    (``None`` for a parameter that no output reaches).
+    """
+    dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
+    jt_w = torch.autograd.grad(list(outputs), list(params), grad_outputs=dummies, create_graph=True, allow_unused=True)
+    linked = [i for i, g in enumerate(jt_w) if g is not None and g.requires_grad]
+
+    def jvp(tangents: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if not linked:
+            return [torch.zeros_like(o) for o in outputs]
+        grads = torch.autograd.grad(
+            [jt_w[i] for i in linked],  # type: ignore[misc]
+            dummies,
+            grad_outputs=[tangents[i] for i in linked],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return [torch.zeros_like(o) if g is None else g for g, o in zip(grads, outputs, strict=True)]
+
+    def vjp(cotangents: Sequence[torch.Tensor]) -> Sequence[torch.Tensor | None]:
+        return torch.autograd.grad(
+            list(outputs), list(params), grad_outputs=list(cotangents), retain_graph=True, allow_unused=True
+        )
+
+    return jvp, vjp
+
+
+def _flat(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-parameter gradients as one 1-D tensor (zeros for ``None``)."""
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
 
 
@@ -366,7 +383,55 @@ def mlp_fvp_fn(
         return None
     lin = MlpLinearization(layers, inputs.detach().reshape(-1, inputs.shape[-1]))
     z = lin.output.reshape(*inputs.shape[:-1], lin.output.shape[-1])
-    # The distribution parameters that the MLP outputs: a prefix of `outputs` that tiles its last dimension
+    sizes = _mlp_output_sizes(outputs, z, output_fisher)
+    if sizes is None:
+        return None
+    heads, rest = outputs[: len(sizes)], outputs[len(sizes) :]
+    params = list(params)
+    mlp_params = [t for w, b, _ in layers for t in (w, b) if t is not None]
+    mlp_ids = {id(t) for t in mlp_params}
+    others = [p for p in params if id(p) not in mlp_ids]
+    if reachable_parameters(heads, others) or (rest and reachable_parameters(rest, mlp_params)):
+        return None
+    # The other distribution parameters (e.g. std = exp(log_std)) by autograd, on their own small graph
+    rest_products = _jacobian_products(rest, others) if rest and others else None
+    param_sizes = [p.numel() for p in params]
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        v = v.detach()
+        chunk = {id(p): c.view_as(p) for p, c in zip(params, v.split(param_sizes), strict=True)}
+        tangents = [(_tangent(chunk, w), None if b is None else _tangent(chunk, b)) for w, b, _ in layers]
+        jv = list(lin.jvp(tangents).reshape(z.shape).split(sizes, -1))
+        if rest:
+            jv += rest_products[0]([chunk[id(p)] for p in others]) if rest_products else [torch.zeros_like(o) for o in rest]
+        mjv = list(output_fisher(jv))
+        grads = {}
+        cotangent = torch.cat([m.reshape(-1, m.shape[-1]) for m in mjv[: len(heads)]], -1)
+        for (w, b, _), (grad_w, grad_b) in zip(layers, lin.vjp(cotangent), strict=True):
+            grads[id(w)] = grad_w
+            if b is not None:
+                grads[id(b)] = grad_b
+        if rest_products:
+            grads.update(zip(map(id, others), rest_products[1](mjv[len(heads) :]), strict=True))
+        out = _flat([grads.get(id(p)) for p in params], params)
+        return out + damping * v if damping else out
+
+    return fvp
+
+
+def _tangent(chunk: dict[int, torch.Tensor], param: torch.Tensor) -> torch.Tensor:
+    """The part of ``v`` for ``param`` (zeros for a parameter held fixed)."""
+    return chunk[id(param)] if id(param) in chunk else torch.zeros_like(param)
+
+
+def _mlp_output_sizes(
+    outputs: Sequence[torch.Tensor], z: torch.Tensor, output_fisher: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]
+) -> list[int] | None:
+    """Last-dimension sizes of the prefix of ``outputs`` that the MLP output ``z`` tiles, or ``None``.
+
+    Each of them must equal its piece of ``z``, or differ from it by a per-row constant that ``M`` ignores
+    (``M 1 = 0``, as for a Categorical's normalised logits ``z - logsumexp(z)``): then ``J^T M J`` is the same for both.
+    """
     sizes: list[int] = []
     for out in outputs:
         if sum(sizes) >= z.shape[-1] or out.shape[:-1] != z.shape[:-1]:
@@ -374,9 +439,9 @@ def mlp_fvp_fn(
         sizes.append(out.shape[-1])
     if sum(sizes) != z.shape[-1]:
         return None
-    heads, rest = outputs[: len(sizes)], outputs[len(sizes) :]
     zeros = [torch.zeros_like(o) for o in outputs]
-    for k, (head, piece) in enumerate(zip(heads, z.split(sizes, -1), strict=True)):
+    for k, piece in enumerate(z.split(sizes, -1)):
+        head = outputs[k]
         diff = head.detach() - piece
         tol = 1e-5 * max(1.0, float(piece.abs().max()))
         if float(diff.abs().max()) <= tol:
@@ -386,58 +451,9 @@ def mlp_fvp_fn(
         probe = torch.linspace(-1.0, 1.0, head.shape[-1], dtype=head.dtype, device=head.device).expand_as(head)
         scale = float(output_fisher([*zeros[:k], probe, *zeros[k + 1 :]])[k].abs().max())
         null = float(output_fisher([*zeros[:k], torch.ones_like(head), *zeros[k + 1 :]])[k].abs().max())
-        if not null <= 1e-4 * scale:  # M sees a constant shift: the shift's own Jacobian would matter
+        if not null <= 1e-4 * scale:  # M sees the shift, so its Jacobian would matter
             return None
-    params = list(params)
-    mlp_params = [t for w, b, _ in layers for t in (w, b) if t is not None]
-    mlp_ids = {id(t) for t in mlp_params}
-    others = [p for p in params if id(p) not in mlp_ids]
-    if reachable_parameters(heads, others) or (rest and reachable_parameters(rest, mlp_params)):
-        return None
-    sizes_p = [p.numel() for p in params]
-    index = {id(p): i for i, p in enumerate(params)}
-    # J v and J^T u of the other distribution parameters (e.g. std = exp(log_std)) by autograd ("double-vjp" trick)
-    dummies = [torch.zeros_like(o, requires_grad=True) for o in rest]
-    jt_w: Sequence[torch.Tensor | None] = ()
-    if rest and others:
-        jt_w = torch.autograd.grad(rest, others, grad_outputs=dummies, create_graph=True, allow_unused=True)
-    linked = [i for i, g in enumerate(jt_w) if g is not None and g.requires_grad]
-
-    def fvp(v: torch.Tensor) -> torch.Tensor:
-        v = v.detach()
-        chunks = v.split(sizes_p)
-
-        def tangent(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None:
-                return None
-            i = index.get(id(t))
-            return torch.zeros_like(t) if i is None else chunks[i].view_as(t)
-
-        jv = list(lin.jvp([(tangent(w), tangent(b)) for w, b, _ in layers]).reshape(z.shape).split(sizes, -1))
-        jv_rest = [torch.zeros_like(o) for o in rest]
-        if linked:
-            grads = torch.autograd.grad(
-                [jt_w[i] for i in linked],  # type: ignore[misc]
-                dummies,
-                grad_outputs=[chunks[index[id(others[i])]].view_as(others[i]) for i in linked],
-                retain_graph=True,
-                allow_unused=True,
-            )
-            jv_rest = [t if g is None else g for t, g in zip(jv_rest, grads, strict=True)]
-        mjv = list(output_fisher([*jv, *jv_rest]))
-        pieces: dict[int, torch.Tensor] = {}
-        cotangent = torch.cat([m.reshape(-1, m.shape[-1]) for m in mjv[: len(heads)]], -1)
-        for (w, b, _), (grad_w, grad_b) in zip(layers, lin.vjp(cotangent), strict=True):
-            pieces[id(w)] = grad_w
-            if b is not None:
-                pieces[id(b)] = grad_b  # type: ignore[assignment]
-        if linked:
-            grads = torch.autograd.grad(rest, others, grad_outputs=mjv[len(heads) :], retain_graph=True, allow_unused=True)
-            pieces.update({id(p): g for p, g in zip(others, grads, strict=True) if g is not None})
-        out = torch.cat([pieces[id(p)].reshape(-1) if id(p) in pieces else torch.zeros_like(p).reshape(-1) for p in params])
-        return out + damping * v if damping else out
-
-    return fvp
+    return sizes
 
 
 def conjugate_gradient(
@@ -629,16 +645,18 @@ def trust_region_step(
     surrogate, kl = evaluate() if initial is None else initial
     if not isinstance(surrogate, torch.Tensor) or surrogate.numel() != 1:
         raise ValueError(f"evaluate() must return a scalar surrogate tensor first, got {type(surrogate).__name__}.")
-    no_graph = (
-        "surrogate does not depend on params: evaluate() must compute it from params with autograd enabled (not under "
-        "torch.no_grad() / inference_mode, and not from detached tensors)"
-    )
     if not surrogate.requires_grad:
-        raise ValueError(f"{no_graph}.")
+        raise ValueError(
+            "surrogate does not depend on params: evaluate() must compute it from params with autograd enabled (not under "
+            "torch.no_grad() / inference_mode, and not from detached tensors)."
+        )
     check_finite("surrogate at theta_old", surrogate.detach(), hint="check the advantages and the log-probabilities")
     grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
     if all(g is None for g in grads):
-        raise ValueError(f"{no_graph}: none of the {len(params)} parameters reaches it.")
+        raise ValueError(
+            f"surrogate does not depend on params: none of the {len(params)} parameters reaches it; pass the parameters "
+            "the policy's log-probabilities are computed from."
+        )
     grad = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
     check_finite("surrogate gradient", grad, hint="the policy's outputs or the advantages are not finite")
     if fvp is None:

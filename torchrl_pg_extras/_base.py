@@ -1,42 +1,89 @@
-"""Common base of the pg-extras TorchRL losses: functional networks, masks, reductions, value estimators."""
+"""Common base of the pg-extras TorchRL losses: keys, functional networks, masks, reductions, value estimators.
+
+The maths is the core's (:mod:`pg_extras`); reductions and masks are :class:`~torchrl.objectives.LossModule`'s own
+(:meth:`~torchrl.objectives.LossModule._reduce_loss` with ``loss_mask_key="auto"``: TorchRL's ``("collector",
+"mask")`` and the validity ``"shifted_valid"`` that the advantage modules write).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
+from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, distance_loss
 from torchrl.objectives.value import ValueEstimatorBase
 
-from pg_extras import group_normalize
+from pg_extras import explained_variance, regularized_loss, standardize
 from torchrl_pg_extras._utils import (
     actor_context,
     as_batch,
     check_coeff,
+    check_finite,
     entropy_of,
     gather_mask,
     get_required,
     log_prob_of,
-    masked_mean,
 )
 
-__all__ = ["PolicyGradientLossBase"]
+__all__ = ["PolicyGradientKeys", "PolicyGradientLossBase"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 _CRITIC_LOSSES = ("l1", "l2", "smooth_l1")
 _TORCHRL_ESTIMATORS = (ValueEstimators.TD0, ValueEstimators.TD1, ValueEstimators.TDLambda, ValueEstimators.GAE)
 
 
+@dataclass
+class PolicyGradientKeys:
+    """Configurable tensordict keys shared by every pg-extras loss and advantage module (``set_keys``).
+
+    Each loss and advantage module has a nested ``_AcceptedKeys`` that extends this one.
+
+    Attributes:
+        advantage (NestedKey): the advantage. Defaults to ``"advantage"``.
+        value_target (NestedKey): the critic's regression target. Defaults to ``"value_target"``.
+        value (NestedKey): the critic's output ``V(s)``. Defaults to ``"state_value"``.
+        sample_log_prob (NestedKey): ``log pi_old(a|s)`` stored at collection. Defaults to the actor's log-prob key
+            (``"action_log_prob"``).
+        action (NestedKey): the stored action. Defaults to ``"action"``.
+        reward (NestedKey): reward, under ``"next"``. Defaults to ``"reward"``.
+        done (NestedKey): end-of-episode flag, under ``"next"``. Defaults to ``"done"``.
+        terminated (NestedKey): true terminal state, under ``"next"``. Defaults to ``"terminated"``.
+        truncated (NestedKey): time-limit end, under ``"next"``. Defaults to ``"truncated"``.
+    """
+
+    advantage: NestedKey = "advantage"
+    value_target: NestedKey = "value_target"
+    value: NestedKey = "state_value"
+    sample_log_prob: NestedKey = "action_log_prob"
+    action: NestedKey = "action"
+    reward: NestedKey = "reward"
+    done: NestedKey = "done"
+    terminated: NestedKey = "terminated"
+    truncated: NestedKey = "truncated"
+
+
+def _valid_only(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with its invalid (padding) steps set to 0: the core functions then see finite values only."""
+    return x if mask is None else torch.where(mask, x, torch.zeros_like(x))
+
+
 class PolicyGradientLossBase(LossModule):
     """Shared machinery; not meant to be used directly.
 
-    Subclasses define ``_AcceptedKeys``, ``out_keys`` and ``forward``. Masks: the steps that contribute are those
-    where every entry named by :attr:`loss_mask_key` is True (``"auto"``: TorchRL's ``("collector", "mask")`` and
-    the value-target validity ``"shifted_valid"`` written by the advantage modules).
+    Subclasses extend ``_AcceptedKeys`` and define ``out_keys`` and ``forward``. Masks: the steps that contribute
+    are those where every entry named by :attr:`loss_mask_key` is True (``"auto"``: TorchRL's ``("collector",
+    "mask")`` and the value-target validity ``"shifted_valid"`` written by the advantage modules).
     """
+
+    _AcceptedKeys = PolicyGradientKeys
+    default_keys = PolicyGradientKeys
+    tensor_keys: PolicyGradientKeys
+    default_value_estimator = None
 
     actor_network: TensorDictModule
     critic_network: TensorDictModule
@@ -178,14 +225,59 @@ class PolicyGradientLossBase(LossModule):
         )
 
     def _maybe_compute_advantage(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """The advantage of the input, or the value estimator's (written into ``tensordict``), checked finite."""
+        owner = type(self).__name__
+        mask = self._mask(tensordict)
         advantage = tensordict.get(self.tensor_keys.advantage, default=None)
         if advantage is None:
+            estimator = self.value_estimator
+            self._check_estimator_inputs(estimator, tensordict)
+            reward_key = ("next", self.tensor_keys.reward)
+            reward = tensordict.get(reward_key)
+            check_finite(
+                reward,
+                mask,
+                f"the reward {reward_key!r}",
+                owner,
+                "check the environment (and rescale large rewards, e.g. with torchrl.envs.RewardScaling).",
+            )
+            work = tensordict
+            if not reward.is_floating_point():  # integer rewards: the estimators work in floating point
+                work = tensordict.clone(False).set(reward_key, reward.to(torch.get_default_dtype()))
             params = None
             if self.functional and self.critic_network is not None:
                 params = self.critic_network_params.detach()
-            self.value_estimator(tensordict, params=params)
-            advantage = get_required(tensordict, self.tensor_keys.advantage, "advantage", type(self).__name__)
+            estimator(work, params=params)
+            if work is not tensordict:
+                tensordict.update(work.select(*(set(work.keys(True, True)) - set(tensordict.keys(True, True)))))
+            mask = self._mask(tensordict)  # the estimator may have written a validity mask
+            advantage = get_required(tensordict, self.tensor_keys.advantage, "advantage", owner)
+        check_finite(
+            advantage,
+            mask,
+            f"the advantage {self.tensor_keys.advantage!r}",
+            owner,
+            "check the rewards and the critic (rescale large rewards, e.g. with torchrl.envs.RewardScaling).",
+        )
         return advantage
+
+    def _check_estimator_inputs(self, estimator: ValueEstimatorBase, tensordict: TensorDictBase) -> None:
+        """A missing input of the advantage module raises an error that names it, not one from deep inside."""
+        optional = {("next", self.tensor_keys.terminated), ("next", self.tensor_keys.truncated)}
+        present = set(tensordict.keys(True, True))
+        for key in estimator.in_keys:
+            key = key if isinstance(key, str) else tuple(key)
+            if key in optional or key in present:
+                continue
+            hint = ""
+            signals = {("next", self.tensor_keys.reward), ("next", self.tensor_keys.done)}
+            if isinstance(key, tuple) and key[0] == "next" and key not in signals:
+                hint = " (it bootstraps from V(next state): keep the collector's ('next', ...) observations)"
+            raise KeyError(
+                f"{type(self).__name__}: the input has no {key!r} entry, which the advantage module "
+                f"{type(estimator).__name__} needs{hint}. Write it upstream, rename it with set_keys(...), or pass the "
+                "advantage yourself."
+            )
 
     def compute_advantage(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the advantage (and value target) into ``tensordict`` in place, if it has none; returns it."""
@@ -217,39 +309,55 @@ class PolicyGradientLossBase(LossModule):
         with actor_context(self.actor_network, params):
             return self.actor_network.get_dist(tensordict)
 
-    def _log_prob(self, dist, tensordict: TensorDictBase) -> torch.Tensor:
-        return log_prob_of(dist, tensordict, self.tensor_keys.action, type(self).__name__)
+    def _log_prob(self, dist, tensordict: TensorDictBase, mask: torch.Tensor | None) -> torch.Tensor:
+        """Log-probability of the stored actions under ``dist``, checked finite on the valid steps."""
+        owner = type(self).__name__
+        log_prob = log_prob_of(dist, tensordict, self.tensor_keys.action, owner)
+        check_finite(
+            log_prob.detach(),
+            mask,
+            "the log-probability of the stored actions",
+            owner,
+            "check the actor's parameters (NaN after a diverged update?) and that the actions are in its support.",
+        )
+        return _valid_only(log_prob, mask)
 
-    def _old_log_prob(self, tensordict: TensorDictBase) -> torch.Tensor:
-        old = get_required(tensordict, self.tensor_keys.sample_log_prob, "sample_log_prob", type(self).__name__)
+    def _old_log_prob(self, tensordict: TensorDictBase, mask: torch.Tensor | None) -> torch.Tensor:
+        """The behaviour log-probability stored at collection, checked finite on the valid steps."""
+        owner = type(self).__name__
+        old = get_required(tensordict, self.tensor_keys.sample_log_prob, "sample_log_prob", owner)
         if old.requires_grad:
-            raise RuntimeError(f"{type(self).__name__}: the stored {self.tensor_keys.sample_log_prob!r} requires grad.")
-        return as_batch(old, tensordict.batch_size, "sample_log_prob")
+            raise RuntimeError(f"{owner}: the stored {self.tensor_keys.sample_log_prob!r} requires grad.")
+        old = as_batch(old, tensordict.batch_size, "sample_log_prob")
+        check_finite(
+            old,
+            mask,
+            f"the behaviour log-probability {self.tensor_keys.sample_log_prob!r}",
+            owner,
+            "the stored actions must be possible under the policy that collected them (check the collector's policy "
+            "and set_keys(sample_log_prob=...)).",
+        )
+        return _valid_only(old, mask)
 
     def _entropy(self, dist, tensordict: TensorDictBase) -> torch.Tensor:
         return entropy_of(dist, tensordict.batch_size)
+
+    def _entropy_term(self, entropy: torch.Tensor) -> torch.Tensor:
+        """Per-step ``-entropy_coeff * H`` (the entropy term of :func:`pg_extras.regularized_loss`)."""
+        return regularized_loss(torch.zeros_like(entropy), entropy=entropy, ent_coef=self.entropy_coeff)[0]
 
     def _mask(self, tensordict: TensorDictBase) -> torch.Tensor | None:
         return gather_mask(tensordict, self._loss_mask_keys())
 
     def _advantage(self, tensordict: TensorDictBase, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
-        adv = as_batch(self._maybe_compute_advantage(tensordict), tensordict.batch_size, "advantage").detach()
-        if normalize:
-            flat = adv.reshape(-1)
-            valid = None if mask is None else mask.reshape(-1)
-            adv, _ = group_normalize(flat, torch.zeros_like(flat, dtype=torch.int64), valid, scale="group")
-            adv = adv.reshape(tensordict.batch_size)
-        return adv
+        adv = _valid_only(
+            as_batch(self._maybe_compute_advantage(tensordict), tensordict.batch_size, "advantage").detach(), mask
+        )
+        return standardize(adv, mask) if normalize else adv
 
-    # -- reductions -----------------------------------------------------------------------------------
-    def _reduce(self, loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if mask is not None:
-            loss = torch.where(mask, loss, torch.zeros_like(loss))
-        if self.reduction == "none":
-            return loss
-        if self.reduction == "sum":
-            return loss.sum()
-        return loss.mean() if mask is None else loss.sum() / mask.sum().clamp(min=1)
+    def _mean(self, x: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
+        """Mean of a per-step diagnostic over the valid steps (``LossModule._reduce_loss``; 0 when none is valid)."""
+        return self._reduce_loss(x.detach(), tensordict, reduction="mean")
 
     # -- critic ---------------------------------------------------------------------------------------
     def _critic_loss(self, tensordict: TensorDictBase, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,12 +373,16 @@ class PolicyGradientLossBase(LossModule):
         shape = tensordict.batch_size
         target = as_batch(target, shape, "value_target").detach().to(value.dtype)
         value = as_batch(value, shape, "value")
+        check_finite(
+            target,
+            mask,
+            f"the value target {self.tensor_keys.value_target!r}",
+            owner,
+            "check the rewards (rescale large ones, e.g. with torchrl.envs.RewardScaling).",
+        )
         loss = distance_loss(target, value, loss_function=self.loss_critic_type) * self.critic_coeff
-        with torch.no_grad():
-            resid = masked_mean((target - value) ** 2, mask) - masked_mean(target - value, mask) ** 2
-            total = masked_mean(target**2, mask) - masked_mean(target, mask) ** 2
-            explained_variance = 1.0 - resid / total.clamp(min=torch.finfo(total.dtype).eps)
-        return loss, explained_variance
+        ev = explained_variance(value, target, mask)
+        return loss, torch.tensor(ev, dtype=value.dtype, device=value.device)
 
     def loss_critic(self, tensordict: TensorDictBase) -> torch.Tensor:
         """The reduced critic loss alone (computes the advantage / value target first if missing)."""
@@ -278,9 +390,8 @@ class PolicyGradientLossBase(LossModule):
             raise RuntimeError(f"{type(self).__name__} has no critic_network.")
         tensordict = tensordict.clone(False)
         self._maybe_compute_advantage(tensordict)
-        mask = self._mask(tensordict)
-        loss, _ = self._critic_loss(tensordict, mask)
-        return self._reduce(loss, mask)
+        loss, _ = self._critic_loss(tensordict, self._mask(tensordict))
+        return self._reduce_loss(loss, tensordict)
 
     @staticmethod
     def _out(values: dict[str, torch.Tensor]) -> TensorDict:

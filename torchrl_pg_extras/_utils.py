@@ -13,18 +13,19 @@ import torch
 from tensordict import TensorDictBase, is_tensor_collection
 from tensordict.nn import CompositeDistribution
 from tensordict.utils import NestedKey
+from torchrl.objectives.value import ValueEstimatorBase
 
 __all__ = [
     "actor_context",
     "as_batch",
     "check_coeff",
+    "check_finite",
     "entropy_of",
     "from_time_major",
     "gather_mask",
     "get_required",
     "log_prob_of",
-    "masked_mean",
-    "time_dim_of",
+    "time_dim",
     "to_time_major",
 ]
 
@@ -52,20 +53,25 @@ def get_required(tensordict: TensorDictBase, key: NestedKey, key_name: str, owne
     return value
 
 
-def time_dim_of(tensordict: TensorDictBase, time_dim: int | None = None) -> int:
-    """Index of the time dimension: ``time_dim``, else the dimension named ``"time"``, else the last one."""
-    ndim = tensordict.batch_dims
-    if ndim < 1:
+def time_dim(tensordict: TensorDictBase, time_dim: int | None = None, owner: object = None) -> int:
+    """The time dimension, as TorchRL's value estimators find it (:meth:`ValueEstimatorBase._get_time_dim`):
+    ``time_dim``, else ``owner.time_dim``, else the dimension named ``"time"``, else the last one."""
+    if tensordict.batch_dims < 1:
         raise ValueError(
             f"Expected a tensordict with a time dimension (batch_dims >= 1), got batch_size={tensordict.batch_size}."
         )
-    if time_dim is not None:
-        return time_dim % ndim
-    if tensordict._has_names():
-        names = tensordict.names
-        if "time" in names:
-            return names.index("time")
-    return ndim - 1
+    return ValueEstimatorBase._get_time_dim(owner, time_dim, tensordict) % tensordict.batch_dims
+
+
+def check_finite(tensor: torch.Tensor, mask: torch.Tensor | None, what: str, owner: str, fix: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and ``fix`` if ``tensor`` has NaN / inf on the valid steps ``mask``."""
+    if not tensor.is_floating_point():
+        return
+    bad = ~torch.isfinite(tensor)
+    if mask is not None:
+        bad = bad & mask.reshape(mask.shape + (1,) * (bad.ndim - mask.ndim))
+    if bool(bad.any()):
+        raise ValueError(f"{owner}: {what} contains NaN or infinite values at {int(bad.sum())} valid steps: {fix}")
 
 
 def as_batch(x: torch.Tensor, batch_shape: torch.Size, name: str) -> torch.Tensor:
@@ -107,14 +113,6 @@ def gather_mask(tensordict: TensorDictBase, keys: Iterable[NestedKey]) -> torch.
         m = m.to(torch.bool)
         mask = m if mask is None else mask & m
     return mask
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``x`` over ``mask`` (all entries if ``None``); 0 if the mask is empty."""
-    if mask is None:
-        return x.mean()
-    x = torch.where(mask, x, torch.zeros_like(x))
-    return x.sum() / mask.sum().clamp(min=1)
 
 
 def actor_context(module: torch.nn.Module, params: TensorDictBase | None):

@@ -62,6 +62,9 @@ class GroupBatcher:
             (``None``: no bound). Defaults to ``None``.
         auto_version (bool): advance :attr:`policy_version` on each batch requested after a yield. Defaults to
             ``True``.
+        traj_format (str): ``"padded"`` (default): ``[episodes, L]`` with a mask; ``"cat"``: the episodes one after
+            another, ``[sum T_i]`` (no padding; the advantage modules and losses read both), as ``Collector``'s
+            ``traj_format``.
         group_id_key, episode_id_key (NestedKey): the labels written by :class:`GroupedEnv`. Default to
             ``"group_id"`` and ``"episode_id"``.
         mask_key (NestedKey): the validity mask of padded batches (read on input, written on output). Defaults to
@@ -71,7 +74,8 @@ class GroupBatcher:
     Yields:
         TensorDict of batch size ``[groups_per_batch * group_size, L]``: one episode per row, the members of each
         group in consecutive rows (by member index), zero-padded along time (:func:`tensordict.pad_sequence`), with
-        ``mask_key`` marking the valid steps.
+        ``mask_key`` marking the valid steps; with ``traj_format="cat"``, ``[sum T_i]``: the same episodes one after
+        another.
 
     Examples:
         >>> from torchrl.collectors import Collector
@@ -96,6 +100,7 @@ class GroupBatcher:
         *,
         max_policy_lag: int | None = None,
         auto_version: bool = True,
+        traj_format: str = "padded",
         group_id_key: NestedKey = "group_id",
         episode_id_key: NestedKey = "episode_id",
         mask_key: NestedKey = ("collector", "mask"),
@@ -111,6 +116,8 @@ class GroupBatcher:
             _check_positive_int("max_policy_lag", max_policy_lag, minimum=0)
         if not isinstance(auto_version, bool):
             raise TypeError(f"auto_version must be a bool, got {auto_version!r}.")
+        if traj_format not in ("padded", "cat"):
+            raise ValueError(f"Unknown traj_format={traj_format!r}: use 'padded' or 'cat' (as Collector's traj_format).")
         env = _grouped_env_of(collector)
         if group_size is not None:
             _check_positive_int("group_size", group_size, minimum=2)
@@ -131,6 +138,7 @@ class GroupBatcher:
         self.groups_per_batch = groups_per_batch
         self.max_policy_lag = max_policy_lag
         self.auto_version = auto_version
+        self.traj_format = traj_format
         self.group_id_key = group_id_key
         self.episode_id_key = episode_id_key
         self.mask_key = mask_key
@@ -303,9 +311,12 @@ class GroupBatcher:
         sorter = torch.argsort(order_ids)
         rank = sorter[torch.searchsorted(order_ids[sorter], ids)]  # output row of each step
         order = torch.argsort(rank, stable=True)  # stable: each episode's steps stay in time order
-        lengths = torch.bincount(rank, minlength=len(episodes))
-        batch = pad_sequence(list(steps[order].split(lengths.tolist())), pad_dim=0)
-        batch.set(self.mask_key, torch.arange(batch.shape[1]).unsqueeze(0) < lengths.unsqueeze(1))
+        if self.traj_format == "cat":
+            batch = steps[order]
+        else:
+            lengths = torch.bincount(rank, minlength=len(episodes))
+            batch = pad_sequence(list(steps[order].split(lengths.tolist())), pad_dim=0)
+            batch.set(self.mask_key, torch.arange(batch.shape[1]).unsqueeze(0) < lengths.unsqueeze(1))
         self.last_max_lag = max(self.policy_version - g.first_version for g in groups)
         self.groups_yielded += len(groups)
         return batch

@@ -118,7 +118,7 @@ class GroupedEnv(TransformedEnv):
         if id_offset is None:
             id_offset = (int.from_bytes(os.urandom(3), "little") % 2**22) * ID_NAMESPACE
         elif isinstance(id_offset, bool) or not isinstance(id_offset, int) or id_offset < 0:
-            raise ValueError(f"id_offset must be a non-negative integer (e.g. k * ID_NAMESPACE for worker k), got {id_offset!r}.")
+            raise ValueError(f"id_offset must be an integer >= 0 (e.g. k * ID_NAMESPACE for worker k), got {id_offset!r}.")
         inner = _innermost(base_env)
         _check_no_native_autoreset(inner)
         num_slots = batch_size[0] if batch_size else 1
@@ -179,7 +179,8 @@ class GroupedEnv(TransformedEnv):
         if self._seed_style == "list":
             return {**kwargs, name: seeds}
         given = kwargs.pop("list_of_kwargs", None) or [{} for _ in seeds]
-        return {**kwargs, "list_of_kwargs": [{**k, name: s} if s is not None else dict(k) for k, s in zip(given, seeds, strict=True)]}
+        per_env = [{**k, name: s} if s is not None else dict(k) for k, s in zip(given, seeds, strict=True)]
+        return {**kwargs, "list_of_kwargs": per_env}
 
     def __repr__(self) -> str:
         return f"GroupedEnv(group_size={self.group_size}, schedule={self.scheduler.schedule!r}, base_env={self.base_env})"

@@ -9,10 +9,10 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
-from pg_extras import LOSS_AGGREGATIONS, EpisodeLayout, aggregate_loss, clipped_surrogate_loss, kl_estimate
+from pg_extras import LOSS_AGGREGATIONS, EpisodeLayout, aggregate_loss, kl_estimate, policy_loss, regularized_loss
 from pg_extras._checks import check_choice
 from torchrl_pg_extras._base import PolicyGradientLossBase
-from torchrl_pg_extras._utils import check_coeff, get_required, masked_mean, time_dim_of, to_time_major
+from torchrl_pg_extras._utils import check_coeff, get_required, time_dim, to_time_major
 
 __all__ = ["GRPOLoss"]
 
@@ -81,33 +81,18 @@ class GRPOLoss(PolicyGradientLossBase):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (``set_keys``).
+    class _AcceptedKeys(PolicyGradientLossBase._AcceptedKeys):
+        """Configurable tensordict keys (``set_keys``): those of
+        :class:`~torchrl_pg_extras._base.PolicyGradientKeys` plus
 
         Attributes:
-            advantage (NestedKey): the group-relative advantage. Defaults to ``"advantage"``.
-            sample_log_prob (NestedKey): ``log pi_old(a|s)`` stored at collection. Defaults to the actor's
-                log-prob key (``"action_log_prob"``).
-            action (NestedKey): the stored action. Defaults to ``"action"``.
-            reward (NestedKey): reward, under ``"next"`` (for the advantage module). Defaults to ``"reward"``.
-            done (NestedKey): done flag, under ``"next"`` (delimits episodes). Defaults to ``"done"``.
-            terminated (NestedKey): terminal flag, under ``"next"``. Defaults to ``"terminated"``.
-            truncated (NestedKey): truncation flag, under ``"next"``. Defaults to ``"truncated"``.
             group_id (NestedKey): group label (for the advantage module). Defaults to ``"group_id"``.
         """
 
-        advantage: NestedKey = "advantage"
-        sample_log_prob: NestedKey = "action_log_prob"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
-        truncated: NestedKey = "truncated"
         group_id: NestedKey = "group_id"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
-    default_value_estimator = None
     _schedulable_buffers = frozenset({"entropy_coeff", "kl_coeff"})
 
     def __init__(
@@ -170,12 +155,14 @@ class GRPOLoss(PolicyGradientLossBase):
         )
 
     def _episode_aggregator(self, tensordict: TensorDictBase, mask: torch.Tensor | None, device: torch.device):
-        """Return ``x [*B, T] -> scalar`` that applies ``loss_aggregation`` over the valid steps."""
+        """Return ``x [*B, T] -> scalar`` that applies ``loss_aggregation`` over the valid steps (0 when none is)."""
         shape = tensordict.batch_size
         valid = torch.ones(shape, dtype=torch.bool, device=device) if mask is None else mask
+        if not bool(valid.any()):  # an all-padding batch: no step to average over, and no gradient
+            return lambda x: torch.where(valid, x, torch.zeros_like(x)).sum()
         if self.loss_aggregation in ("bnpo", "dapo") or tensordict.batch_dims == 0:
             return lambda x: aggregate_loss(x.reshape(-1), valid.reshape(-1), self.loss_aggregation)
-        tdim = time_dim_of(tensordict)
+        tdim = time_dim(tensordict, owner=self)
         done = get_required(tensordict, ("next", self.tensor_keys.done), "done", "GRPOLoss")
         layout = EpisodeLayout.from_dones(to_time_major(done, shape, tdim, "done"))
         ep_mask = layout.mask & layout.to_episodes(to_time_major(valid, shape, tdim, "mask"), fill=False)
@@ -195,29 +182,31 @@ class GRPOLoss(PolicyGradientLossBase):
         mask = self._mask(tensordict)
         advantage = self._advantage(tensordict, mask, normalize=False)
         dist = self._dist(tensordict)
-        log_prob = self._log_prob(dist, tensordict)
-        old_log_prob = self._old_log_prob(tensordict).to(log_prob.dtype)
-        objective, clipped = clipped_surrogate_loss(
-            log_prob, old_log_prob, advantage, self.clip_epsilon, self.clip_epsilon_high
+        log_prob = self._log_prob(dist, tensordict, mask)
+        old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
+        # GRPO's per-step objective (pg_extras.policy_loss + pg_extras.regularized_loss), kept as separate loss_* terms
+        objective, clipped = policy_loss(
+            "ppo_clip", log_prob, old_log_prob, advantage, self.clip_epsilon, self.clip_epsilon_high
         )
         terms = {"loss_objective": objective}
         diagnostics = {
-            "clip_fraction": masked_mean(clipped.to(log_prob.dtype), mask),
-            "kl_approx": masked_mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), mask),
+            "clip_fraction": self._mean(clipped.to(log_prob.dtype), tensordict),
+            "kl_approx": self._mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), tensordict),
         }
         if self._has_kl:
             with torch.no_grad():
-                ref_log_prob = self._log_prob(self._dist(tensordict, self.reference_actor_network_params), tensordict)
-            kl = kl_estimate(log_prob, ref_log_prob, "k3")
-            terms["loss_kl_to_ref"] = self.kl_coeff * kl
-            diagnostics["kl_to_ref"] = masked_mean(kl.detach(), mask)
+                ref_log_prob = self._log_prob(self._dist(tensordict, self.reference_actor_network_params), tensordict, mask)
+            terms["loss_kl_to_ref"], kl = regularized_loss(
+                torch.zeros_like(log_prob), log_prob, ref_log_prob, beta=self.kl_coeff, kl_estimator="k3"
+            )
+            diagnostics["kl_to_ref"] = self._mean(kl, tensordict)
         if self._has_entropy:
             entropy = self._entropy(dist, tensordict)
-            terms["loss_entropy"] = -self.entropy_coeff * entropy
-            diagnostics["entropy"] = masked_mean(entropy.detach(), mask)
+            terms["loss_entropy"] = self._entropy_term(entropy)
+            diagnostics["entropy"] = self._mean(entropy, tensordict)
         if self.reduction == "mean":
             aggregate = self._episode_aggregator(tensordict, mask, log_prob.device)
             terms = {k: aggregate(v) for k, v in terms.items()}
         else:
-            terms = {k: self._reduce(v, mask) for k, v in terms.items()}
+            terms = {k: self._reduce_loss(v, tensordict) for k, v in terms.items()}
         return self._out({**terms, **diagnostics})

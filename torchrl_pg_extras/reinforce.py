@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
-from tensordict.utils import NestedKey
 
+from pg_extras import policy_loss
 from pg_extras._checks import check_unit_interval
 from torchrl_pg_extras._base import PolicyGradientLossBase
-from torchrl_pg_extras._utils import masked_mean
 from torchrl_pg_extras.value import MonteCarloEstimator
 
 __all__ = ["REINFORCELoss"]
@@ -73,35 +72,12 @@ class REINFORCELoss(PolicyGradientLossBase):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (``set_keys``).
-
-        Attributes:
-            advantage (NestedKey): the advantage. Defaults to ``"advantage"``.
-            value_target (NestedKey): the critic's regression target. Defaults to ``"value_target"``.
-            value (NestedKey): the critic's output. Defaults to ``"state_value"``.
-            sample_log_prob (NestedKey): the behaviour log-prob (not read by this loss). Defaults to the actor's
-                log-prob key (``"action_log_prob"``).
-            action (NestedKey): the stored action. Defaults to ``"action"``.
-            reward (NestedKey): reward, under ``"next"``. Defaults to ``"reward"``.
-            done (NestedKey): done flag, under ``"next"``. Defaults to ``"done"``.
-            terminated (NestedKey): terminal flag, under ``"next"``. Defaults to ``"terminated"``.
-            truncated (NestedKey): truncation flag, under ``"next"``. Defaults to ``"truncated"``.
-        """
-
-        advantage: NestedKey = "advantage"
-        value_target: NestedKey = "value_target"
-        value: NestedKey = "state_value"
-        sample_log_prob: NestedKey = "action_log_prob"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
-        truncated: NestedKey = "truncated"
+    class _AcceptedKeys(PolicyGradientLossBase._AcceptedKeys):
+        """Configurable tensordict keys (``set_keys``): those of
+        :class:`~torchrl_pg_extras._base.PolicyGradientKeys` (``sample_log_prob`` is not read by this loss)."""
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
-    default_value_estimator = None
 
     def __init__(
         self,
@@ -157,14 +133,15 @@ class REINFORCELoss(PolicyGradientLossBase):
         mask = self._mask(tensordict)
         advantage = self._advantage(tensordict, mask, self.normalize_advantage)
         dist = self._dist(tensordict)
-        log_prob = self._log_prob(dist, tensordict)
-        out = {"loss_actor": self._reduce(-log_prob * advantage, mask)}
+        log_prob = self._log_prob(dist, tensordict, mask)
+        loss_actor, _ = policy_loss("pg", log_prob, None, advantage)
+        out = {"loss_actor": self._reduce_loss(loss_actor, tensordict)}
         if self.critic_network is not None:
             loss_value, explained_variance = self._critic_loss(tensordict, mask)
-            out["loss_value"] = self._reduce(loss_value, mask)
+            out["loss_value"] = self._reduce_loss(loss_value, tensordict)
             out["explained_variance"] = explained_variance
         if self._has_entropy:
             entropy = self._entropy(dist, tensordict)
-            out["loss_entropy"] = self._reduce(-self.entropy_coeff * entropy, mask)
-            out["entropy"] = masked_mean(entropy.detach(), mask)
+            out["loss_entropy"] = self._reduce_loss(self._entropy_term(entropy), tensordict)
+            out["entropy"] = self._mean(entropy, tensordict)
         return self._out(out)

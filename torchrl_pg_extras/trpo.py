@@ -7,14 +7,22 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
-from tensordict.utils import NestedKey
 from torchrl.objectives.value import GAE
 from torchrl.trainers import OptimizationStepper
 
-from pg_extras import exact_kl, importance_ratio, kl_estimate, trust_region_step
-from pg_extras._checks import check_positive
-from torchrl_pg_extras._base import PolicyGradientLossBase
-from torchrl_pg_extras._utils import _to_batch, check_coeff, masked_mean
+from pg_extras import (
+    distribution_fisher,
+    gauss_newton_fvp_fn,
+    joint_kl,
+    kl_estimate,
+    mlp_fvp_fn,
+    policy_loss,
+    trust_region_step,
+    trust_region_surrogate,
+)
+from pg_extras.validation import check_bool, check_float, check_int
+from torchrl_pg_extras._base import PolicyGradientLossBase, _valid_only
+from torchrl_pg_extras._utils import actor_context, log_prob_of
 
 __all__ = ["TRPOLoss", "TRPOStepper"]
 
@@ -83,34 +91,11 @@ class TRPOLoss(PolicyGradientLossBase):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (``set_keys``).
-
-        Attributes:
-            advantage (NestedKey): the advantage. Defaults to ``"advantage"``.
-            value_target (NestedKey): the critic's regression target. Defaults to ``"value_target"``.
-            value (NestedKey): the critic's output. Defaults to ``"state_value"``.
-            sample_log_prob (NestedKey): ``log pi_old(a|s)``. Defaults to the actor's log-prob key.
-            action (NestedKey): the stored action. Defaults to ``"action"``.
-            reward (NestedKey): reward, under ``"next"``. Defaults to ``"reward"``.
-            done (NestedKey): done flag, under ``"next"``. Defaults to ``"done"``.
-            terminated (NestedKey): terminal flag, under ``"next"``. Defaults to ``"terminated"``.
-            truncated (NestedKey): truncation flag, under ``"next"``. Defaults to ``"truncated"``.
-        """
-
-        advantage: NestedKey = "advantage"
-        value_target: NestedKey = "value_target"
-        value: NestedKey = "state_value"
-        sample_log_prob: NestedKey = "action_log_prob"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
-        truncated: NestedKey = "truncated"
+    class _AcceptedKeys(PolicyGradientLossBase._AcceptedKeys):
+        """Configurable tensordict keys (``set_keys``): those of :class:`~torchrl_pg_extras._base.PolicyGradientKeys`."""
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
-    default_value_estimator = None
 
     def __init__(
         self,
@@ -132,15 +117,23 @@ class TRPOLoss(PolicyGradientLossBase):
         functional: bool = True,
         reduction: str | None = None,
     ) -> None:
-        check_positive("max_kl", max_kl)
-        check_coeff("cg_damping", cg_damping)
-        for name, value in (("cg_max_steps", cg_max_steps), ("line_search_max_iter", line_search_max_iter)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not 0.0 < line_search_shrinking_factor < 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor}.")
-        if isinstance(kl_samples, bool) or not isinstance(kl_samples, int) or kl_samples < 0:
-            raise ValueError(f"kl_samples must be a non-negative integer, got {kl_samples!r}.")
+        max_kl = check_float("max_kl", max_kl, low=0.0, low_inclusive=False, hint="the trust-region radius, e.g. 0.01")
+        cg_damping = check_float("cg_damping", cg_damping, low=0.0, hint="e.g. 0.1")
+        cg_max_steps = check_int("cg_max_steps", cg_max_steps, minimum=1)
+        line_search_max_iter = check_int("line_search_max_iter", line_search_max_iter, minimum=1)
+        line_search_shrinking_factor = check_float(
+            "line_search_shrinking_factor",
+            line_search_shrinking_factor,
+            low=0.0,
+            high=1.0,
+            low_inclusive=False,
+            high_inclusive=False,
+            hint="e.g. 0.8",
+        )
+        kl_samples = check_int("kl_samples", kl_samples, minimum=0)
+        normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
+        gamma = check_float("gamma", gamma, low=0.0, high=1.0)
+        lmbda = check_float("lmbda", lmbda, low=0.0, high=1.0)
         if critic_network is not None:
             shared = {id(p) for p in actor_network.parameters()} & {id(p) for p in critic_network.parameters()}
             if shared:
@@ -195,30 +188,32 @@ class TRPOLoss(PolicyGradientLossBase):
         mask = self._mask(tensordict)
         advantage = self._advantage(tensordict, mask, self.normalize_advantage)
         dist = self._dist(tensordict)
-        log_prob = self._log_prob(dist, tensordict)
-        old_log_prob = self._old_log_prob(tensordict).to(log_prob.dtype)
+        log_prob = self._log_prob(dist, tensordict, mask)
+        old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
+        objective, _ = policy_loss("trust_region", log_prob, old_log_prob, advantage)
         out = {
-            "loss_objective": self._reduce(-importance_ratio(log_prob, old_log_prob) * advantage, mask),
-            "kl_approx": masked_mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), mask),
+            "loss_objective": self._reduce_loss(objective, tensordict),
+            "kl_approx": self._mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), tensordict),
         }
         if self.critic_network is not None:
             loss_critic, explained_variance = self._critic_loss(tensordict, mask)
-            out["loss_critic"] = self._reduce(loss_critic, mask)
+            out["loss_critic"] = self._reduce_loss(loss_critic, tensordict)
             out["explained_variance"] = explained_variance
         if self._has_entropy:
             entropy = self._entropy(dist, tensordict)
-            out["loss_entropy"] = self._reduce(-self.entropy_coeff * entropy, mask)
-            out["entropy"] = masked_mean(entropy.detach(), mask)
+            out["loss_entropy"] = self._reduce_loss(self._entropy_term(entropy), tensordict)
+            out["entropy"] = self._mean(entropy, tensordict)
         return self._out(out)
-
-    def _kl(self, old_dist, new_dist, batch_shape: torch.Size) -> torch.Tensor:
-        return _to_batch(exact_kl(old_dist, new_dist, num_samples=self.kl_samples), batch_shape)
 
     def trust_region_step(self, tensordict: TensorDictBase) -> TensorDictBase:
         """One TRPO policy update on ``tensordict`` (seed 2.4.2, step 3); the actor parameters change in place.
 
         The advantage is read from the input or computed (and written into ``tensordict``) by the value estimator,
-        with the critic as it is now: call this before updating the critic on the same batch.
+        with the critic as it is now: call this before updating the critic on the same batch. The surrogate is
+        :func:`pg_extras.trust_region_surrogate`, the constraint :func:`pg_extras.joint_kl`, the step
+        :func:`pg_extras.trust_region_step` with the Gauss-Newton Fisher-vector product (:func:`pg_extras.mlp_fvp_fn`
+        for an MLP policy, else :func:`pg_extras.distribution_fvp_fn`; double backward of the KL for other
+        distributions).
 
         Returns:
             a TensorDict with ``accepted`` (bool), ``steps_tried``, ``step_fraction`` (of the maximal step),
@@ -229,41 +224,74 @@ class TRPOLoss(PolicyGradientLossBase):
         td = tensordict.clone(False)
         mask = self._mask(td)
         advantage = self._advantage(td, mask, self.normalize_advantage)
-        old_log_prob = self._old_log_prob(td)
-        batch_shape = td.batch_size
+        old_log_prob = self._old_log_prob(td, mask)
+        params = self.actor_parameters()
         with torch.no_grad():
             old_dist = self._dist(td)
 
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
             dist = self._dist(td)
-            log_prob = self._log_prob(dist, td)
-            surrogate = masked_mean(importance_ratio(log_prob, old_log_prob.to(log_prob.dtype)) * advantage, mask)
-            kl = masked_mean(self._kl(old_dist, dist, batch_shape), mask)
+            # unchecked (the line search rejects a non-finite trial), padding zeroed
+            log_prob = _valid_only(log_prob_of(dist, td, self.tensor_keys.action, "TRPOLoss"), mask)
+            surrogate = trust_region_surrogate(log_prob, old_log_prob.to(log_prob.dtype), advantage, mask)
+            kl = joint_kl([old_dist], [dist], batch_dims=td.batch_dims, mask=mask, num_samples=self.kl_samples)
             return surrogate, kl
 
+        dist = self._dist(td)
+        log_prob = self._log_prob(dist, td, mask)
+        initial = (
+            trust_region_surrogate(log_prob, old_log_prob.to(log_prob.dtype), advantage, mask),
+            joint_kl([old_dist], [dist], batch_dims=td.batch_dims, mask=mask, num_samples=self.kl_samples),
+        )
         result = trust_region_step(
-            self.actor_parameters(),
+            params,
             evaluate,
             max_kl=self.max_kl,
             cg_max_steps=self.cg_max_steps,
             cg_damping=self.cg_damping,
             shrinking_factor=self.line_search_shrinking_factor,
             line_search_max_iter=self.line_search_max_iter,
+            fvp=self._fisher_product(td, dist, mask, params),
+            initial=initial,
         )
         device = advantage.device
-        return TensorDict(
-            {
-                "accepted": torch.tensor(result.accepted, device=device),
-                "steps_tried": torch.tensor(result.steps_tried, device=device),
-                "step_fraction": torch.tensor(result.step_fraction, device=device),
-                "kl": torch.tensor(result.kl, device=device),
-                "improvement": torch.tensor(result.improvement, device=device),
-                "surrogate_before": torch.tensor(result.surrogate_before, device=device),
-                "surrogate_after": torch.tensor(result.surrogate_after, device=device),
-                "max_kl": torch.tensor(self.max_kl, device=device),
-            },
-            batch_size=[],
-        )
+        values = {
+            "accepted": result.accepted,
+            "steps_tried": result.steps_tried,
+            "step_fraction": result.step_fraction,
+            "kl": result.kl,
+            "improvement": result.improvement,
+            "surrogate_before": result.surrogate_before,
+            "surrogate_after": result.surrogate_after,
+            "max_kl": self.max_kl,
+        }
+        return TensorDict({k: torch.tensor(v, device=device) for k, v in values.items()}, batch_size=[])
+
+    def _fisher_product(self, td: TensorDictBase, dist, mask: torch.Tensor | None, params: list[torch.Tensor]):
+        """The Gauss-Newton Fisher-vector product of the mean KL at the current parameters, or ``None``."""
+        weights = None if mask is None else mask.to(torch.get_default_dtype()) / mask.sum().clamp(min=1)
+        fisher = distribution_fisher([dist], td.batch_dims, weights)
+        if fisher is None:  # e.g. TanhNormal: trust_region_step falls back to the double backward of the KL
+            return None
+        net, inputs = self._policy_mlp(td)
+        if net is not None:
+            with actor_context(self.actor_network, self._actor_params()):
+                fvp = mlp_fvp_fn(net, inputs, params, fisher)
+            if fvp is not None:
+                return fvp
+        return gauss_newton_fvp_fn(fisher[0], params, fisher[1])
+
+    def _policy_mlp(self, td: TensorDictBase) -> tuple[list[torch.nn.Module] | None, torch.Tensor | None]:
+        """The torch network that maps one input entry to the distribution parameters (``mlp_fvp_fn`` checks it)."""
+        modules = getattr(self.actor_network, "module", None)
+        first = modules[0] if isinstance(modules, torch.nn.ModuleList) and len(modules) else None
+        if not isinstance(first, TensorDictModule) or len(first.in_keys) != 1:
+            return None, None
+        inputs = td.get(first.in_keys[0], default=None)
+        net = first.module
+        if not isinstance(inputs, torch.Tensor):
+            return None, None
+        return (list(net.children()) if isinstance(net, torch.nn.Sequential) else [net]), inputs
 
 
 class TRPOStepper(OptimizationStepper):
@@ -314,10 +342,8 @@ class TRPOStepper(OptimizationStepper):
     ) -> None:
         if not isinstance(loss_module, TRPOLoss):
             raise TypeError(f"loss_module must be a TRPOLoss, got {type(loss_module).__name__}.")
-        if isinstance(critic_updates, bool) or not isinstance(critic_updates, int) or critic_updates < 0:
-            raise ValueError(f"critic_updates must be a non-negative integer, got {critic_updates!r}.")
-        if critic_batch_size is not None and (not isinstance(critic_batch_size, int) or critic_batch_size < 1):
-            raise ValueError(f"critic_batch_size must be a positive integer or None, got {critic_batch_size!r}.")
+        critic_updates = check_int("critic_updates", critic_updates, minimum=0)
+        critic_batch_size = check_int("critic_batch_size", critic_batch_size, minimum=1, allow_none=True)
         if loss_module.critic_network is not None and critic_optimizer is None and critic_updates > 0:
             raise ValueError("critic_optimizer is required to train the critic: pass Adam(loss.critic_parameters()).")
         actor_ids = {id(p) for p in loss_module.actor_parameters()}

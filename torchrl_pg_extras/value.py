@@ -7,7 +7,7 @@
 Both accept the three layouts TorchRL collectors produce: fixed-frame batches ``[*B, T]`` (time last or named
 ``"time"``), padded complete trajectories ``[E, L]`` with a ``("collector", "mask")`` entry
 (``Collector(trajs_per_batch=...)``), and concatenated trajectories ``[sum T_i]``. The maths is the core's
-(:func:`pg_extras.returns_to_go`, :func:`pg_extras.group_relative_advantages`); this module only moves data.
+(:func:`pg_extras.estimate_advantages`: ``"mc"``, ``"baseline"``, ``"group"``); this module only moves data.
 
 Steps whose target cannot be computed (episodes that do not end inside the batch, padding, incomplete groups)
 are reported in the ``valid`` entry (``"shifted_valid"`` by default, the validity mask every TorchRL loss reads
@@ -17,7 +17,7 @@ with ``loss_mask_key="auto"``), or rejected with an error (``incomplete="raise"`
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from tensordict import TensorDictBase
@@ -25,23 +25,24 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.objectives.value import ValueEstimatorBase
 
-from pg_extras import (
-    ADVANTAGE_MODES,
-    ADVANTAGE_SCALES,
-    EpisodeLayout,
-    complete_episode_mask,
-    group_relative_advantages,
-    returns_to_go,
-)
-from pg_extras._checks import check_choice, check_positive, check_unit_interval
-from torchrl_pg_extras._utils import from_time_major, gather_mask, get_required, time_dim_of, to_time_major
+from pg_extras import ADVANTAGE_MODES, ADVANTAGE_SCALES, EpisodeLayout, complete_episode_mask, estimate_advantages
+from pg_extras.validation import check_bool, check_choice, check_float, check_int
+from torchrl_pg_extras._base import PolicyGradientKeys
+from torchrl_pg_extras._utils import from_time_major, gather_mask, get_required, time_dim, to_time_major
 
 __all__ = ["GroupRelativeAdvantage", "MonteCarloEstimator"]
 
 _INCOMPLETE = ("raise", "mask")
 
 
-def _incomplete_error(owner: str, n_steps: int) -> ValueError:
+def _incomplete_error(owner: str, n_steps: int, mask_key: NestedKey | None) -> ValueError:
+    if mask_key is not None:  # no mask in the input: padding would look like episodes that do not end
+        return ValueError(
+            f"{owner}: {n_steps} steps belong to episodes that do not end inside this batch, and the input has no "
+            f"validity mask {mask_key!r}. If the batch is padded (Collector(trajs_per_batch=...), GroupBatcher), its "
+            f"padding is read as unfinished episodes: keep the collector's mask or name it with set_keys(mask=...). "
+            f"Otherwise collect whole episodes, or pass incomplete='mask' to {owner} to drop those steps."
+        )
     return ValueError(
         f"{owner}: {n_steps} valid steps belong to episodes that do not end inside this batch, so their Monte-Carlo "
         "return is unknown. Collect whole episodes (Collector(..., trajs_per_batch=..., traj_format='padded')), or "
@@ -49,40 +50,35 @@ def _incomplete_error(owner: str, n_steps: int) -> ValueError:
     )
 
 
+def _own_defaults(cls: type) -> type:
+    """Copy the inherited key defaults into the class itself: TorchRL's ``ValueEstimatorBase.set_keys`` looks the
+    accepted keys up in the class ``__dict__``, which an extending dataclass does not repeat."""
+    for f in fields(cls):
+        if f.name not in cls.__dict__:
+            setattr(cls, f.name, f.default)
+    return cls
+
+
 class _EpisodeEstimatorBase(ValueEstimatorBase):
     """Shared plumbing: key handling, layout conversion, validity masks."""
 
+    @_own_defaults
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (``set_keys``).
+    class _AcceptedKeys(PolicyGradientKeys):
+        """Configurable tensordict keys (``set_keys``): those of :class:`~torchrl_pg_extras._base.PolicyGradientKeys`
+        (``advantage`` and ``value_target`` are written, ``value`` is the critic's output) plus
 
         Attributes:
-            advantage (NestedKey): output advantage. Defaults to ``"advantage"``.
-            value_target (NestedKey): output value target (Monte-Carlo return). Defaults to ``"value_target"``.
-            value (NestedKey): state value written by the value network. Defaults to ``"state_value"``.
-            reward (NestedKey): reward, read under ``"next"``. Defaults to ``"reward"``.
-            done (NestedKey): end-of-episode flag, read under ``"next"``. Defaults to ``"done"``.
-            terminated (NestedKey): true terminal state, read under ``"next"``. Defaults to ``"terminated"``.
-            truncated (NestedKey): time-limit end, read under ``"next"``. Defaults to ``"truncated"``.
             group_id (NestedKey): per-step group label (:class:`GroupRelativeAdvantage`). Defaults to ``"group_id"``.
             mask (NestedKey): input validity mask (padding). Defaults to ``("collector", "mask")``.
             valid (NestedKey): output validity mask. Defaults to ``"shifted_valid"`` (read by TorchRL losses).
             steps_to_next_obs (NestedKey): accepted for compatibility with TorchRL losses; unused.
-            sample_log_prob (NestedKey): accepted for compatibility with TorchRL losses; unused.
         """
 
-        advantage: NestedKey = "advantage"
-        value_target: NestedKey = "value_target"
-        value: NestedKey = "state_value"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
-        truncated: NestedKey = "truncated"
         group_id: NestedKey = "group_id"
         mask: NestedKey = ("collector", "mask")
         valid: NestedKey = "shifted_valid"
         steps_to_next_obs: NestedKey = "steps_to_next_obs"
-        sample_log_prob: NestedKey = "action_log_prob"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -97,13 +93,14 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
         device: torch.device | None = None,
     ) -> None:
         check_choice("incomplete", incomplete, _INCOMPLETE)
+        time_dim = check_int("time_dim", time_dim, allow_none=True)
         super().__init__(value_network=value_network, differentiable=differentiable, device=device)
         self.incomplete = incomplete
         self.time_dim = time_dim
 
     @property
     def in_keys(self):
-        keys = [("next", self.tensor_keys.reward), ("next", self.tensor_keys.done), ("next", self.tensor_keys.terminated)]
+        keys = [("next", self.tensor_keys.reward), ("next", self.tensor_keys.done)]
         if self.value_network is not None:
             keys += list(self.value_network.in_keys)
         return keys
@@ -112,10 +109,10 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
     def out_keys(self):
         return [self.tensor_keys.advantage, self.tensor_keys.value_target, self.tensor_keys.valid]
 
-    def _signals(self, tensordict: TensorDictBase, time_dim: int | None):
-        """Time-major ``[T, N]`` reward, terminated, truncated, done and input validity."""
+    def _signals(self, tensordict: TensorDictBase, time_dim_arg: int | None):
+        """Time-major ``[T, N]`` reward (floating point), terminated, truncated, done and input validity."""
         owner = type(self).__name__
-        tdim = time_dim_of(tensordict, time_dim if time_dim is not None else self.time_dim)
+        tdim = time_dim(tensordict, time_dim_arg, owner=self)
         shape = tensordict.batch_size
         reward = get_required(tensordict, ("next", self.tensor_keys.reward), "reward", owner)
         done = get_required(tensordict, ("next", self.tensor_keys.done), "done", owner)
@@ -127,10 +124,19 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
             done_tm & ~term_tm if truncated is None else to_time_major(truncated, shape, tdim, "truncated").to(torch.bool)
         )
         mask = gather_mask(tensordict, [self.tensor_keys.mask])
+        self._has_mask = mask is not None
         valid_tm = torch.ones_like(done_tm) if mask is None else to_time_major(mask, shape, tdim, "mask")
         reward_tm = to_time_major(reward, shape, tdim, "reward")
+        if not reward_tm.is_floating_point():  # integer rewards: returns and advantages are real numbers
+            reward_tm = reward_tm.to(torch.get_default_dtype())
         reward_tm = torch.where(valid_tm, reward_tm, torch.zeros_like(reward_tm))
-        return tdim, reward_tm, term_tm, trunc_tm, done_tm | term_tm | trunc_tm, valid_tm
+        return tdim, reward_tm, term_tm, trunc_tm & ~term_tm, done_tm | term_tm | trunc_tm, valid_tm
+
+    def _incomplete(self, incomplete: torch.Tensor, reward: torch.Tensor, done: torch.Tensor) -> ValueError:
+        """The error for valid steps of episodes that do not end; it names a missing mask when the batch looks padded
+        (the unfinished steps all follow an episode end and have zero reward, as TorchRL's padding does)."""
+        padded = not self._has_mask and bool((reward[incomplete] == 0).all()) and bool(done.any(0)[incomplete.any(0)].all())
+        return _incomplete_error(type(self).__name__, int(incomplete.sum()), self.tensor_keys.mask if padded else None)
 
     def _run_value_network(self, tensordict: TensorDictBase, params: TensorDictBase | None) -> torch.Tensor:
         net = self.value_network
@@ -200,7 +206,8 @@ class MonteCarloEstimator(_EpisodeEstimatorBase):
         time_dim: int | None = None,
         device: torch.device | None = None,
     ) -> None:
-        check_unit_interval("gamma", float(gamma))
+        gamma = check_float("gamma", gamma, low=0.0, high=1.0)
+        bootstrap_truncated = check_bool("bootstrap_truncated", bootstrap_truncated)
         if bootstrap_truncated and value_network is None:
             raise ValueError("bootstrap_truncated=True needs a value_network to bootstrap with: pass value_network=critic.")
         super().__init__(
@@ -222,28 +229,27 @@ class MonteCarloEstimator(_EpisodeEstimatorBase):
         tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
         next_values = None
         if self.bootstrap_truncated:
+            # truncated steps and the last step of episodes cut by the batch end are bootstrapped: all complete
             nv = self._run_value_network(tensordict.get("next"), target_params if target_params is not None else params)
-            next_values = to_time_major(nv, shape, tdim, "next value")
-            # truncated steps and the last step of episodes cut by the batch end are bootstrapped
-            returns = returns_to_go(reward, term, trunc & ~term, self.gamma, next_values)
+            next_values = to_time_major(nv, shape, tdim, "next value").to(reward.dtype)
             complete = torch.ones_like(done)
         else:
-            returns = returns_to_go(reward, term, trunc & ~term, self.gamma)
             complete = complete_episode_mask(done)
         incomplete = valid & ~complete
         if self.incomplete == "raise" and bool(incomplete.any()):
-            raise _incomplete_error(type(self).__name__, int(incomplete.sum()))
+            raise self._incomplete(incomplete, reward, done)
         valid = valid & complete
         if self.value_network is not None:
-            values = to_time_major(self._run_value_network(tensordict, params), shape, tdim, "value")
-            tensordict.set(self.tensor_keys.value, from_time_major(values, shape, tdim).to(returns.dtype))
+            values = to_time_major(self._run_value_network(tensordict, params), shape, tdim, "value").to(reward.dtype)
+            tensordict.set(self.tensor_keys.value, from_time_major(values, shape, tdim))
         else:
             stored = tensordict.get(self.tensor_keys.value, default=None)
-            values = None if stored is None else to_time_major(stored, shape, tdim, "value")
-        advantage = returns if values is None else returns - values.to(returns)
-        zero = torch.zeros_like(returns)
-        tensordict.set(self.tensor_keys.advantage, from_time_major(torch.where(valid, advantage, zero), shape, tdim))
-        tensordict.set(self.tensor_keys.value_target, from_time_major(torch.where(valid, returns, zero), shape, tdim))
+            values = None if stored is None else to_time_major(stored, shape, tdim, "value").to(reward.dtype)
+        estimator = "mc" if values is None else "baseline"
+        est = estimate_advantages(estimator, reward, term, trunc, gamma=self.gamma, values=values, next_values=next_values)
+        zero = torch.zeros_like(reward)
+        tensordict.set(self.tensor_keys.advantage, from_time_major(torch.where(valid, est.advantages, zero), shape, tdim))
+        tensordict.set(self.tensor_keys.value_target, from_time_major(torch.where(valid, est.returns, zero), shape, tdim))
         tensordict.set(self.tensor_keys.valid, from_time_major(valid, shape, tdim))
         return tensordict
 
@@ -251,19 +257,19 @@ class MonteCarloEstimator(_EpisodeEstimatorBase):
 class GroupRelativeAdvantage(_EpisodeEstimatorBase):
     """Critic-free group-relative advantages (GRPO, seed 2.6; DESIGN.md "GRPO").
 
-    Episodes are grouped by the ``group_id`` entry (written by :class:`~torchrl_pg_extras.GroupReset`; the label
-    of an episode is the one of its first step), or, without that entry, ``group_size`` consecutive episodes form a
-    group (the rows of a padded trajectory batch). The advantage of every step is computed by
-    :func:`pg_extras.group_relative_advantages`:
+    Episodes are grouped by the ``group_id`` entry (written by :class:`~torchrl_pg_extras.GroupedEnv`; the label of
+    an episode is the one of its first step), or, without that entry, ``group_size`` consecutive episodes form a
+    group (the rows of a padded trajectory batch). The advantages are those of
+    :func:`pg_extras.estimate_advantages` with ``estimator="group"`` (:func:`pg_extras.group_relative_advantages`):
 
-    * ``mode="outcome"``: ``(R_i - mean_g R) / (std_g R + eps)`` broadcast to every step of episode ``i``;
+    * ``mode="outcome"``: ``(R_i - mean_g R) / std_g R`` broadcast to every step of episode ``i``;
     * ``mode="process"``: per-step rewards normalised over the group, summed from ``t`` on;
     * ``mode="return_to_go"``: ``(G_{i,t} - mean_j G_{j,t}) / std_j G_{j,t}`` over the members running at ``t``;
     * ``scale``: ``"group"`` (GRPO), ``"batch"``, ``"none"`` (Dr. GRPO); ``rloo``: leave-one-out baseline.
 
-    A group whose returns have zero spread gets advantage 0 (never NaN); :attr:`last_stats` records the share of
-    such groups and the mean within-group return std. The value target (written for interoperability) is the
-    discounted return-to-go.
+    A group whose returns have zero spread (relative to their scale) gets advantage 0, never NaN; :attr:`last_stats`
+    records the share of such groups and the mean within-group return std. The value target (written for
+    interoperability) is the discounted return-to-go.
 
     Args:
         group_size (int, optional): expected episodes per group. With a ``group_id`` entry, every group must have
@@ -275,7 +281,6 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         scale (str): ``"group"`` (default), ``"batch"`` or ``"none"``.
         rloo (bool): leave-one-out baseline. Defaults to ``False``.
         gamma (float): discount of the returns. Defaults to ``1.0``.
-        eps (float): added to the std. Defaults to ``1e-8``.
         incomplete (str): ``"raise"`` (default) rejects episodes that do not end in the batch and groups with a
             wrong number of episodes; ``"mask"`` drops them (``valid`` False, advantage 0).
         time_dim (int, optional): the time dimension (default: named ``"time"``, else the last one).
@@ -305,73 +310,57 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         scale: str = "group",
         rloo: bool = False,
         gamma: float = 1.0,
-        eps: float = 1e-8,
         incomplete: str = "raise",
         time_dim: int | None = None,
         device: torch.device | None = None,
     ) -> None:
-        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
-            raise ValueError(f"group_size must be a positive integer or None, got {group_size!r}.")
+        group_size = check_int("group_size", group_size, minimum=2, allow_none=True, hint="episodes per group")
         check_choice("mode", mode, ADVANTAGE_MODES)
         check_choice("scale", scale, ADVANTAGE_SCALES)
-        check_unit_interval("gamma", float(gamma))
-        check_positive("eps", eps)
+        gamma = check_float("gamma", gamma, low=0.0, high=1.0)
+        rloo = check_bool("rloo", rloo)
         super().__init__(value_network=None, incomplete=incomplete, time_dim=time_dim, device=device)
         self.group_size = group_size
         self.mode = mode
         self.scale = scale
         self.rloo = rloo
-        self.gamma = float(gamma)
-        self.eps = float(eps)
+        self.gamma = gamma
         self.last_stats: dict[str, float] = {}
 
     @property
     def in_keys(self):
-        return [*super().in_keys, self.tensor_keys.group_id]
+        keys = super().in_keys
+        return keys if self.group_size is not None else [*keys, self.tensor_keys.group_id]
 
-    def forward(
-        self,
-        tensordict: TensorDictBase,
-        *,
-        params: TensorDictBase | None = None,
-        target_params: TensorDictBase | None = None,
-        time_dim: int | None = None,
-    ) -> TensorDictBase:
-        """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
+    def _episode_groups(self, tensordict: TensorDictBase, layout: EpisodeLayout, keep: torch.Tensor, ep_mask, tdim):
+        """Group label of every episode (``[E]`` int64) and the episodes to keep (whole groups only)."""
         owner = type(self).__name__
-        shape = tensordict.batch_size
-        tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
-        layout = EpisodeLayout.from_dones(done)
-        ep_mask = layout.mask & layout.to_episodes(valid, fill=False)  # [E, L] valid steps
-        has_steps = ep_mask.any(1)
-        incomplete = has_steps & ~layout.complete
-        if self.incomplete == "raise" and bool(incomplete.any()):
-            raise _incomplete_error(owner, int(layout.to_episodes(valid.to(torch.int64))[incomplete].sum()))
-        keep = has_steps & layout.complete
-
         gid_entry = tensordict.get(self.tensor_keys.group_id, default=None)
-        if gid_entry is not None:
-            gid_tm = to_time_major(gid_entry, shape, tdim, "group_id").to(torch.int64)
-            gid_steps = layout.to_episodes(gid_tm)
-            ep_gid = gid_steps[:, 0]
-            if bool(((gid_steps != ep_gid[:, None]) & ep_mask).any()):
-                raise ValueError(f"{owner}: the group label {self.tensor_keys.group_id!r} changes inside an episode.")
-        elif self.group_size is None:
-            raise KeyError(
-                f"{owner}: no group label {self.tensor_keys.group_id!r} in the input and no group_size: add the "
-                f"GroupReset transform to the env, rename the key with set_keys(group_id=...), or pass group_size."
-            )
-        else:
+        if gid_entry is None:
+            if self.group_size is None:
+                raise KeyError(
+                    f"{owner}: no group label {self.tensor_keys.group_id!r} in the input and no group_size: collect with "
+                    "GroupedEnv (it writes the labels), rename the key with set_keys(group_id=...), or pass group_size."
+                )
             n_ep = int(keep.sum())
             if n_ep % self.group_size != 0:
                 raise ValueError(
                     f"{owner}: group_size={self.group_size} does not divide the number of complete episodes in the batch "
-                    f"({n_ep}): collect a multiple of group_size episodes (trajs_per_batch) or use GroupReset + GroupBatcher."
+                    f"({n_ep}): collect a multiple of group_size episodes, or use GroupedEnv + GroupBatcher."
                 )
             ep_gid = torch.full_like(layout.lengths, -1)
             ep_gid[keep] = torch.arange(n_ep, device=keep.device) // self.group_size
-
-        if self.group_size is not None and gid_entry is not None and bool(keep.any()):
+            return ep_gid, keep
+        if gid_entry.is_floating_point() or gid_entry.dtype == torch.bool:
+            raise TypeError(
+                f"{owner}: the group label {self.tensor_keys.group_id!r} has dtype {gid_entry.dtype}; group labels must "
+                "be integers (GroupedEnv writes int64 labels): cast them with .long() if they are whole numbers."
+            )
+        gid_steps = layout.to_episodes(to_time_major(gid_entry, tensordict.batch_size, tdim, "group_id").to(torch.int64))
+        ep_gid = gid_steps[:, 0]
+        if bool(((gid_steps != ep_gid[:, None]) & ep_mask).any()):
+            raise ValueError(f"{owner}: the group label {self.tensor_keys.group_id!r} changes inside an episode.")
+        if self.group_size is not None and bool(keep.any()):
             labels, inverse, counts = torch.unique(ep_gid[keep], return_inverse=True, return_counts=True)
             wrong = counts != self.group_size
             if bool(wrong.any()):
@@ -384,32 +373,52 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 kept_idx = keep.nonzero().squeeze(1)
                 keep = keep.clone()
                 keep[kept_idx[wrong[inverse]]] = False
+        return ep_gid, keep
 
-        adv_e = torch.zeros(ep_mask.shape, dtype=reward.dtype, device=reward.device)
-        if bool(keep.any()):
-            res = group_relative_advantages(
-                layout.to_episodes(reward)[keep],
-                ep_mask[keep],
-                group_ids=ep_gid[keep],
-                mode=self.mode,
-                scale=self.scale,
-                rloo=self.rloo,
+    def forward(
+        self,
+        tensordict: TensorDictBase,
+        *,
+        params: TensorDictBase | None = None,
+        target_params: TensorDictBase | None = None,
+        time_dim: int | None = None,
+    ) -> TensorDictBase:
+        """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
+        shape = tensordict.batch_size
+        tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
+        layout = EpisodeLayout.from_dones(done)
+        ep_mask = layout.mask & layout.to_episodes(valid, fill=False)  # [E, L] valid steps
+        has_steps = ep_mask.any(1)
+        incomplete = has_steps & ~layout.complete
+        if self.incomplete == "raise" and bool(incomplete.any()):
+            raise self._incomplete(valid & layout.step_mask(incomplete), reward, done)
+        ep_gid, keep = self._episode_groups(tensordict, layout, has_steps & layout.complete, ep_mask, tdim)
+        valid = valid & layout.step_mask(keep)
+        # the kept episodes as one flat stream of whole episodes (column by column, time in order): the core's layout
+        flat = valid.t()
+        stats = {"frac_zero_std_groups": 0.0, "group_return_std": 0.0, "num_groups": 0.0, "num_episodes": 0.0}
+        advantage, returns = torch.zeros_like(reward), torch.zeros_like(reward)
+        if bool(flat.any()):
+            est = estimate_advantages(
+                "group",
+                reward.t()[flat],
+                term.t()[flat],
+                trunc.t()[flat],
                 gamma=self.gamma,
-                eps=self.eps,
+                group_ids=layout.to_steps(ep_gid[:, None].expand(layout.mask.shape)).t()[flat],
+                group_mode=self.mode,
+                group_scale=self.scale,
+                rloo=self.rloo,
             )
-            adv_e[keep] = res.advantages
-            self.last_stats = {
-                "frac_zero_std_groups": res.frac_zero_std_groups,
-                "group_return_std": res.group_return_std,
+            advantage.t()[flat] = est.advantages
+            returns.t()[flat] = est.returns
+            stats = {
+                "frac_zero_std_groups": est.frac_zero_std_groups,
+                "group_return_std": est.group_return_std,
                 "num_groups": float(torch.unique(ep_gid[keep]).numel()),
                 "num_episodes": float(keep.sum()),
             }
-        else:
-            self.last_stats = {"frac_zero_std_groups": 0.0, "group_return_std": 0.0, "num_groups": 0.0, "num_episodes": 0.0}
-        valid = valid & layout.step_mask(keep)
-        zero = torch.zeros_like(reward)
-        advantage = torch.where(valid, layout.to_steps(adv_e), zero)
-        returns = torch.where(valid, returns_to_go(reward, term, trunc & ~term, self.gamma), zero)
+        self.last_stats = stats
         tensordict.set(self.tensor_keys.advantage, from_time_major(advantage, shape, tdim))
         tensordict.set(self.tensor_keys.value_target, from_time_major(returns, shape, tdim))
         tensordict.set(self.tensor_keys.valid, from_time_major(valid, shape, tdim))

@@ -1,6 +1,8 @@
 """Shared pieces of the TorchRL examples: env, networks, collector, logger, command-line flags.
 
-Nothing here is algorithm-specific; see ``reinforce_torchrl.py``, ``trpo_torchrl.py`` and ``grpo_torchrl.py``.
+Nothing here is algorithm-specific; see ``reinforce_torchrl.py``, ``trpo_torchrl.py`` and ``grpo_torchrl.py``. Every
+budget (``--frames``) and progress figure counts env steps taken (the frames the collector stepped, including episodes
+still running), the unit of SB3's ``num_timesteps``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.record.loggers import Logger, get_logger
 
-from torchrl_pg_extras import GroupReset
+from torchrl_pg_extras import ID_NAMESPACE, GroupedEnv
 
 ENVS = ("CartPole-v1", "Pendulum-v1")
+BACKENDS = ("serial", "process", "ray")
 
 
 def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
@@ -39,17 +42,18 @@ def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
     p.add_argument("--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"])
     p.add_argument("--log-dir", default="logs/torchrl")
     p.add_argument(
-        "--multiprocess",
-        type=int,
-        default=0,
-        metavar="W",
-        help="collect with W worker processes (Collector(backend='process', num_collectors=W))",
+        "--backend",
+        default="serial",
+        choices=BACKENDS,
+        help="serial: one Collector in this process; process: Collector(backend='process') with --workers worker "
+        "processes (a MultiSyncCollector); ray: the same with Ray actors (needs `pip install ray`)",
     )
+    p.add_argument("--workers", type=int, default=2, help="collector workers for --backend process / ray")
     p.add_argument(
         "--mp-start-method",
         default=None,
         choices=["spawn", "fork", "forkserver"],
-        help="multiprocessing start method for --multiprocess (TorchRL's default: spawn)",
+        help="multiprocessing start method for --backend process (TorchRL's default: spawn)",
     )
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     p.add_argument("--target-return", type=float, default=None, help="stop once the mean episode return reaches it")
@@ -70,25 +74,27 @@ def device_of(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_env(env_name: str, num_envs: int, seed: int, group_size: int | None = None) -> EnvBase:
+def make_env(env_name: str, num_envs: int, seed: int, group_size: int | None = None, worker: int = 0) -> EnvBase:
     """A gymnasium vector env (sync, ``AutoresetMode.DISABLED``: TorchRL drives the resets) with episode returns.
 
-    ``group_size`` adds :class:`~torchrl_pg_extras.GroupReset` (GRPO groups of same-seed episodes).
+    ``group_size`` wraps it in :class:`~torchrl_pg_extras.GroupedEnv` (GRPO groups of same-seed episodes, ids in the
+    namespace of collector worker ``worker``).
     """
     vec = gym.make_vec(
         env_name, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
     )
-    env = TransformedEnv(GymWrapper(vec, categorical_action_encoding=True), RewardSum())
+    env: EnvBase = GymWrapper(vec, categorical_action_encoding=True)
     if group_size is not None:
-        env.append_transform(GroupReset(group_size, seed=seed))
+        env = GroupedEnv(env, group_size, seed=seed, id_offset=worker * ID_NAMESPACE)
+    env = TransformedEnv(env, RewardSum())
     env.set_seed(seed)
     return env
 
 
 def env_factories(args, group_size: int | None = None) -> list[Callable[[], EnvBase]]:
-    """One picklable env constructor per collector worker, each with its own seed."""
-    workers = max(args.multiprocess, 1)
-    return [functools.partial(make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size) for i in range(workers)]
+    """One picklable env constructor per collector worker, each with its own seed and group-id namespace."""
+    workers = 1 if args.backend == "serial" else args.workers
+    return [functools.partial(make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size, i) for i in range(workers)]
 
 
 def make_actor(env: EnvBase, hidden: int, device: torch.device) -> ProbabilisticActor:
@@ -134,9 +140,11 @@ def make_collector(
     trajs_per_batch: int | None = None,
     device: torch.device | None = None,
 ):
-    """A direct ``Collector``, or one with ``--multiprocess W`` worker processes (``MultiSyncCollector``).
+    """A ``Collector`` on ``--backend``: in this process, or ``--workers`` worker processes / Ray actors.
 
-    For Ray, the same call takes ``backend="ray"`` (``pip install ray``): the workers then run as Ray actors.
+    Every backend is the same ``Collector`` constructor (``backend="process"`` builds a ``MultiSyncCollector``,
+    ``backend="ray"`` runs the workers as Ray actors); everything downstream (``GroupBatcher``, the advantage modules,
+    the losses) only sees the yielded TensorDicts.
     """
     kwargs = dict(
         frames_per_batch=frames_per_batch,
@@ -149,11 +157,16 @@ def make_collector(
     if trajs_per_batch is not None:
         kwargs.update(trajs_per_batch=trajs_per_batch, traj_format="padded")
     factories = env_factories(args, group_size)
-    if args.multiprocess:
-        if args.mp_start_method is not None:
-            mp.set_start_method(args.mp_start_method, force=True)
-        return Collector(factories, policy, num_collectors=args.multiprocess, backend="process", sync=True, **kwargs)
-    return Collector(factories[0](), policy, **kwargs)
+    if args.backend == "serial":
+        return Collector(factories[0](), policy, **kwargs)
+    if args.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as err:
+            raise SystemExit("--backend ray needs Ray: pip install ray") from err
+    elif args.mp_start_method is not None:
+        mp.set_start_method(args.mp_start_method, force=True)
+    return Collector(factories, policy, num_collectors=args.workers, backend=args.backend, sync=True, **kwargs)
 
 
 def make_logger(args, algo: str) -> Logger | None:
@@ -164,52 +177,78 @@ def make_logger(args, algo: str) -> Logger | None:
 
 
 def episode_returns(batch: TensorDictBase) -> torch.Tensor:
-    """Returns of the episodes that end in ``batch`` (from :class:`~torchrl.envs.RewardSum`)."""
+    """Returns of the episodes that end in ``batch`` (from :class:`~torchrl.envs.RewardSum`).
+
+    Throw-away episodes of ``GroupedEnv(schedule="lockstep")`` (``episode_id`` -1) are left out.
+    """
     done = batch["next", "done"].squeeze(-1)
     mask = batch.get(("collector", "mask"), default=None)
     if mask is not None:
         done = done & mask
+    episode = batch.get("episode_id", default=None)
+    if episode is not None:
+        done = done & (episode.squeeze(-1) >= 0)
     return batch["next", "episode_reward"].squeeze(-1)[done]
 
 
 class Progress:
-    """A tqdm bar over frames that also logs scalars to the TorchRL logger."""
+    """A tqdm bar over env steps that also logs scalars to the TorchRL logger."""
 
     def __init__(self, args, algo: str) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=args.frames, disable=args.no_progress, desc=f"{algo} {args.env}")
+        self.bar = tqdm(total=args.frames, disable=args.no_progress, desc=f"{algo} {args.env}", unit="step")
         self.logger = make_logger(args, algo)
-        self.frames = 0
+        self.env_steps = 0
         self.recent: list[float] = []
         self.target = args.target_return
         self.start = time.time()
 
-    def update(self, frames: int, returns: torch.Tensor, metrics: dict[str, float]) -> None:
-        self.frames += frames
-        self.bar.update(frames)
+    def update(self, env_steps: int, returns: torch.Tensor, metrics: dict[str, float]) -> None:
+        """``env_steps``: the env steps taken so far (a running total, e.g. ``GroupBatcher.env_steps``)."""
+        self.bar.update(env_steps - self.env_steps)
+        self.env_steps = env_steps
         if returns.numel():
             self.recent = (self.recent + returns.tolist())[-50:]
-        mean_return = sum(self.recent) / max(len(self.recent), 1)
-        scalars = {"train/episode_return": mean_return, "train/fps": self.frames / (time.time() - self.start), **metrics}
+        steps_per_s = self.env_steps / max(time.time() - self.start, 1e-9)
+        scalars = {"train/episode_return": self.mean_return, "train/env_steps_per_s": steps_per_s, **metrics}
         if self.logger is not None:
             for key, value in scalars.items():
-                self.logger.log_scalar(key, float(value), step=self.frames)
-        self.bar.set_postfix(ret=f"{mean_return:.1f}")
+                self.logger.log_scalar(key, float(value), step=self.env_steps)
+        self.bar.set_postfix(ret=f"{self.mean_return:.1f}")
 
     @property
     def mean_return(self) -> float:
         return sum(self.recent) / max(len(self.recent), 1)
 
+    @property
+    def progress(self) -> float:
+        """Fraction of the budget (``--frames``) used, for linear schedules."""
+        return min(self.env_steps / max(self.bar.total, 1), 1.0)
+
     def done(self) -> bool:
         reached = self.target is not None and len(self.recent) >= 10 and self.mean_return >= self.target
-        return reached or self.frames >= self.bar.total
+        return reached or self.env_steps >= self.bar.total
 
     def close(self) -> None:
         self.bar.close()
         print(
-            f"frames={self.frames} mean_return(last 50 episodes)={self.mean_return:.1f} time={time.time() - self.start:.1f}s"
+            f"env_steps={self.env_steps} mean_return(last 50 episodes)={self.mean_return:.1f} "
+            f"time={time.time() - self.start:.1f}s"
         )
+
+
+class EnvSteps:
+    """Counts the env steps of a fixed-frame collector (every stepped frame is in exactly one batch)."""
+
+    def __init__(self, collector) -> None:
+        self.collector = collector
+        self.env_steps = 0
+
+    def __iter__(self):
+        for batch in self.collector:
+            self.env_steps += batch.numel()
+            yield batch
 
 
 def scalars(td: TensorDictBase, keys: Iterable[str] | None = None) -> dict[str, float]:

@@ -350,17 +350,22 @@ class TRPO(OnPolicyAlgorithm):
         batch = self._training_batch()
 
         # The batch of the policy step: optionally sub-sampled, advantages normalised
-        observations, actions, old_log_prob, advantages = batch.observations, batch.actions, batch.old_log_prob, batch.advantages
+        observations, actions, old_log_prob, advantages = batch[:4]
         if self.sub_sampling_factor > 1:
             idx = th.randperm(len(advantages), device=advantages.device)[:: self.sub_sampling_factor]
-            observations, actions, old_log_prob, advantages = _index(observations, idx), actions[idx], old_log_prob[idx], advantages[idx]
+            observations, actions, old_log_prob, advantages = (
+                _index(observations, idx),
+                *(t[idx] for t in (actions, old_log_prob, advantages)),
+            )
         if self.normalize_advantage:
             advantages = standardize(advantages)
 
         # Policy step: surrogate and KL at theta_old, then pg_extras.trust_region_step (CG + line search)
         distribution = self.policy.get_distribution(observations)
         log_prob = distribution.log_prob(actions)
-        check_finite("TRPO log_prob", log_prob.detach(), hint="the policy's outputs are not finite: normalise the observations")
+        check_finite(
+            "TRPO log_prob", log_prob.detach(), hint="the policy's outputs are not finite: normalise the observations"
+        )
         distributions = _torch_distributions(distribution)  # (before the next call: SB3 reuses its Distribution object)
         with th.no_grad():
             old_distributions = _torch_distributions(self.policy.get_distribution(observations))

@@ -1,4 +1,5 @@
-"""Gauss-Newton Fisher-vector products (``gauss_newton_fvp_fn`` / ``distribution_fvp_fn``) against explicit Hessians.
+"""Gauss-Newton Fisher-vector products (``gauss_newton_fvp_fn`` / ``distribution_fvp_fn`` / ``mlp_fvp_fn``) against
+explicit Hessians.
 
 At ``theta = theta_old`` the Hessian of the mean ``KL(pi_old || pi_theta)`` is the Fisher matrix ``J^T M J``; the fast
 product must equal the explicit Hessian (``torch.autograd.functional.hessian`` of the KL as a function of the flat
@@ -16,10 +17,12 @@ from torch.func import functional_call
 
 from pg_extras import (
     conjugate_gradient,
+    distribution_fisher,
     distribution_fvp_fn,
     fisher_vector_product_fn,
     gauss_newton_fvp_fn,
     get_flat_params,
+    mlp_fvp_fn,
     trust_region_step,
 )
 from pg_extras.trust_region import _conjugate_gradient
@@ -340,8 +343,100 @@ def test_new_docstring_examples_run():
     import doctest
 
     import pg_extras.mlp
+    import pg_extras.policy_ops
     import pg_extras.trust_region
 
-    for module in (pg_extras.mlp, pg_extras.trust_region):
+    for module in (pg_extras.mlp, pg_extras.policy_ops, pg_extras.trust_region):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0 and result.attempted > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# mlp_fvp_fn: the Gauss-Newton product of an nn.Sequential MLP policy through MlpLinearization
+# ----------------------------------------------------------------------------------------------------------------------
+def _mlp(net: TinyPolicy) -> list[nn.Module]:
+    return [net.body, net.head]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_mlp_fvp_equals_explicit_hessian_of_mean_kl(case):
+    make_dists, out = CASES[case]
+    net = TinyPolicy(out=out)
+    obs = torch.randn(16, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    params = list(net.parameters())
+    fvp = mlp_fvp_fn(_mlp(net), obs, params, distribution_fisher(make_dists(net, obs)), damping=0.1)
+    if case == "gaussian_state_dependent_std":  # std = softplus(MLP output): not an MLP output itself
+        assert fvp is None
+        return
+    assert fvp is not None
+    hessian = _hessian_of_mean_kl(net, make_dists, obs, lambda kl: kl.mean())
+    for seed in range(3):
+        v = torch.randn(hessian.shape[0], dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(fvp(v), hessian @ v + 0.1 * v, rtol=1e-9, atol=1e-11)
+
+
+def test_mlp_fvp_with_batch_dims_weights_and_fixed_parameters():
+    net = TinyPolicy(out=4)
+    net.body[0].weight.requires_grad_(False)  # held fixed: not in params
+    params = [p for p in net.parameters() if p.requires_grad]
+    obs = torch.randn(4, 5, 3, dtype=DTYPE)  # [T, N] batch
+    weights = torch.rand(4, 5, dtype=DTYPE)
+    weights = weights / weights.sum()
+    dists = categorical(net, obs)
+    fast = mlp_fvp_fn(_mlp(net), obs, params, distribution_fisher(dists, batch_dims=2, weights=weights))
+    slow = distribution_fvp_fn(dists, params, batch_dims=2, weights=weights)
+    v = torch.randn(sum(p.numel() for p in params), dtype=DTYPE)
+    torch.testing.assert_close(fast(v), slow(v))
+
+
+def test_mlp_fvp_refuses_what_it_cannot_prove():
+    net = TinyPolicy(out=2)
+    obs = torch.randn(8, 3, dtype=DTYPE)
+    params = list(net.parameters())
+
+    def fvp_for(dists, mlp=None, inputs=obs, params=params):
+        return mlp_fvp_fn(_mlp(net) if mlp is None else mlp, inputs, params, distribution_fisher(dists))
+
+    assert fvp_for(gaussian(net, obs)) is not None
+    gelu = nn.Sequential(nn.Linear(3, 5), nn.GELU(), nn.Linear(5, 5), nn.Tanh())
+    assert fvp_for(gaussian(net, obs), mlp=[gelu.double(), net.head]) is None  # not an MLP of known activations
+    assert fvp_for(gaussian(net, obs), inputs=obs.clone().requires_grad_()) is None  # inputs with a graph
+    assert fvp_for(gaussian(net, obs), mlp=[net.head]) is None  # not the network that made the distribution
+    z = net(obs)
+    shifted = Normal(z - z.logsumexp(-1, keepdim=True), net.log_std.exp().expand_as(z))  # M of a mean sees shifts
+    assert fvp_for([shifted]) is None
+    extra = nn.Parameter(torch.zeros(2, dtype=DTYPE))  # a parameter outside the MLP moves the mean
+    assert fvp_for([Normal(z + extra, net.log_std.exp().expand_as(z))], params=[*params, extra]) is None
+    coupled = Normal(z, net.log_std.exp() + 0.0 * z.sum())  # the std depends on the MLP too
+    assert fvp_for([coupled]) is None
+    handle = net.head.register_forward_hook(lambda module, args, out: 2.0 * out)  # a hook that changes the output
+    try:
+        assert fvp_for(gaussian(net, obs)) is None
+    finally:
+        handle.remove()
+
+
+def test_mlp_layers_reads_sequential_mlps_only():
+    from pg_extras import mlp_layers
+
+    lin = nn.Linear(3, 4, bias=False)
+    layers = mlp_layers([nn.Sequential(lin, nn.ReLU(), nn.Identity()), nn.Sequential(nn.Sequential(nn.Linear(4, 2)))])
+    assert [(tuple(w.shape), b is None, act) for w, b, act in layers] == [((4, 3), True, "relu"), ((2, 4), False, None)]
+    assert layers[0][0] is lin.weight  # the parameters themselves (no copy)
+
+    class MyLinear(nn.Linear):
+        pass
+
+    class MySequential(nn.Sequential):  # e.g. TorchRL's MLP: traversed (mlp_fvp_fn checks the output)
+        pass
+
+    assert len(mlp_layers(MySequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))) == 2
+
+    for bad in (
+        nn.Sequential(nn.Tanh(), nn.Linear(3, 4)),  # an activation before any layer
+        nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Tanh()),  # two activations in a row
+        nn.Sequential(MyLinear(3, 4)),  # a subclass may override forward
+        nn.Sequential(nn.Linear(3, 4), nn.Dropout()),
+        nn.Sequential(),
+    ):
+        assert mlp_layers(bad) is None

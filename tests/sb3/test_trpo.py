@@ -588,8 +588,10 @@ def test_no_critic_updates_is_allowed():
 def test_user_optimizer_kwargs_are_kept():
     model = make("CartPole-v1", policy_kwargs=dict(net_arch=[16], optimizer_kwargs=dict(eps=1e-7)))
     assert model.policy.optimizer.param_groups[0]["eps"] == 1e-7
-    default = make("CartPole-v1")
+    assert not model.policy.optimizer.param_groups[0]["fused"]
+    default = make("CartPole-v1")  # SB3's default Adam(eps=1e-5), with torch's fused kernel
     assert type(default.policy.optimizer) is th.optim.Adam and default.policy.optimizer.param_groups[0]["eps"] == 1e-5
+    assert default.policy.optimizer.param_groups[0]["fused"]
     assert default.policy_kwargs == SMALL["policy_kwargs"]  # what is saved is what the user passed
 
 

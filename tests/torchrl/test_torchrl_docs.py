@@ -10,7 +10,7 @@ import torch
 
 torch.set_num_threads(1)
 
-MODULES = ["value", "reinforce", "trpo", "grpo", "transforms", "collectors"]
+MODULES = ["value", "reinforce", "trpo", "grpo", "envs", "collectors"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -152,12 +152,12 @@ def test_group_advantage_errors():
         GroupRelativeAdvantage(group_size=3)(td.clone())
     dropped = GroupRelativeAdvantage(group_size=3, incomplete="mask")(td.clone())
     assert not dropped["shifted_valid"].any()
-    with pytest.raises(KeyError, match="GroupReset"):
+    with pytest.raises(KeyError, match="GroupedEnv"):
         GroupRelativeAdvantage()(td.exclude("group_id"))
     bad = td.clone()
     bad["group_id"][0, 1] = 5
     with pytest.raises(ValueError, match="changes inside an episode"):
         GroupRelativeAdvantage()(bad)
-    for kwargs in ({"group_size": 0}, {"mode": "best"}, {"scale": "max"}, {"gamma": -0.1}, {"eps": 0.0}):
+    for kwargs in ({"group_size": 0}, {"mode": "best"}, {"scale": "max"}, {"gamma": -0.1}, {"rloo": "no"}, {"group_size": 1}):
         with pytest.raises(ValueError):
             GroupRelativeAdvantage(**kwargs)
