@@ -124,6 +124,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         max_episode_steps: int | None = None,
         gae_lambda: float = 1.0,
         vf_coef: float = 0.0,
+        rollout_buffer_class: Any = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -167,6 +169,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             monitor_wrapper=monitor_wrapper,
@@ -202,6 +206,11 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     def episodic(self) -> bool:
         """Whether the algorithm collects whole episodes (every estimator but ``"gae"``)."""
         return self.advantage_estimator != "gae"
+
+    @property
+    def core_estimator(self) -> str:
+        """The :func:`pg_extras.estimate_advantages` estimator behind ``advantage_estimator``."""
+        return self.advantage_estimator
 
     @property
     def uses_groups(self) -> bool:
@@ -449,7 +458,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         """Advantages of the episodes with the configured estimator (:func:`pg_extras.estimate_advantages`)."""
         next_values = batch.next_values if self.bootstrap_truncated else None
         estimate = estimate_advantages(
-            self.advantage_estimator,
+            self.core_estimator,
             batch.rewards,
             batch.terminated,
             batch.truncated,

@@ -17,9 +17,8 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from torch import nn
@@ -28,18 +27,18 @@ from torch.nn import functional as F
 from pg_extras import (
     TrustRegionResult,
     distribution_fisher,
-    estimate_advantages,
     explained_variance,
     gauss_newton_fvp_fn,
     joint_kl,
     mlp_fvp_fn,
-    next_values_from_values,
     reachable_parameters,
     standardize,
     trust_region_step,
     trust_region_surrogate,
 )
-from pg_extras._checks import check_bool, check_choice, check_finite, check_float, check_int, check_rate_or_schedule
+from pg_extras.validation import check_bool, check_choice, check_finite, check_float, check_int
+from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_pg_extras.common.policies import ActorOnlyCnnPolicy, ActorOnlyMultiInputPolicy, ActorOnlyPolicy
 from sb3_pg_extras.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "TRPO", "TrainingBatch", "reachable_parameters"]
@@ -47,8 +46,13 @@ __all__ = ["ADVANTAGE_ESTIMATORS", "TRPO", "TrainingBatch", "reachable_parameter
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
 #: Advantage estimators of :class:`TRPO` (``advantage_estimator``).
-ADVANTAGE_ESTIMATORS = ("gae", "mc")
-SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+ADVANTAGE_ESTIMATORS = ("gae", "mc", "group")
+#: The policies of ``advantage_estimator="group"`` (critic-free TRPO), by alias.
+CRITIC_FREE_POLICIES = {
+    "MlpPolicy": ActorOnlyPolicy,
+    "CnnPolicy": ActorOnlyCnnPolicy,
+    "MultiInputPolicy": ActorOnlyMultiInputPolicy,
+}
 _RESCALE = "rescale the rewards (e.g. VecNormalize(norm_reward=True)) or lower gamma"
 
 
@@ -74,36 +78,9 @@ def _index(obs: PyTorchObs, idx: th.Tensor) -> PyTorchObs:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# advantage_estimator="mc": returns-to-go in SB3's buffer (to move to the episodic base in sb3_pg_extras/common)
-# ----------------------------------------------------------------------------------------------------------------------
-class _MonteCarloReturns:
-    """``compute_returns_and_advantage`` with ``A_t = G_t - V(s_t)``, ``G_t`` the discounted return-to-go."""
-
-    def compute_returns_and_advantage(self, last_values: th.Tensor, dones: np.ndarray) -> None:
-        buf: RolloutBuffer = self  # type: ignore[assignment]
-        values = th.as_tensor(buf.values, dtype=th.float64)
-        done = th.empty(values.shape, dtype=th.bool)  # SB3 put the time-limit bootstrap in the truncated step's reward
-        done[:-1] = th.as_tensor(buf.episode_starts[1:]) > 0.5
-        done[-1] = th.as_tensor(np.asarray(dones)).reshape(-1).to(th.bool)
-        next_values = next_values_from_values(values, last_values.detach().to("cpu", th.float64).reshape(-1))
-        rewards = th.as_tensor(buf.rewards, dtype=th.float64)
-        estimate = estimate_advantages("baseline", rewards, done, gamma=buf.gamma, values=values, next_values=next_values)
-        buf.advantages = estimate.advantages.numpy().astype(np.float32)
-        buf.returns = estimate.returns.numpy().astype(np.float32)
-
-
-class MonteCarloRolloutBuffer(_MonteCarloReturns, RolloutBuffer):
-    """SB3's ``RolloutBuffer`` for ``advantage_estimator="mc"``."""
-
-
-class MonteCarloDictRolloutBuffer(_MonteCarloReturns, DictRolloutBuffer):
-    """SB3's ``DictRolloutBuffer`` for ``advantage_estimator="mc"``."""
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # The algorithm
 # ----------------------------------------------------------------------------------------------------------------------
-class TRPO(OnPolicyAlgorithm):
+class TRPO(EpisodicOnPolicyAlgorithm):
     """Trust Region Policy Optimization (TRPO), a drop-in replacement of ``sb3_contrib.TRPO``.
 
     Paper: https://arxiv.org/abs/1502.05477; maths: docs/maths.md#4-importance-ratio-and-trpo. Each update maximises
@@ -126,7 +103,9 @@ class TRPO(OnPolicyAlgorithm):
       the step length reuses the conjugate gradient's products (``cg_max_steps`` products, not one more);
     * bad arguments raise ``ValueError`` at construction; non-finite returns, advantages, values or log-probabilities
       raise an error naming them;
-    * ``advantage_estimator`` (extra, last argument) picks the advantage estimator.
+    * extra arguments, after sb3-contrib's: ``advantage_estimator`` picks the advantage estimator, and the group options
+      (``group_size``, ``advantage_mode``, ``advantage_scale``, ``rloo``, ``group_schedule``, ``max_policy_lag``,
+      ``max_episode_steps``) configure ``advantage_estimator="group"``, as in :class:`~sb3_pg_extras.GRPO`.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy or an ``ActorCriticPolicy`` subclass)
     :param env: The environment to learn from (if registered in Gym, can be str)
@@ -164,10 +143,18 @@ class TRPO(OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
-    :param advantage_estimator: ``"gae"`` (default): SB3's generalised advantage estimation with ``gae_lambda``;
-        ``"mc"``: ``A_t = G_t - V(s_t)`` with ``G_t`` the Monte-Carlo discounted return-to-go, bootstrapped with ``V``
-        only where an episode is cut by a time limit or by the end of the rollout (the critic regresses on ``G_t``;
-        docs/maths.md#3-baselines-and-gae); ``"mc"`` equals ``"gae"`` with ``gae_lambda=1``.
+    :param advantage_estimator: ``"gae"`` (default): SB3's rollouts and generalised advantage estimation with
+        ``gae_lambda``; ``"mc"``: ``A_t = G_t - V(s_t)`` over whole episodes (the episodic base: episodes cut by the
+        rollout end are carried over, a time-limit truncation is bootstrapped with ``V(s_final)``; the critic regresses
+        on ``G_t``, docs/maths.md#3-baselines-and-gae); ``"group"``: critic-free TRPO on group-relative advantages
+        (docs/maths.md#6-grpo): the policy has no value head, nothing is fitted or saved for a critic.
+    :param group_size: episodes per group (``advantage_estimator="group"``).
+    :param advantage_mode: group advantages: ``"outcome"``, ``"process"`` or ``"return_to_go"``.
+    :param advantage_scale: group advantages: ``"group"``, ``"batch"`` or ``"none"``.
+    :param rloo: group advantages: leave-one-out baseline.
+    :param group_schedule: ``"async"`` or ``"lockstep"`` (see :class:`~sb3_pg_extras.GRPO`).
+    :param max_policy_lag: drop groups whose members span more than this many updates.
+    :param max_episode_steps: ``"mc"`` / ``"group"``: raise when an episode runs this many steps without ending.
 
     Example::
 
@@ -176,6 +163,7 @@ class TRPO(OnPolicyAlgorithm):
         >>> model.learn(50_000)  # doctest: +SKIP
     """
 
+    estimators: ClassVar[tuple[str, ...]] = ADVANTAGE_ESTIMATORS
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
@@ -211,28 +199,40 @@ class TRPO(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
         advantage_estimator: str = "gae",
+        group_size: int = 8,
+        advantage_mode: str = "outcome",
+        advantage_scale: str = "group",
+        rloo: bool = False,
+        group_schedule: str = "async",
+        max_policy_lag: int | None = 16,
+        max_episode_steps: int | None = None,
     ):
-        if advantage_estimator in ("group", "grpo", "group_relative"):
+        check_choice("advantage_estimator", advantage_estimator, ADVANTAGE_ESTIMATORS)
+        if advantage_estimator != "gae" and rollout_buffer_class is not None:
             raise ValueError(
-                f"advantage_estimator={advantage_estimator!r} is not supported by TRPO yet: group-relative advantages "
-                "need synchronised group resets; use sb3_pg_extras.GRPO, or advantage_estimator='gae' / 'mc'."
+                f"advantage_estimator={advantage_estimator!r} collects whole episodes into its own buffer: pass "
+                "rollout_buffer_class=None, or use advantage_estimator='gae' with your buffer class."
             )
-        self.advantage_estimator = check_choice("advantage_estimator", advantage_estimator, ADVANTAGE_ESTIMATORS)
-        if self.advantage_estimator == "mc" and rollout_buffer_class is not None:
-            raise ValueError(
-                "advantage_estimator='mc' computes its returns in its own rollout buffer: pass rollout_buffer_class=None, "
-                "or use advantage_estimator='gae' with your buffer class."
-            )
+        if advantage_estimator == "group" and isinstance(policy, str) and policy in self.policy_aliases:
+            policy = CRITIC_FREE_POLICIES[policy]  # critic-free TRPO: no value head
         super().__init__(
             policy,
             env,
-            learning_rate=check_rate_or_schedule("learning_rate", learning_rate),
-            n_steps=check_int("n_steps", n_steps, minimum=1),
-            gamma=check_float("gamma", gamma, low=0.0, high=1.0),
-            gae_lambda=check_float("gae_lambda", gae_lambda, low=0.0, high=1.0),
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
             ent_coef=0.0,  # no entropy bonus in TRPO
-            vf_coef=0.0,  # the critic is fitted separately
-            max_grad_norm=0.0,
+            max_grad_norm=None,  # the critic's gradients are not clipped (sb3-contrib)
+            batch_size=batch_size,
+            advantage_estimator=advantage_estimator,
+            group_size=group_size,
+            advantage_mode=advantage_mode,
+            advantage_scale=advantage_scale,
+            rloo=rloo,
+            group_schedule=group_schedule,
+            max_policy_lag=max_policy_lag,
+            max_episode_steps=max_episode_steps,
             use_sde=check_bool("use_sde", use_sde),
             sde_sample_freq=sde_sample_freq,
             rollout_buffer_class=rollout_buffer_class,
@@ -244,15 +244,8 @@ class TRPO(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
-            supported_action_spaces=None,  # checked below, with a ValueError
         )
-        action_space = getattr(self, "action_space", None)
-        if action_space is not None and not isinstance(action_space, SUPPORTED_ACTION_SPACES):
-            raise ValueError(
-                f"TRPO does not support the action space {action_space}: it needs a Box, Discrete, MultiDiscrete or "
-                "MultiBinary action space. Wrap the env so that its actions are one of these (e.g. a Tuple of Discrete "
-                "spaces as one MultiDiscrete, a Dict of Boxes as one flat Box)."
-            )
+        self.bootstrap_truncated = advantage_estimator == "mc"  # V(s_final) at time-limit truncations
         self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.cg_max_steps = check_int("cg_max_steps", cg_max_steps, minimum=1)
@@ -294,21 +287,34 @@ class TRPO(OnPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _setup_model(self) -> None:
-        if self.advantage_estimator == "mc":  # advantage_estimator="mc": its own buffer class (see above)
-            dict_obs = isinstance(self.observation_space, spaces.Dict)
-            self.rollout_buffer_class = MonteCarloDictRolloutBuffer if dict_obs else MonteCarloRolloutBuffer
-        super()._setup_model()
-
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "last_trust_region_result"]
 
-    def _training_batch(self) -> TrainingBatch:
+    @property
+    def core_estimator(self) -> str:
+        """``"mc"`` with a critic is the learned-baseline estimator ``G_t - V(s_t)``."""
+        return "baseline" if self.advantage_estimator == "mc" else self.advantage_estimator
+
+    def _training_batch(self) -> TrainingBatch | None:
         """The data of this update, as flat tensors: the one place :meth:`train` reads the rollout from.
 
-        Here SB3's rollout buffer, filled by ``OnPolicyAlgorithm.collect_rollouts`` and the buffer's own
-        ``compute_returns_and_advantage`` (GAE, or returns-to-go for ``advantage_estimator="mc"``).
+        ``"gae"``: SB3's rollout buffer, filled by ``OnPolicyAlgorithm.collect_rollouts`` and the buffer's own
+        ``compute_returns_and_advantage``. ``"mc"`` / ``"group"``: the whole episodes of the episodic base and
+        :func:`pg_extras.estimate_advantages`. ``None``: no episode (or group) is complete yet.
         """
+        if self.episodic:
+            episodes = self._training_episodes()
+            if episodes is None:
+                return None
+            values = None
+            if not self.uses_groups:
+                with th.no_grad():
+                    values = self.policy.predict_values(episodes.observations).flatten()
+                check_finite("TRPO values", values, hint="the critic diverged: lower learning_rate or " + _RESCALE)
+            estimate = self._advantages(episodes, values)
+            returns = None if self.uses_groups else estimate.returns
+            actions = self._policy_actions(episodes.actions)
+            return TrainingBatch(episodes.observations, actions, episodes.old_log_prob, estimate.advantages, returns, values)
         data = next(self.rollout_buffer.get(batch_size=None))
         actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
         for name, tensor, hint in (
@@ -348,6 +354,8 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         batch = self._training_batch()
+        if batch is None:
+            return
 
         # The batch of the policy step: optionally sub-sampled, advantages normalised
         observations, actions, old_log_prob, advantages = batch[:4]
@@ -395,7 +403,7 @@ class TRPO(OnPolicyAlgorithm):
 
         # Critic: n_critic_updates epochs of minibatch MSE on the returns, with the policy's optimizer
         value_losses = []
-        for _ in range(self.n_critic_updates):
+        for _ in range(self.n_critic_updates if batch.returns is not None else 0):
             for idx in th.randperm(len(batch.returns), device=batch.returns.device).split(self.batch_size):
                 values_pred = self.policy.predict_values(_index(batch.observations, idx))
                 value_loss = F.mse_loss(batch.returns[idx], values_pred.flatten())
@@ -409,9 +417,9 @@ class TRPO(OnPolicyAlgorithm):
                     param.grad = None
                 self.policy.optimizer.step()
 
-        self._n_updates += 1
+        self._finish_update()
         explained_var = float("nan")
-        if batch.old_values is not None:
+        if batch.old_values is not None and batch.returns is not None:
             explained_var = explained_variance(batch.old_values.flatten(), batch.returns.flatten())
 
         # Logs (sb3-contrib's keys)
@@ -423,7 +431,6 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/line_search_steps", result.steps_tried)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     def learn(
         self: SelfTRPO,

@@ -51,7 +51,7 @@ def test_groups_are_complete_share_one_seed_and_no_slot_waits(num_slots, group_s
     def lengths(slot, k):
         return table.setdefault((slot, k), rng.choice([1, 2, 5, 30]))  # very different episode lengths
 
-    sched, log = simulate(num_slots, group_size, lengths, 400)
+    _sched, log = simulate(num_slots, group_size, lengths, 400)
     assert log["idle"] == 0 and log["busy"] == 400 * num_slots  # async: every slot busy every step
     jobs = {job.episode: job for _, _, job in log["jobs"]}
     assert log["complete"], "some group must complete"
@@ -137,7 +137,7 @@ def test_bad_arguments(kwargs, match):
     lengths=st.lists(st.integers(1, 6), min_size=1, max_size=12),
 )
 def test_property_every_handed_out_member_is_accounted_for(num_slots, group_size, lengths):
-    sched, log = simulate(num_slots, group_size, lambda s, k: lengths[(s + k) % len(lengths)], 60)
+    _sched, log = simulate(num_slots, group_size, lambda s, k: lengths[(s + k) % len(lengths)], 60)
     complete_eps = {e for g in log["complete"] for e in g.episodes}
     handed = {job.episode for _, _, job in log["jobs"]}
     assert complete_eps <= handed

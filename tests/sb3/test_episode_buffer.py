@@ -94,7 +94,7 @@ def test_never_ending_episode_raises_naming_the_time_limit():
     assert buf.finalize() is None
     buf.reset()
     fill(buf, np.zeros((4, 1), int), np.zeros((4, 1), bool), np.zeros((4, 1), bool), tag=1)
-    with pytest.raises(RuntimeError, match="max_episode_steps=6.*TimeLimit"):
+    with pytest.raises(RuntimeError, match=r"max_episode_steps=6.*TimeLimit"):
         buf.finalize()
 
 
@@ -103,7 +103,15 @@ def test_dict_observations_and_episode_minibatches():
     buf = EpisodeBuffer(3, space, spaces.Discrete(2), device="cpu", n_envs=2)
     for t in range(3):
         obs = {"a": np.full((2, 2), t, np.float32), "b": np.array([t, t])}
-        buf.add(obs, np.zeros(2), np.ones(2), np.array([t == 2, t == 1]), np.zeros(2, bool), th.zeros(2), np.array([0, 1 if t < 2 else 2]))
+        buf.add(
+            obs,
+            np.zeros(2),
+            np.ones(2),
+            np.array([t == 2, t == 1]),
+            np.zeros(2, bool),
+            th.zeros(2),
+            np.array([0, 1 if t < 2 else 2]),
+        )
     batch = buf.finalize()
     assert set(batch.observations) == {"a", "b"} and batch.lengths.tolist() == [3, 2]
     lengths = th.tensor([3, 1, 4, 2])
@@ -162,8 +170,13 @@ def drive(env, slots, steps):
         lambda: DummyVecEnv([lambda: SeedEcho(3)] * 3),
         lambda: VecNormalize(DummyVecEnv([lambda: SeedEcho(3)]), norm_obs=False),
         lambda: VecFrameStack(DummyVecEnv([lambda: SeedEcho(3)] * 2), n_stack=1),
-        lambda: make_vec_env(lambda: SeedEcho(3), n_envs=3, vec_env_cls=SubprocVecEnv, wrapper_class=GroupResetWrapper,
-                             vec_env_kwargs=dict(start_method="fork")),
+        lambda: make_vec_env(
+            lambda: SeedEcho(3),
+            n_envs=3,
+            vec_env_cls=SubprocVecEnv,
+            wrapper_class=GroupResetWrapper,
+            vec_env_kwargs=dict(start_method="fork"),
+        ),
     ],
 )
 def test_every_member_of_a_group_starts_from_the_group_seed(make):
@@ -188,7 +201,7 @@ def test_subproc_without_wrapper_falls_back_to_lockstep():
         seen = drive(env, slots, 12)
     env.close()
     assert slots.lockstep
-    for group, seeds in seen.values():
+    for _group, seeds in seen.values():
         assert len(seeds) == 1 and -1 not in seeds
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from sb3_helpers import capture_training_batches
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import (
@@ -26,7 +27,6 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from pg_extras import group_relative_advantages
-from sb3_helpers import capture_training_batches
 from sb3_pg_extras import GRPO
 
 th.set_num_threads(1)
@@ -210,7 +210,7 @@ def test_lockstep_schedule_masks_waiting_steps():
     writer = capture_logger(model)
     seen = capture_training_batches(model)
     model.learn(48)
-    (batch, estimate), *_ = seen
+    (batch, _estimate), *_ = seen
     # Monitor saw exactly the group episodes (the waiting envs' own episode ends are hidden): 4 per round
     assert 0 < len(model.ep_info_buffer) <= model._slots.scheduler._next_episode  # one per episode handed out
     lengths = batch.lengths.tolist()
@@ -284,9 +284,12 @@ def test_outcome_advantages_by_hand():
     batch, estimate = seen[0]
     a = 1 / np.sqrt(2)  # two members with different returns (1+2=3 vs 1+2+3=6): -+1/sqrt(2) (unbiased std)
     by_group: dict[int, list[float]] = {}
-    for g, adv, length in zip(batch.group[th.cumsum(batch.lengths, 0) - 1].tolist(),
-                              estimate.advantages[th.cumsum(batch.lengths, 0) - 1].tolist(), batch.lengths.tolist(),
-                              strict=True):
+    for g, adv, length in zip(
+        batch.group[th.cumsum(batch.lengths, 0) - 1].tolist(),
+        estimate.advantages[th.cumsum(batch.lengths, 0) - 1].tolist(),
+        batch.lengths.tolist(),
+        strict=True,
+    ):
         by_group.setdefault(g, []).append((length, adv))
     pairs = [sorted(v) for v in by_group.values() if len({length for length, _ in v}) == 2]
     assert pairs
@@ -559,14 +562,18 @@ def _api_cases():
         "plain gym env": lambda: GRPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=64, seed=0),
         "3 envs, group_size=8": lambda: GRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=3), group_size=8, n_steps=32),
         "one env, Dict obs": lambda: GRPO("MultiInputPolicy", DummyVecEnv([SimpleMultiObsEnv]), group_size=2, n_steps=40),
-        "one env, CnnPolicy": lambda: GRPO("CnnPolicy", DummyVecEnv([image]), group_size=2, n_steps=40, batch_size=None,
-                                           n_epochs=1),
-        "VecTransposeImage": lambda: GRPO("CnnPolicy", VecTransposeImage(DummyVecEnv([transposed])), group_size=2,
-                                          n_steps=40, n_epochs=1),
-        "one env, gSDE": lambda: GRPO("MlpPolicy", DummyVecEnv([lambda: IdentityEnvBox(ep_length=5)]), group_size=2,
-                                      n_steps=20, use_sde=True),
-        "one env, VecNormalize": lambda: GRPO("MlpPolicy", VecNormalize(make_vec_env("CartPole-v1", n_envs=1)), n_steps=64,
-                                              group_size=2),
+        "one env, CnnPolicy": lambda: GRPO(
+            "CnnPolicy", DummyVecEnv([image]), group_size=2, n_steps=40, batch_size=None, n_epochs=1
+        ),
+        "VecTransposeImage": lambda: GRPO(
+            "CnnPolicy", VecTransposeImage(DummyVecEnv([transposed])), group_size=2, n_steps=40, n_epochs=1
+        ),
+        "one env, gSDE": lambda: GRPO(
+            "MlpPolicy", DummyVecEnv([lambda: IdentityEnvBox(ep_length=5)]), group_size=2, n_steps=20, use_sde=True
+        ),
+        "one env, VecNormalize": lambda: GRPO(
+            "MlpPolicy", VecNormalize(make_vec_env("CartPole-v1", n_envs=1)), n_steps=64, group_size=2
+        ),
         "Taxi-v4": lambda: GRPO("MlpPolicy", "Taxi-v4", n_envs=2, group_size=2, n_steps=200),
         "float64 Box actions": lambda: GRPO("MlpPolicy", DummyVecEnv([Float64BoxActions]), group_size=2, n_steps=20),
     }
@@ -614,7 +621,7 @@ def test_loading_a_file_of_another_algorithm_or_a_missing_file(tmp_path):
     GRPO("MlpPolicy", length_env(2), group_size=2, n_steps=8).save(tmp_path / "grpo.zip")
     with pytest.raises(ValueError, match=r"saved by GRPO, not REINFORCE: load it with GRPO.load"):
         REINFORCE.load(tmp_path / "grpo.zip")
-    with pytest.raises(FileNotFoundError, match="No saved model at .*missing$|No saved model"):
+    with pytest.raises(FileNotFoundError, match=r"No saved model at .*missing$|No saved model"):
         GRPO.load(tmp_path / "missing")
     assert isinstance(GRPO.load(tmp_path / "grpo"), GRPO)  # the .zip suffix is added, as SB3 does
     sb3.PPO("MlpPolicy", "CartPole-v1", n_steps=8).save(tmp_path / "ppo.zip")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from sb3_helpers import capture_training_batches
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import (
@@ -26,7 +27,6 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from pg_extras import returns_to_go
-from sb3_helpers import capture_training_batches
 from sb3_pg_extras import REINFORCE, REINFORCEWithBaseline
 
 ALGOS = [REINFORCE, REINFORCEWithBaseline]
@@ -408,7 +408,7 @@ def test_no_complete_episode_warns_and_endless_episode_errors():
     model = REINFORCE("MlpPolicy", env, n_steps=4, max_episode_steps=10, seed=0)
     with pytest.warns(RuntimeWarning, match="no episode both started and ended"):
         model.learn(8)
-    with pytest.raises(RuntimeError, match="max_episode_steps=10.*TimeLimit"):
+    with pytest.raises(RuntimeError, match=r"max_episode_steps=10.*TimeLimit"):
         model.learn(40, reset_num_timesteps=False)
 
 

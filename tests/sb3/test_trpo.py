@@ -11,6 +11,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import TRPO as ContribTRPO
+from sb3_helpers import capture_training_batches
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -22,16 +23,16 @@ from stable_baselines3.common.envs import (
     IdentityEnvMultiDiscrete,
     SimpleMultiObsEnv,
 )
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack, VecNormalize
 from torch import nn
 from torch.distributions import Categorical, Normal, kl_divergence
 
 import sb3_pg_extras.trpo.algo as algo
+from pg_extras import returns_to_go
 from sb3_pg_extras import TRPO
+from sb3_pg_extras.common.buffers import EpisodeBuffer
 from sb3_pg_extras.trpo import MlpPolicy, reachable_parameters
-from sb3_pg_extras.trpo.algo import MonteCarloDictRolloutBuffer, MonteCarloRolloutBuffer
 
 SMALL = dict(n_steps=32, batch_size=32, n_critic_updates=2, policy_kwargs=dict(net_arch=[16]))
 SPACE_ENVS = {
@@ -409,7 +410,7 @@ def test_rollouts_are_sb3s_and_our_forward_equals_sb3s(env_id):
     # TRPO uses OnPolicyAlgorithm.collect_rollouts as is; our policies' lean forward gives the same actions, values and
     # log-probs from the same random draws (MultiDiscrete falls back to SB3's forward). Short time limits exercise
     # SB3's time-limit bootstrap; "Discrete" has Discrete observations too.
-    assert TRPO.collect_rollouts is OnPolicyAlgorithm.collect_rollouts
+    assert not TRPO("MlpPolicy", "CartPole-v1").episodic  # "gae": the base hands over to SB3's collect_rollouts
     env_fn = SPACE_ENVS.get(env_id) or (lambda: gym.make(env_id, max_episode_steps=20))
     ours = _rollout(env_fn, ours=True)
     sb3 = _rollout(env_fn, ours=False)
@@ -473,16 +474,21 @@ def test_training_works_after_a_callback_read_the_buffer():
     assert model._n_updates == 2 and model.last_trust_region_result.accepted
 
 
-def test_monte_carlo_estimator_equals_gae_with_lambda_one():
-    gae = _rollout("CartPole-v1", gae_lambda=1.0)
-    mc = _rollout("CartPole-v1", advantage_estimator="mc")
-    np.testing.assert_array_equal(gae.rollout_buffer.rewards, mc.rollout_buffer.rewards)
-    np.testing.assert_allclose(gae.rollout_buffer.advantages, mc.rollout_buffer.advantages, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(mc.rollout_buffer.returns, mc.rollout_buffer.advantages + mc.rollout_buffer.values, atol=1e-5)
-    # ... and differs from the default lambda
-    default = _rollout("CartPole-v1")
-    assert not np.allclose(default.rollout_buffer.advantages, mc.rollout_buffer.advantages)
-    assert type(mc.rollout_buffer) is MonteCarloRolloutBuffer and type(default.rollout_buffer) is RolloutBuffer
+def test_monte_carlo_estimator_trains_on_whole_episodes():
+    model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, n_steps=64, batch_size=64,
+                 n_critic_updates=1, advantage_estimator="mc")  # fmt: skip
+    seen = capture_training_batches(model)
+    model.learn(256)
+    assert len(seen) == 2 and isinstance(model.rollout_buffer, EpisodeBuffer)
+    for batch, estimate in seen:
+        ends = th.cumsum(batch.lengths, 0) - 1
+        assert (batch.terminated | batch.truncated)[ends].all()  # every episode is whole
+        expected = returns_to_go(batch.rewards, batch.terminated, batch.truncated, gamma=model.gamma,
+                                 next_values=batch.next_values)  # fmt: skip
+        th.testing.assert_close(estimate.returns, expected)
+        with th.no_grad():
+            values = model.policy.predict_values(batch.observations).flatten()
+        assert estimate.advantages.shape == values.shape
 
 
 def test_monte_carlo_estimator_with_dict_observations_and_its_buffer_rule():
@@ -495,10 +501,27 @@ def test_monte_carlo_estimator_with_dict_observations_and_its_buffer_rule():
         n_critic_updates=1,
         advantage_estimator="mc",
     )
-    model.learn(32)
-    assert type(model.rollout_buffer) is MonteCarloDictRolloutBuffer and model._n_updates == 1
+    model.learn(64)
+    assert isinstance(model.rollout_buffer, EpisodeBuffer) and model._n_updates >= 1
     with pytest.raises(ValueError, match="rollout_buffer_class=None"):
         TRPO("MlpPolicy", "CartPole-v1", advantage_estimator="mc", rollout_buffer_class=ConstantAdvantageBuffer)
+
+
+def test_group_estimator_is_a_critic_free_trpo(tmp_path):
+    env = make_vec_env("CartPole-v1", n_envs=3, seed=0)
+    model = TRPO("MlpPolicy", env, seed=0, n_steps=64, advantage_estimator="group", group_size=4)
+    assert model.policy.value_net is None
+    assert not any("value" in name for name, _ in model.policy.named_parameters())
+    seen = capture_training_batches(model)
+    model.learn(3 * 64 * 3)
+    assert seen and model.last_trust_region_result is not None
+    for batch, _ in seen:  # whole groups of 4 episodes
+        last = batch.group[th.cumsum(batch.lengths, 0) - 1]
+        assert all(int((last == g).sum()) == 4 for g in th.unique(batch.group))
+    model.save(tmp_path / "trpo_group.zip")
+    loaded = TRPO.load(tmp_path / "trpo_group.zip", env=env)
+    assert loaded.advantage_estimator == "group" and loaded.policy.value_net is None
+    loaded.learn(64, reset_num_timesteps=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -518,7 +541,7 @@ def test_monte_carlo_estimator_with_dict_observations_and_its_buffer_rule():
         (dict(batch_size=0), "batch_size"),
         (dict(gae_lambda=1.5), "gae_lambda"),
         (dict(advantage_estimator="td"), "advantage_estimator"),
-        (dict(advantage_estimator="group"), "GRPO"),
+        (dict(advantage_estimator="group", group_size=1), "group_size=1 is invalid"),
         (dict(n_steps=1, normalize_advantage=True), "n_steps \\* n_envs"),
         (dict(target_kl=float("inf")), "target_kl.*finite"),
         (dict(target_kl=float("nan")), "target_kl"),
@@ -546,7 +569,7 @@ def test_unsupported_action_space_is_a_clear_value_error(action_space):
             super().__init__(space=spaces.Discrete(2))
             self.action_space = action_space
 
-    with pytest.raises(ValueError, match=f"action space {type(action_space).__name__}.*MultiDiscrete.*Wrap the env"):
+    with pytest.raises(ValueError, match=f"action space {type(action_space).__name__}.*MultiDiscrete.*wrapper"):
         TRPO("MlpPolicy", OddActionEnv())
 
 

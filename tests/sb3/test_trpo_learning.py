@@ -25,8 +25,8 @@ def _one_thread():
     th.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("estimator", ["gae", "mc"])
-def test_solves_identity_env(estimator):
+@pytest.mark.parametrize("estimator,budget", [("gae", 1536), ("mc", 3072), ("group", 3072)])
+def test_solves_identity_env(estimator, budget):
     env = make_vec_env(lambda: IdentityEnv(4, ep_length=20), n_envs=4, seed=0)
     model = TRPO(
         "MlpPolicy",
@@ -37,9 +37,10 @@ def test_solves_identity_env(estimator):
         n_critic_updates=5,
         seed=0,
         advantage_estimator=estimator,
+        group_size=4,
         policy_kwargs=dict(net_arch=[32]),
     )
-    model.learn(1536)
+    model.learn(budget)
     mean_reward, _ = evaluate_policy(model, make_vec_env(lambda: IdentityEnv(4, ep_length=20), seed=1), n_eval_episodes=5)
     assert mean_reward >= 19.0  # random play scores 5
 

@@ -303,7 +303,9 @@ def test_docstring_examples():
     assert result.attempted >= 6 and result.failed == 0
 
 
-@pytest.mark.parametrize("value,match", [("learning_rate:-1", "learning_rate=-1 is invalid"), ('gamma:"0.99"', "without quotes")])
+@pytest.mark.parametrize(
+    "value,match", [("learning_rate:-1", "learning_rate=-1 is invalid"), ('gamma:"0.99"', "without quotes")]
+)
 def test_bad_param_values_are_config_errors_without_traceback(tmp_path, value, match):
     with pytest.raises(zoo.ZooConfigError, match=match):
         zoo.main(["train", "--algo", "grpo", "--env", "CartPole-v1", "-n", "64", "-f", str(tmp_path), "-params", value])
