@@ -71,6 +71,7 @@ def _saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase) -> str | None
     name = data.get("pg_extras_algorithm")
     return name if isinstance(name, str) else None
 
+
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 GROUP_SCHEDULES = ("async", "lockstep")
 SelfEpisodic = TypeVar("SelfEpisodic", bound="EpisodicOnPolicyAlgorithm")
