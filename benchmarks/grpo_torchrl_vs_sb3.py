@@ -60,7 +60,7 @@ def zoo_section(path: Path, env_id: str = ENV_ID) -> tuple[int, str, dict[str, A
     n_envs, policy = int(section.get("n_envs", 1)), section.get("policy", "MlpPolicy")
     kwargs = {k: _schedule(v) for k, v in section.items() if k not in _ZOO_ONLY}
     if isinstance(kwargs.get("policy_kwargs"), str):
-        kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"], {"dict": dict, "nn": torch.nn, "torch": torch})  # noqa: S307
+        kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"], {"dict": dict, "nn": torch.nn, "torch": torch})
     return n_envs, policy, kwargs
 
 

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
@@ -49,6 +50,15 @@ def config_path(source: str, key: str) -> str:
     import rl_zoo3
 
     return str(Path(rl_zoo3.__file__).parent / "hyperparams" / key)
+
+
+def zoo_entry(name: str, env_id: str) -> dict | None:
+    """The hyperparameters ``run_sb3(name, env_id, ...)`` starts from (the env's entry of the YAML file), None if absent."""
+    _, source, key = SB3_ALGOS[name]
+    with open(config_path(source, key)) as f:
+        table = yaml.safe_load(f)  # as rl-zoo3 reads them
+    entry = table.get(env_id)
+    return dict(entry) if isinstance(entry, dict) else None
 
 
 class _EvalAndTime(BaseCallback):
@@ -109,6 +119,8 @@ def run_sb3(
     from rl_zoo3.utils import ALGOS
 
     class_path, source, key = SB3_ALGOS[name]
+    if zoo_entry(name, env_id) is None:
+        raise ValueError(f"{config_path(source, key)} has no entry for {env_id}")
     zoo_key = f"bench_{name}"
     ALGOS[zoo_key] = load_class(class_path)
     torch.set_num_threads(1)

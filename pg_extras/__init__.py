@@ -15,13 +15,16 @@ from pg_extras.group import (
     ADVANTAGE_MODES,
     ADVANTAGE_SCALES,
     GroupAdvantages,
+    gpg_alpha,
     group_ids_from_size,
     group_normalize,
     group_relative_advantages,
+    remax_advantages,
 )
 from pg_extras.kl import KL_ESTIMATORS, categorical_kl, exact_kl, kl_estimate
 from pg_extras.mlp import MLP_ACTIVATIONS, MlpLinearization, mlp_layers
 from pg_extras.objectives import (
+    RATIO_RULES,
     UPDATE_RULES,
     explained_variance,
     policy_gradient_loss,
@@ -39,7 +42,17 @@ from pg_extras.policy_ops import (
 )
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
 from pg_extras.scheduler import CompletedGroup, GroupJob, GroupScheduler
-from pg_extras.surrogate import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate_loss, importance_ratio, log_ratio
+from pg_extras.surrogate import (
+    IMPORTANCE_SAMPLING_LEVELS,
+    LOSS_AGGREGATIONS,
+    aggregate_loss,
+    cispo_loss,
+    clipped_surrogate_loss,
+    importance_ratio,
+    log_ratio,
+    sapo_loss,
+    sequence_log_ratio,
+)
 from pg_extras.trust_region import (
     TrustRegionResult,
     conjugate_gradient,
@@ -54,6 +67,7 @@ from pg_extras.trust_region import (
     set_flat_params,
     trust_region_step,
 )
+from pg_extras.variants import informative_groups, mask_truncated_episodes, mix_parameters_, top_entropy_mask
 from pg_extras.version import __version__
 
 __all__ = [
@@ -61,9 +75,11 @@ __all__ = [
     "ADVANTAGE_MODES",
     "ADVANTAGE_SCALES",
     "CRITIC_ESTIMATORS",
+    "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "MLP_ACTIVATIONS",
+    "RATIO_RULES",
     "UPDATE_RULES",
     "AdvantageEstimate",
     "CompletedGroup",
@@ -76,6 +92,7 @@ __all__ = [
     "__version__",
     "aggregate_loss",
     "categorical_kl",
+    "cispo_loss",
     "clipped_surrogate_loss",
     "complete_episode_mask",
     "conjugate_gradient",
@@ -91,14 +108,18 @@ __all__ = [
     "gae",
     "gauss_newton_fvp_fn",
     "get_flat_params",
+    "gpg_alpha",
     "group_ids_from_size",
     "group_normalize",
     "group_relative_advantages",
     "importance_ratio",
+    "informative_groups",
     "joint_kl",
     "kl_estimate",
     "line_search",
     "log_ratio",
+    "mask_truncated_episodes",
+    "mix_parameters_",
     "mlp_fvp_fn",
     "mlp_layers",
     "next_values_from_values",
@@ -106,11 +127,15 @@ __all__ = [
     "policy_loss",
     "reachable_parameters",
     "regularized_loss",
+    "remax_advantages",
     "returns_to_go",
     "sample_categorical",
     "sample_diag_gaussian",
+    "sapo_loss",
+    "sequence_log_ratio",
     "set_flat_params",
     "standardize",
+    "top_entropy_mask",
     "trust_region_step",
     "trust_region_surrogate",
     "validation",

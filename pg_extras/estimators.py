@@ -7,7 +7,9 @@ every estimator in :data:`ADVANTAGE_ESTIMATORS`; any of them can feed any update
 * ``"gae"``: generalised advantage estimation from a critic (:func:`pg_extras.gae`);
 * ``"mc"``: Monte-Carlo returns-to-go ``G_t`` (:func:`pg_extras.returns_to_go`), no critic;
 * ``"baseline"``: ``G_t - V(s_t)`` with a learned baseline (the critic regresses on ``G_t``);
-* ``"group"``: group-relative advantages of whole episodes (:func:`pg_extras.group_relative_advantages`), no critic.
+* ``"group"``: group-relative advantages of whole episodes (:func:`pg_extras.group_relative_advantages`), no critic;
+  its ``group_mode`` / ``group_scale`` also select the variants of docs/maths.md#12-variants (REINFORCE++,
+  REINFORCE++-baseline, OPO, GPG).
 
 A flat stream of whole episodes (``[S]``, episodes one after another, ``done`` at each last step) is the case
 ``B = ()``; an SB3 / TorchRL batch ``[T, N]`` is ``B = (N,)``.
@@ -56,6 +58,7 @@ def estimate_advantages(
     group_mode: str = "outcome",
     group_scale: str = "group",
     rloo: bool = False,
+    eps: float = 1e-8,
 ) -> AdvantageEstimate:
     """Advantages of one batch with the estimator ``estimator``.
 
@@ -70,9 +73,11 @@ def estimate_advantages(
     :param gae_lambda: GAE's lambda.
     :param group_ids: ``[T, *B]`` integer group of each step's episode (``group``); every step of an episode carries
         the same id, and the batch must hold whole episodes (each ends with terminated or truncated).
-    :param group_mode: ``outcome``, ``process`` or ``return_to_go`` (``group``).
-    :param group_scale: ``group``, ``batch`` or ``none`` (``group``).
+    :param group_mode: one of :data:`pg_extras.ADVANTAGE_MODES` (``group``): ``outcome``, ``process``,
+        ``return_to_go``, ``reinforce_pp``, ``reinforce_pp_baseline``, ``opo``.
+    :param group_scale: one of :data:`pg_extras.ADVANTAGE_SCALES` (``group``): ``group``, ``batch``, ``none``, ``gpg``.
     :param rloo: leave-one-out baseline (``group``).
+    :param eps: relative damping of the group std (``group``; see :func:`pg_extras.group_normalize`).
 
     Example::
 
@@ -110,7 +115,7 @@ def estimate_advantages(
     ep_rewards = layout.to_episodes(time_major)
     ids = group_ids.reshape(time_major.shape)[layout.start_step, layout.env_index]
     result = group_relative_advantages(
-        ep_rewards, layout.mask, group_ids=ids, mode=group_mode, scale=group_scale, rloo=rloo, gamma=gamma
+        ep_rewards, layout.mask, group_ids=ids, mode=group_mode, scale=group_scale, rloo=rloo, gamma=gamma, eps=eps
     )
     adv = layout.to_steps(result.advantages).reshape(rewards.shape)
     ret = returns_to_go(rewards, terminated, truncated, gamma=gamma)

@@ -8,9 +8,16 @@ Modes (DESIGN.md):
 
 * ``outcome``: ``A_i = (R_i - mean_g R) / std_g R`` with ``R_i`` the episode's (discounted) return, broadcast to its steps;
 * ``process``: per-step rewards normalised over all steps of the group, ``A_{i,t} = sum_{t' >= t} r~_{i,t'}``;
-* ``return_to_go``: ``A_{i,t} = (G_{i,t} - mean_j G_{j,t}) / std_j G_{j,t}`` over the members still running at ``t``.
+* ``return_to_go``: ``A_{i,t} = (G_{i,t} - mean_j G_{j,t}) / std_j G_{j,t}`` over the members still running at ``t``;
+* ``reinforce_pp`` (REINFORCE++): the returns-to-go ``G_{i,t}`` whitened over every valid step of the batch;
+* ``reinforce_pp_baseline`` (REINFORCE++-baseline): ``G_{i,t} - mean_j G_{j,t}`` (the ``return_to_go`` centring),
+  then whitened over the batch;
+* ``opo`` (OPO): ``R_i - sum_j L_j R_j / sum_j L_j``, the length-weighted group mean as baseline.
 
-Scale: ``group`` (std of the group, GRPO), ``batch`` (std over the whole batch), ``none`` (Dr. GRPO).
+Scale: ``group`` (std of the group, GRPO), ``batch`` (std over the whole batch), ``none`` (Dr. GRPO), ``gpg``
+(GPG: no std, times ``alpha = B / #(R_i != 0)``). The two REINFORCE++ modes whiten over the batch themselves, so
+``scale`` does not apply to them. :func:`remax_advantages` is ReMax's baseline (the greedy episode's return).
+docs/maths.md#12-variants.
 ``rloo=True`` replaces the group mean by the leave-one-out mean ``mean_{j != i}``. Standard deviations are
 unbiased (as in DeepSeekMath / TRL).
 
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pg_extras.objectives import standardize
 from pg_extras.returns import _discounted_cumsum
 from pg_extras.validation import check_choice, check_finite, check_float, check_int, check_same_shape, check_unit_interval
 
@@ -34,13 +42,17 @@ __all__ = [
     "ADVANTAGE_MODES",
     "ADVANTAGE_SCALES",
     "GroupAdvantages",
+    "gpg_alpha",
     "group_ids_from_size",
     "group_normalize",
     "group_relative_advantages",
+    "remax_advantages",
 ]
 
-ADVANTAGE_MODES = ("outcome", "process", "return_to_go")
-ADVANTAGE_SCALES = ("group", "batch", "none")
+ADVANTAGE_MODES = ("outcome", "process", "return_to_go", "reinforce_pp", "reinforce_pp_baseline", "opo")
+ADVANTAGE_SCALES = ("group", "batch", "none", "gpg")
+#: the modes that whiten over the batch themselves (``scale`` does not apply)
+_WHITENED_MODES = ("reinforce_pp", "reinforce_pp_baseline")
 #: a group's values have zero spread when ``max - min <= _ZERO_SPREAD_EPS * finfo(dtype).eps * max|values|``
 _ZERO_SPREAD_EPS = 4.0
 _RESCALE_HINT = "rescale the rewards, e.g. with VecNormalize(norm_reward=True) or a reward scale wrapper"
@@ -123,6 +135,55 @@ def _mean_std(stats: _CellStats) -> float:
     return min(mean, float(torch.finfo(stats.std_u.dtype).max))
 
 
+def _centred(
+    u: torch.Tensor, valid: torch.Tensor, gid: torch.Tensor, stats: _CellStats, rloo: bool, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """``u`` minus its baseline (group mean, leave-one-out mean, or their ``weights``-weighted forms; OPO)."""
+    n = stats.count[gid]
+    if weights is None:
+        if not rloo:
+            return u - stats.mean_u[gid]
+        # mean of the others: (sum - v) / (n - 1); a singleton group has no baseline -> advantage 0.
+        baseline_u = (stats.total_u[gid] - u) / (n - 1).clamp(min=1)
+        return torch.where(n > 1, u - baseline_u, torch.zeros_like(u))
+    if weights.dim() == 1:
+        weights = weights[:, None]
+    if weights.dim() != 2 or weights.shape[0] != u.shape[0] or weights.shape[1] not in (1, u.shape[1]):
+        raise ValueError(
+            f"weights must have shape [{u.shape[0]}] or {tuple(u.shape)} (one weight per entry), got {tuple(weights.shape)}."
+        )
+    w = torch.where(valid, weights.expand_as(u).to(u.dtype), torch.zeros_like(u))
+    check_finite("weights", w, hint="the baseline weights (e.g. episode lengths) must be finite")
+    if bool((w < 0).any()):
+        raise ValueError("weights must be >= 0 (e.g. the episode lengths of OPO's baseline).")
+    w_total = u.new_zeros(stats.count.shape).index_add_(0, gid, w)[gid]
+    wu_total = u.new_zeros(stats.count.shape).index_add_(0, gid, w * u)[gid]
+    if rloo:
+        w_total, wu_total = w_total - w, wu_total - w * u
+    ok = w_total > 0
+    if rloo:
+        ok &= n > 1
+    baseline_u = wu_total / torch.where(ok, w_total, torch.ones_like(w_total))
+    return torch.where(ok, u - baseline_u, torch.zeros_like(u))
+
+
+def gpg_alpha(values: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """GPG's gradient scale ``alpha = B / #(v != 0)`` over the valid entries (1 when none is non-zero).
+
+    Chu et al. 2025 (GPG, arXiv:2504.02546), as verl's ``gpg`` estimator computes it from the episode returns: the
+    mean of the per-episode losses counts every episode, ``alpha`` rescales it to the episodes with a signal.
+
+    Example::
+
+        >>> gpg_alpha(torch.tensor([1.0, 0.0, 0.0, 2.0]))
+        tensor(2.)
+    """
+    valid = torch.ones_like(values, dtype=torch.bool) if valid is None else valid.to(torch.bool)
+    total = valid.sum()
+    nonzero = (valid & (values != 0)).sum()
+    return (total.to(values.dtype) / nonzero.clamp(min=1).to(values.dtype)).where(nonzero > 0, values.new_ones(()))
+
+
 def group_normalize(
     values: torch.Tensor,
     group_ids: torch.Tensor,
@@ -132,6 +193,7 @@ def group_normalize(
     eps: float = 1e-8,
     *,
     name: str = "values",
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-relative normalisation of ``values [E]`` or ``[E, C]`` (columns normalised independently).
 
@@ -143,11 +205,14 @@ def group_normalize(
     :param values: per-episode (or per-episode-per-step) values; the valid ones must be finite.
     :param group_ids: ``[E]`` integer group label of each row.
     :param valid: bool, same shape as ``values``: entries that take part (default: all).
-    :param scale: ``group``, ``batch`` or ``none``.
+    :param scale: ``group``, ``batch``, ``none`` or ``gpg`` (``none`` times ``#valid / #(valid values != 0)``).
     :param rloo: leave-one-out baseline instead of the group mean.
     :param eps: relative damping of the denominator: ``std + eps * max|v|`` (of the group for ``scale="group"``,
         of the batch for ``scale="batch"``), so a spread far below the values' magnitude is shrunk, not amplified.
     :param name: what ``values`` are, for the error messages.
+    :param weights: positive weight of each entry (same shape as ``values``, or ``[E]``): the baseline is the
+        weighted group mean ``sum w v / sum w`` (OPO's length weighting) instead of the plain mean; the std is not
+        weighted.
     :return: ``(normalised, zero_std)``; ``normalised`` is 0 on invalid entries and in zero-spread groups;
         ``zero_std`` is bool ``[n_groups, C]`` (cells with at least one valid entry and zero spread).
     :raises ValueError: if a valid value is NaN or infinite, or (``scale="none"``) the centred values overflow.
@@ -187,13 +252,7 @@ def group_normalize(
     stats = _cell_stats(values, valid, gid, n_groups)
     cell_scale = stats.scale[gid]
     u = values / cell_scale
-    if rloo:
-        # mean of the others: (sum - v) / (n - 1); a singleton group has no baseline -> advantage 0.
-        n = stats.count[gid]
-        baseline_u = (stats.total_u[gid] - u) / (n - 1).clamp(min=1)
-        centred_u = torch.where(n > 1, u - baseline_u, torch.zeros_like(u))
-    else:
-        centred_u = u - stats.mean_u[gid]
+    centred_u = _centred(u, valid, gid, stats, rloo, weights)
     if scale == "group":
         # (v - mean) / (std + eps * max|v|) with v = s u: the scale s cancels.
         out = centred_u / (stats.std_u[gid] + eps * stats.maxabs_u[gid])
@@ -208,6 +267,8 @@ def group_normalize(
             out = torch.zeros_like(centred_u)
     else:
         out = centred_u * cell_scale
+        if scale == "gpg":
+            out = out * gpg_alpha(values, valid)
     out = torch.where(valid & ~stats.zero_spread[gid], out, torch.zeros_like(out))
     check_finite(
         f"group-centred {name}",
@@ -242,10 +303,12 @@ def group_relative_advantages(
     :param group_ids: ``[E]`` integer group label of each episode; or give ``group_size`` for contiguous groups.
     :param group_size: episodes ``[kG, (k+1)G)`` form group ``k``; ``>= 2`` (a group compares episodes) and must
         divide ``E``.
-    :param mode: ``outcome``, ``process`` or ``return_to_go``.
-    :param scale: ``group``, ``batch`` or ``none``.
-    :param rloo: leave-one-out baseline.
-    :param gamma: discount of the episode return (``outcome``) and of the returns-to-go (``return_to_go``).
+    :param mode: ``outcome``, ``process``, ``return_to_go``, ``reinforce_pp``, ``reinforce_pp_baseline`` or ``opo``
+        (see the module docstring).
+    :param scale: ``group``, ``batch``, ``none`` or ``gpg`` (ignored by the two ``reinforce_pp`` modes).
+    :param rloo: leave-one-out baseline (with ``opo``: the length-weighted mean of the others).
+    :param gamma: discount of the episode return (``outcome``, ``opo``, the ``gpg`` count) and of the returns-to-go
+        (``return_to_go`` and the ``reinforce_pp`` modes).
     :param eps: relative damping of the std (see :func:`group_normalize`).
     :return: :class:`GroupAdvantages` with ``advantages [E, L]`` (0 on padding).
     :raises ValueError: on bad arguments, non-finite rewards, or returns / advantages that overflow the dtype.
@@ -284,26 +347,44 @@ def group_relative_advantages(
     disc = gamma ** torch.arange(rewards.shape[1], device=rewards.device, dtype=torch.float64)
     totals = (rewards * disc.to(rewards.dtype)).sum(1)
     check_finite("returns", totals, hint=_RESCALE_HINT, derived_from="rewards")
+    # GPG: no std, then alpha = B / #(R_i != 0) from the episode returns, whatever the mode
+    inner_scale = "none" if scale == "gpg" else scale
 
-    if mode == "outcome":
-        adv, zero_std = group_normalize(totals, group_ids, episode_valid, scale, rloo, eps, name="returns")
+    if mode in ("outcome", "opo"):
+        lengths = mask.sum(1) if mode == "opo" else None
+        adv, zero_std = group_normalize(
+            totals, group_ids, episode_valid, inner_scale, rloo, eps, name="returns", weights=lengths
+        )
         advantages = torch.where(mask, adv[:, None].expand_as(rewards), torch.zeros_like(rewards))
     elif mode == "process":
         # One normalisation over all steps of the group: flatten steps into one column per group.
         flat_gid = group_ids[:, None].expand_as(rewards).reshape(-1)
-        norm, zero_std = group_normalize(rewards.reshape(-1), flat_gid, mask.reshape(-1), scale, rloo, eps, name="rewards")
+        norm, zero_std = group_normalize(
+            rewards.reshape(-1), flat_gid, mask.reshape(-1), inner_scale, rloo, eps, name="rewards"
+        )
         norm = norm.reshape(rewards.shape)
         advantages = torch.where(mask, _discounted_cumsum(norm.t(), 1.0).t(), torch.zeros_like(rewards))
         check_finite("advantages", advantages, hint=f"{_RESCALE_HINT}, or use scale='group'", derived_from="rewards")
     else:
         rtg = _discounted_cumsum(rewards.t(), gamma).t()
         check_finite("returns-to-go", rtg, hint=_RESCALE_HINT, derived_from="rewards")
-        advantages, zero_std = group_normalize(rtg, group_ids, mask, scale, rloo, eps, name="returns-to-go")
+        if mode == "reinforce_pp":
+            # REINFORCE++: no group baseline, the returns-to-go whitened over the batch
+            _, zero_std = group_normalize(totals, group_ids, episode_valid, "none", rloo, eps, name="returns")
+            advantages = standardize(rtg, mask, eps)
+        elif mode == "reinforce_pp_baseline":
+            centred, zero_std = group_normalize(rtg, group_ids, mask, "none", rloo, eps, name="returns-to-go")
+            advantages = standardize(centred, mask, eps)
+        else:
+            advantages, zero_std = group_normalize(rtg, group_ids, mask, inner_scale, rloo, eps, name="returns-to-go")
+    if scale == "gpg" and mode not in _WHITENED_MODES:
+        advantages = advantages * gpg_alpha(totals, episode_valid)
+        check_finite("advantages", advantages, hint=f"{_RESCALE_HINT}, or use scale='group'", derived_from="rewards")
     _, gid = torch.unique(group_ids, return_inverse=True)
     n_groups = int(gid.max()) + 1 if gid.numel() else 0
     ret_stats = _cell_stats(totals[:, None], episode_valid[:, None], gid, n_groups)
     n_cells = max(int(zero_std.numel()), 1)
-    if mode == "return_to_go":
+    if mode in ("return_to_go", "reinforce_pp_baseline"):
         count = torch.zeros(n_groups, rewards.shape[1], device=rewards.device).index_add_(0, gid, mask.to(torch.float32))
         n_cells = max(int((count > 0).sum()), 1)
     return GroupAdvantages(
@@ -311,3 +392,50 @@ def group_relative_advantages(
         frac_zero_std_groups=float(zero_std.sum()) / n_cells,
         group_return_std=_mean_std(ret_stats),
     )
+
+
+def remax_advantages(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    baseline_returns: torch.Tensor,
+    gamma: float = 1.0,
+) -> torch.Tensor:
+    """ReMax's advantages ``A_i = R_i - R_greedy(g_i)``, broadcast to every step of episode ``i`` (arXiv:2310.10505).
+
+    The baseline of a group is the return of one extra episode played *greedily* (the policy's deterministic action)
+    from the group's own reset seed; it depends on the start state only, so the gradient stays unbiased. Not
+    normalised (as in ReMax and verl's ``remax``). docs/maths.md#12-variants.
+
+    :param rewards: ``[E, L]`` per-step rewards of the sampled episodes.
+    :param mask: bool ``[E, L]``, valid steps.
+    :param baseline_returns: ``[E]`` the greedy return of each episode's group (gather it by group id).
+    :param gamma: discount of the returns (the greedy return must use the same).
+    :return: ``[E, L]`` advantages (0 on padding).
+
+    Example::
+
+        >>> rewards = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+        >>> remax_advantages(rewards, rewards > 0, torch.tensor([1.5, 1.5]))
+        tensor([[ 0.5000,  0.5000],
+                [-0.5000,  0.0000]])
+    """
+    gamma = check_unit_interval("gamma", gamma)
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must have shape [E, L] (episodes x steps), got {tuple(rewards.shape)}.")
+    check_same_shape("rewards", rewards, mask=mask)
+    if baseline_returns.shape != rewards.shape[:1]:
+        raise ValueError(
+            f"baseline_returns must have shape [{rewards.shape[0]}] (the greedy return of each episode's group), got "
+            f"{tuple(baseline_returns.shape)}."
+        )
+    if not rewards.is_floating_point():
+        rewards = rewards.to(torch.get_default_dtype())
+    mask = mask.to(torch.bool)
+    rewards = torch.where(mask, rewards, torch.zeros_like(rewards))
+    check_finite("rewards", rewards, hint="the environment returned NaN/inf rewards; check it or clip its rewards")
+    check_finite("baseline_returns", baseline_returns, hint="the greedy episodes' returns must be finite")
+    disc = gamma ** torch.arange(rewards.shape[1], device=rewards.device, dtype=torch.float64)
+    totals = (rewards * disc.to(rewards.dtype)).sum(1)
+    adv = totals - baseline_returns.to(totals)
+    check_finite("advantages", adv, hint=_RESCALE_HINT, derived_from="rewards and baseline_returns")
+    return torch.where(mask, adv[:, None].expand_as(rewards), torch.zeros_like(rewards))

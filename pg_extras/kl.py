@@ -4,7 +4,9 @@ With samples ``x ~ p`` and ``log_r = log q(x) - log p(x)``:
 
 * ``k1 = -log_r`` (unbiased, high variance, can be negative),
 * ``k2 = log_r^2 / 2`` (biased, low variance),
-* ``k3 = exp(log_r) - 1 - log_r`` (unbiased, always >= 0; GRPO's estimator of ``KL(pi || pi_ref)``).
+* ``k3 = exp(log_r) - 1 - log_r`` (unbiased, always >= 0; GRPO's estimator of ``KL(pi || pi_ref)``),
+* ``k3+``: the value of ``k3`` with the gradient of ``k2`` (straight-through; verl's ``low_var_kl+``), so that the
+  differentiated penalty follows ``grad KL(p || q)`` instead of the reverse KL (docs/maths.md#12-variants).
 
 :func:`kl_estimate` (a loss term and a logged statistic) raises on non-finite log-probabilities or an overflowing
 estimate; :func:`categorical_kl` and :func:`exact_kl` do not, because a trust-region line search evaluates them at
@@ -20,7 +22,7 @@ from pg_extras.validation import check_choice, check_finite, check_int, check_sa
 
 __all__ = ["KL_ESTIMATORS", "categorical_kl", "exact_kl", "kl_estimate"]
 
-KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
 
 
 _LOG_P_HINT = (
@@ -35,7 +37,11 @@ def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str) -> torch
         return -log_r
     if estimator == "k2":
         return 0.5 * log_r**2
-    return torch.expm1(log_r) - log_r
+    k3 = torch.expm1(log_r) - log_r
+    if estimator == "k3+":  # k3's value, k2's gradient: k2 + sg(k3 - k2)
+        k2 = 0.5 * log_r**2
+        return k2 + (k3 - k2).detach()
+    return k3
 
 
 def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -43,7 +49,7 @@ def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor, estimator: str = "k3")
 
     :param log_p: ``[*S]`` log-probabilities of the samples under ``p`` (the sampling distribution); finite.
     :param log_q: ``[*S]`` log-probabilities of the same samples under ``q``; finite.
-    :param estimator: ``k1``, ``k2`` or ``k3``.
+    :param estimator: ``k1``, ``k2``, ``k3`` or ``k3+`` (``k3``'s value, ``k2``'s gradient w.r.t. ``log_p``).
     :return: ``[*S]`` per-sample estimates; their mean estimates the KL.
     :raises ValueError: if a log-probability is NaN / inf, or the estimate overflows (``k3`` with
         ``log_q - log_p`` beyond ``log(finfo.max)``, about 88 in float32): the two policies are too far apart.

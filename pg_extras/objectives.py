@@ -5,9 +5,14 @@ Each update rule is one function of per-step tensors (docs/maths.md#10-estimator
 * ``"pg"``: the score-function loss ``-log pi(a|s) * A`` (REINFORCE, Williams 1992);
 * ``"ppo_clip"``: ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)`` (Schulman et al. 2017; DAPO clip-higher);
 * ``"trust_region"``: the importance-ratio surrogate ``-rho A`` whose natural step under ``KL <= delta`` is
-  :func:`pg_extras.trust_region_step` (Schulman et al. 2015).
+  :func:`pg_extras.trust_region_step` (Schulman et al. 2015);
+* ``"cispo"``: ``-sg(min(rho, 1 + eps_high)) A log pi`` (MiniMax-M1; :func:`pg_extras.cispo_loss`);
+* ``"sapo"``: the soft gate ``-(4 / tau) sigmoid(tau (rho - 1)) A`` (SAPO; :func:`pg_extras.sapo_loss`).
 
-:func:`regularized_loss` adds ``beta * KL(pi || pi_ref)`` and ``-ent_coef * H`` (GRPO's per-step objective).
+The ratio variants of docs/maths.md#12-variants (GSPO's sequence-level ratio, the two-sided clip ``delta``, the
+dual clip ``clip_ratio_c``) are keyword options of :func:`policy_loss`. :func:`regularized_loss` adds
+``beta * KL(pi || pi_ref)`` (optionally importance-weighted, TRL's ``use_bias_correction_kl``) and
+``-ent_coef * H`` (GRPO's per-step objective).
 Every SB3 algorithm and TorchRL loss module calls these; none writes the formulas itself.
 """
 
@@ -16,13 +21,23 @@ from __future__ import annotations
 import torch
 
 from pg_extras.kl import kl_estimate
-from pg_extras.surrogate import clipped_surrogate_loss
-from pg_extras.validation import check_choice, check_finite, check_same_shape
+from pg_extras.surrogate import _log_ratio, cispo_loss, clipped_surrogate_loss, sapo_loss
+from pg_extras.validation import check_bool, check_choice, check_finite, check_same_shape
 
-__all__ = ["UPDATE_RULES", "explained_variance", "policy_gradient_loss", "policy_loss", "regularized_loss", "standardize"]
+__all__ = [
+    "RATIO_RULES",
+    "UPDATE_RULES",
+    "explained_variance",
+    "policy_gradient_loss",
+    "policy_loss",
+    "regularized_loss",
+    "standardize",
+]
 
 #: The update rules of :func:`policy_loss`.
-UPDATE_RULES = ("pg", "ppo_clip", "trust_region")
+UPDATE_RULES = ("pg", "ppo_clip", "trust_region", "cispo", "sapo")
+#: The update rules that clip or gate an importance ratio (the ones ``GRPO(update_rule=...)`` takes).
+RATIO_RULES = ("ppo_clip", "cispo", "sapo")
 
 
 def policy_gradient_loss(log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -46,16 +61,31 @@ def policy_loss(
     advantages: torch.Tensor,
     clip_range: float | None = None,
     clip_range_high: float | None = None,
+    *,
+    delta: float | None = None,
+    clip_ratio_c: float | None = None,
+    importance_sampling_level: str = "token",
+    episode_index: torch.Tensor | None = None,
+    sapo_temperature_pos: float = 1.0,
+    sapo_temperature_neg: float = 1.05,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step policy loss of an update rule in :data:`UPDATE_RULES`.
 
-    :param rule: ``"pg"``, ``"ppo_clip"`` or ``"trust_region"``.
+    :param rule: ``"pg"``, ``"ppo_clip"``, ``"trust_region"``, ``"cispo"`` or ``"sapo"``.
     :param log_prob: ``[*S]`` log-probabilities of the taken actions under the current policy.
     :param old_log_prob: ``[*S]`` the same under the behaviour policy (not needed by ``"pg"``).
     :param advantages: ``[*S]``.
-    :param clip_range: ``eps_low`` of ``"ppo_clip"``.
-    :param clip_range_high: ``eps_high`` of ``"ppo_clip"`` (``None``: ``clip_range``).
-    :return: ``(loss [*S], clipped [*S] bool)``; ``clipped`` is all False except for ``"ppo_clip"``.
+    :param clip_range: ``eps_low`` of ``"ppo_clip"`` (and the default ``eps_high`` of ``"cispo"``).
+    :param clip_range_high: ``eps_high`` of ``"ppo_clip"``; ``"cispo"`` caps the weight at ``1 + eps_high``
+        (``None``: ``clip_range``).
+    :param delta: ``"ppo_clip"``: two-sided clip, cap of the unclipped ratio (``> 1``; ``None``: off).
+    :param clip_ratio_c: ``"ppo_clip"``: dual-clip constant (``> 1``; ``None``: off).
+    :param importance_sampling_level: ``"token"`` or ``"sequence"`` (GSPO) for the ratio rules.
+    :param episode_index: ``[*S]`` integer episode of each step (``"sequence"`` only).
+    :param sapo_temperature_pos: ``"sapo"``: temperature where ``A > 0``.
+    :param sapo_temperature_neg: ``"sapo"``: temperature where ``A <= 0``.
+    :return: ``(loss [*S], clipped [*S] bool)``; ``clipped`` is all False for ``"pg"``, ``"trust_region"`` and
+        ``"sapo"``.
 
     Example::
 
@@ -68,11 +98,19 @@ def policy_loss(
         return policy_gradient_loss(log_prob, advantages), torch.zeros_like(log_prob, dtype=torch.bool)
     if old_log_prob is None:
         raise ValueError(f"rule={rule!r} needs old_log_prob (the behaviour log-probabilities stored at collection).")
+    level = dict(importance_sampling_level=importance_sampling_level, episode_index=episode_index)
     if rule == "trust_region":
-        return clipped_surrogate_loss(log_prob, old_log_prob, advantages, None)
+        return clipped_surrogate_loss(log_prob, old_log_prob, advantages, None, **level)
+    if rule == "sapo":
+        return sapo_loss(log_prob, old_log_prob, advantages, sapo_temperature_pos, sapo_temperature_neg, **level)
     if clip_range is None:
-        raise ValueError("rule='ppo_clip' needs clip_range (e.g. 0.2).")
-    return clipped_surrogate_loss(log_prob, old_log_prob, advantages, clip_range, clip_range_high)
+        raise ValueError(f"rule={rule!r} needs clip_range (e.g. 0.2).")
+    if rule == "cispo":
+        high = clip_range if clip_range_high is None else clip_range_high
+        return cispo_loss(log_prob, old_log_prob, advantages, 1.0 + high, **level)
+    return clipped_surrogate_loss(
+        log_prob, old_log_prob, advantages, clip_range, clip_range_high, delta=delta, clip_ratio_c=clip_ratio_c, **level
+    )
 
 
 def regularized_loss(
@@ -83,13 +121,23 @@ def regularized_loss(
     beta: float = 0.0,
     ent_coef: float = 0.0,
     kl_estimator: str = "k3",
+    *,
+    old_log_prob: torch.Tensor | None = None,
+    use_bias_correction_kl: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``loss + beta * KL(pi || pi_ref) - ent_coef * H`` per step (GRPO's objective, docs/maths.md#6-grpo).
 
     The KL is the per-sample estimate :func:`pg_extras.kl_estimate` of ``KL(pi || pi_ref)`` from the taken actions
-    (``k3`` by default, DeepSeekMath). Without a closed-form entropy pass ``entropy=-log_prob`` (one-sample estimate).
+    (``k3`` by default, DeepSeekMath; ``k1``, ``k2``, ``k3+`` too). Without a closed-form entropy pass
+    ``entropy=-log_prob`` (one-sample estimate).
 
-    :return: ``(total [*S], kl [*S] or None)``; the KL is returned for logging (``None`` without ``ref_log_prob``).
+    ``use_bias_correction_kl`` (TRL's option, DeepSeek-V3.2): the actions were sampled by the behaviour policy, not by
+    ``pi``, so the per-step KL estimate is weighted by the importance ratio ``pi / pi_old`` (with its gradient), which
+    makes it an unbiased estimate of ``KL(pi || pi_ref)`` and, for ``k3``, its gradient the gradient of that KL
+    (docs/maths.md#12-variants). Needs ``old_log_prob``.
+
+    :return: ``(total [*S], kl [*S] or None)``; the KL (weighted when ``use_bias_correction_kl``) is returned for
+        logging (``None`` without ``ref_log_prob``).
 
     Example::
 
@@ -98,12 +146,26 @@ def regularized_loss(
         >>> total
         tensor([0.1931, 0.0000])
     """
+    use_bias_correction_kl = check_bool("use_bias_correction_kl", use_bias_correction_kl)
     total = loss
     kl = None
     if ref_log_prob is not None:
         if log_prob is None:
             raise ValueError("ref_log_prob needs log_prob (the current policy's log-probabilities of the same actions).")
         kl = kl_estimate(log_prob, ref_log_prob.detach(), kl_estimator)
+        if use_bias_correction_kl:
+            if old_log_prob is None:
+                raise ValueError(
+                    "use_bias_correction_kl=True needs old_log_prob (the behaviour log-probabilities) for the ratio."
+                )
+            check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob)
+            kl = kl * torch.exp(_log_ratio(log_prob, old_log_prob))
+            check_finite(
+                "bias-corrected KL estimate",
+                kl.detach(),
+                hint="the importance ratio pi / pi_old overflowed: lower the learning rate or the number of epochs",
+                derived_from="log_prob and old_log_prob",
+            )
         if beta:
             total = total + beta * kl
     elif beta:

@@ -1,7 +1,10 @@
-"""Importance ratios, the clipped surrogate (PPO / GRPO / DAPO clip-higher) and loss aggregation.
+"""Importance ratios, the clipped surrogate (PPO / GRPO / DAPO clip-higher) and its variants, loss aggregation.
 
 Maths: seed 2.4 (ratio surrogate), 2.5 (PPO-clip), 2.6 (GRPO). Aggregation modes over variable-length
 episodes follow DeepSeekMath (``grpo``), DAPO / BNPO (token-level mean) and Dr. GRPO (sum over a constant).
+Variants (docs/maths.md#12-variants): GSPO's sequence-level ratio (``importance_sampling_level="sequence"``),
+INTELLECT-2's two-sided clip (``delta``), dual clip (``clip_ratio_c``), CISPO (:func:`cispo_loss`) and SAPO's soft
+gate (:func:`sapo_loss`).
 """
 
 from __future__ import annotations
@@ -10,11 +13,30 @@ import math
 
 import torch
 
-from pg_extras.validation import check_choice, check_finite, check_int, check_nonnegative, check_same_shape
+from pg_extras.validation import (
+    check_choice,
+    check_finite,
+    check_float,
+    check_int,
+    check_nonnegative,
+    check_same_shape,
+)
 
-__all__ = ["LOSS_AGGREGATIONS", "aggregate_loss", "clipped_surrogate_loss", "importance_ratio", "log_ratio"]
+__all__ = [
+    "IMPORTANCE_SAMPLING_LEVELS",
+    "LOSS_AGGREGATIONS",
+    "aggregate_loss",
+    "cispo_loss",
+    "clipped_surrogate_loss",
+    "importance_ratio",
+    "log_ratio",
+    "sapo_loss",
+    "sequence_log_ratio",
+]
 
 LOSS_AGGREGATIONS = ("grpo", "bnpo", "dapo", "dr_grpo")
+#: ``importance_sampling_level`` of the surrogates: one ratio per step (PPO, GRPO) or per episode (GSPO).
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 LOG_PROB_HINT = (
     "the current policy's log-probabilities must be finite: NaN means the policy's outputs (weights, logits, "
@@ -52,35 +74,119 @@ def importance_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torc
     return torch.exp(log_ratio(log_prob, old_log_prob))
 
 
+def sequence_log_ratio(log_ratio: torch.Tensor, episode_index: torch.Tensor) -> torch.Tensor:
+    """GSPO's sequence-level log-ratio: ``mean_t log_ratio`` over each episode's steps, broadcast to its steps.
+
+    ``exp`` of it is the geometric mean of the per-step ratios of the episode, ``(pi(o_i) / pi_old(o_i))^(1/|o_i|)``
+    (Zheng et al. 2025, arXiv:2507.18071; docs/maths.md#12-variants). Gradients flow to every step of the episode.
+
+    :param log_ratio: ``[*S]`` per-step ``log pi - log pi_old``.
+    :param episode_index: ``[*S]`` integer episode label of each step (any integers, episodes need not be
+        contiguous); a negative label marks padding, which gets log-ratio 0 (ratio 1) and joins no episode.
+    :return: ``[*S]``.
+
+    Example::
+
+        >>> sequence_log_ratio(torch.tensor([0.1, 0.3, -0.2, 5.0]), torch.tensor([0, 0, 1, -1]))
+        tensor([ 0.2000,  0.2000, -0.2000,  0.0000])
+    """
+    check_same_shape("log_ratio", log_ratio, episode_index=episode_index)
+    if episode_index.is_floating_point() or episode_index.is_complex() or episode_index.dtype == torch.bool:
+        raise ValueError(
+            f"episode_index must hold integer episode labels, got dtype {episode_index.dtype}: pass the episode id "
+            "of each step (e.g. EpisodeLayout.episode_index)."
+        )
+    flat, index = log_ratio.reshape(-1), episode_index.reshape(-1)
+    valid = index >= 0
+    if flat.numel() == 0:
+        return log_ratio * 0.0
+    _, labels = torch.unique(torch.where(valid, index, index.new_full((), -1)), return_inverse=True)
+    n = int(labels.max()) + 1
+    zero = torch.zeros_like(flat)
+    total = zero.new_zeros(n).index_add(0, labels, torch.where(valid, flat, zero))
+    count = zero.new_zeros(n).index_add(0, labels, valid.to(flat.dtype))
+    mean = total / count.clamp(min=1)
+    return torch.where(valid, mean[labels], zero).reshape(log_ratio.shape)
+
+
+def _ratio_at_level(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    importance_sampling_level: str,
+    episode_index: torch.Tensor | None,
+) -> torch.Tensor:
+    """The log importance weight of every step: per step (``"token"``) or per episode (``"sequence"``, GSPO)."""
+    check_choice("importance_sampling_level", importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
+    lr = _log_ratio(log_prob, old_log_prob)
+    if importance_sampling_level == "token":
+        return lr
+    if episode_index is None:
+        raise ValueError(
+            "importance_sampling_level='sequence' needs episode_index (the episode of each step, e.g. "
+            "EpisodeLayout.episode_index) to average the log-ratios over each episode."
+        )
+    return sequence_log_ratio(lr, episode_index)
+
+
 def clipped_surrogate_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
     advantages: torch.Tensor,
     clip_range: float | None,
     clip_range_high: float | None = None,
+    *,
+    delta: float | None = None,
+    clip_ratio_c: float | None = None,
+    importance_sampling_level: str = "token",
+    episode_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step clipped surrogate loss ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)`` (seed 2.5).
+
+    Variants (docs/maths.md#12-variants), all off by default:
+
+    * ``importance_sampling_level="sequence"`` (GSPO): ``rho`` is one ratio per episode,
+      ``exp(mean_t(log pi - log pi_old))`` (:func:`sequence_log_ratio`), clipped at the episode level;
+    * ``delta`` (two-sided clip, INTELLECT-2; TRL ``delta``): the unclipped term uses ``min(rho, delta)``, which caps
+      the loss of a negative-advantage step whose ratio has grown past ``delta``;
+    * ``clip_ratio_c`` (dual clip, Ye et al. 2020; verl ``clip_ratio_c``): for ``A < 0`` the loss is at most
+      ``-c A`` (the objective is bounded below by ``c A``).
 
     :param log_prob: ``[*S]`` log-probabilities of the taken actions under the current policy.
     :param old_log_prob: ``[*S]`` the same under the behaviour policy.
     :param advantages: ``[*S]``.
     :param clip_range: ``eps_low`` (``None``: unclipped ratio surrogate ``-rho A``, as TRPO's).
     :param clip_range_high: ``eps_high`` (DAPO clip-higher); ``None``: same as ``clip_range``.
-    :return: ``(loss [*S], clipped [*S] bool)``: ``clipped`` marks steps where the clip is active.
+    :param delta: cap of the unclipped ratio, ``> 1`` (``None``: off); best above ``1 + eps_high``.
+    :param clip_ratio_c: dual-clip constant ``c > 1`` (``None``: off).
+    :param importance_sampling_level: ``"token"`` (default) or ``"sequence"``.
+    :param episode_index: ``[*S]`` integer episode of each step (``"sequence"`` only; negative: padding).
+    :return: ``(loss [*S], clipped [*S] bool)``: ``clipped`` marks steps where a bound is active (the ratio is outside
+        the clip interval, above ``delta``, or above ``c`` with ``A < 0``).
 
     Example::
 
         >>> loss, clipped = clipped_surrogate_loss(torch.log(torch.tensor([1.5])), torch.zeros(1), torch.ones(1), 0.2)
         >>> loss, clipped
         (tensor([-1.2000]), tensor([True]))
+        >>> clipped_surrogate_loss(torch.log(torch.tensor([4.0])), torch.zeros(1), -torch.ones(1), 0.2, clip_ratio_c=3.0)[0]
+        tensor([3.])
     """
     clip_range = check_nonnegative("clip_range", clip_range)
     clip_range_high = check_nonnegative("clip_range_high", clip_range_high)
+    delta = check_float(
+        "delta", delta, low=1.0, low_inclusive=False, allow_none=True, allow_inf=True,
+        hint="the cap of the ratio for negative advantages (INTELLECT-2), e.g. 1.5 or more than 1 + clip_range_high",
+    )  # fmt: skip
+    clip_ratio_c = check_float(
+        "clip_ratio_c", clip_ratio_c, low=1.0, low_inclusive=False, allow_none=True, allow_inf=True,
+        hint="the dual-clip constant c (the loss of a step with A < 0 is at most -c A), e.g. 3.0",
+    )  # fmt: skip
     check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob, advantages=advantages)
-    lr = _log_ratio(log_prob, old_log_prob)
+    lr = _ratio_at_level(log_prob, old_log_prob, importance_sampling_level, episode_index)
     ratio = torch.exp(lr)
     advantages = advantages.detach()
-    unclipped = ratio * advantages
+    capped = ratio if delta is None else torch.clamp(ratio, max=delta)
+    unclipped = capped * advantages
     if clip_range is None:
         loss, clipped = -unclipped, torch.zeros_like(ratio, dtype=torch.bool)
     else:
@@ -88,8 +194,88 @@ def clipped_surrogate_loss(
         clipped_ratio = torch.clamp(ratio, 1.0 - clip_range, 1.0 + high)
         loss = -torch.minimum(unclipped, clipped_ratio * advantages)
         clipped = (ratio < 1.0 - clip_range) | (ratio > 1.0 + high)
+    if delta is not None:
+        clipped = clipped | (ratio > delta)
+    if clip_ratio_c is not None:
+        negative = advantages < 0
+        loss = torch.where(negative, torch.minimum(loss, -clip_ratio_c * advantages), loss)
+        clipped = clipped | (negative & (ratio > clip_ratio_c))
     _check_surrogate(log_prob, old_log_prob, advantages, lr, ratio, loss)
     return loss, clipped
+
+
+def cispo_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    ratio_cap: float,
+    *,
+    importance_sampling_level: str = "token",
+    episode_index: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CISPO's per-step loss ``-sg(min(rho, ratio_cap)) * A * log pi(a|s)`` (MiniMax-M1, arXiv:2506.13585).
+
+    The importance weight is clipped and *detached*, so every step keeps a gradient: its gradient is
+    ``-min(rho, cap) * A * grad log pi``, the importance-weighted policy gradient with the weight truncated at
+    ``cap`` (PPO-clip instead zeroes the gradient of clipped steps). docs/maths.md#12-variants.
+
+    :param ratio_cap: the largest importance weight, ``> 0`` (``1 + clip_range_high`` in the SB3 / TorchRL
+        adapters; TRL's ``epsilon_high`` with ``loss_type="cispo"`` is this cap itself).
+    :param importance_sampling_level: ``"token"`` or ``"sequence"`` (see :func:`clipped_surrogate_loss`).
+    :return: ``(loss [*S], clipped [*S] bool)``: ``clipped`` marks the steps whose weight was capped.
+
+    Example::
+
+        >>> lp = torch.log(torch.tensor([2.0, 0.5])).requires_grad_()
+        >>> loss, clipped = cispo_loss(lp, torch.zeros(2), torch.tensor([1.0, -1.0]), ratio_cap=1.2)
+        >>> loss.sum().backward()
+        >>> lp.grad, clipped
+        (tensor([-1.2000,  0.5000]), tensor([ True, False]))
+    """
+    ratio_cap = check_float("ratio_cap", ratio_cap, low=0.0, low_inclusive=False, allow_inf=True, hint="e.g. 1.28 or 5.0")
+    check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    lr = _ratio_at_level(log_prob, old_log_prob, importance_sampling_level, episode_index)
+    ratio = torch.exp(lr)
+    advantages = advantages.detach()
+    weight = torch.clamp(ratio, max=ratio_cap).detach()
+    loss = -weight * advantages * log_prob
+    _check_surrogate(log_prob, old_log_prob, advantages, lr, ratio, loss)
+    return loss, ratio > ratio_cap
+
+
+def sapo_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    temperature_pos: float = 1.0,
+    temperature_neg: float = 1.05,
+    *,
+    importance_sampling_level: str = "token",
+    episode_index: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAPO's soft-gated per-step loss ``-(4 / tau) * sigmoid(tau * (rho - 1)) * A`` (arXiv:2511.20347).
+
+    ``tau`` is ``temperature_pos`` where ``A > 0`` and ``temperature_neg`` elsewhere (TRL's
+    ``sapo_temperature_pos`` / ``sapo_temperature_neg``). The gate's derivative is 1 at ``rho = 1`` (the policy
+    gradient, as PPO) and decays smoothly as ``rho`` moves away, instead of PPO's hard cut. docs/maths.md#12-variants.
+
+    :return: ``(loss [*S], clipped [*S] bool)``; ``clipped`` is all False (nothing is cut off).
+
+    Example::
+
+        >>> sapo_loss(torch.zeros(2), torch.zeros(2), torch.tensor([1.0, -1.0]))[0]
+        tensor([-2.0000,  1.9048])
+    """
+    temperature_pos = check_float("sapo_temperature_pos", temperature_pos, low=0.0, low_inclusive=False, hint="e.g. 1.0")
+    temperature_neg = check_float("sapo_temperature_neg", temperature_neg, low=0.0, low_inclusive=False, hint="e.g. 1.05")
+    check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    lr = _ratio_at_level(log_prob, old_log_prob, importance_sampling_level, episode_index)
+    ratio = torch.exp(lr)
+    advantages = advantages.detach()
+    tau = torch.where(advantages > 0, temperature_pos, temperature_neg).to(ratio.dtype)
+    loss = -(4.0 / tau) * torch.sigmoid(tau * (ratio - 1.0)) * advantages
+    _check_surrogate(log_prob, old_log_prob, advantages, lr, ratio, loss)
+    return loss, torch.zeros_like(ratio, dtype=torch.bool)
 
 
 def _check_surrogate(

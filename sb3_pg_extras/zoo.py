@@ -205,28 +205,44 @@ def sample_trpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
 
 
 def _suggest_group(trial: optuna.Trial) -> dict[str, Any]:
-    """The group-relative advantage options (docs/maths.md#6-grpo); any group size works with any number of envs."""
+    """The group-relative advantage options (docs/maths.md#6-grpo, #12-variants: REINFORCE++, OPO, GPG); any group
+    size works with any number of envs."""
+    modes = ["outcome", "return_to_go", "process", "reinforce_pp", "reinforce_pp_baseline", "opo"]
     return {
         "group_size": trial.suggest_categorical("group_size", [2, 4, 8, 16]),
-        "advantage_mode": trial.suggest_categorical("advantage_mode", ["outcome", "return_to_go", "process"]),
-        "advantage_scale": trial.suggest_categorical("advantage_scale", ["group", "batch", "none"]),
+        "advantage_mode": trial.suggest_categorical("advantage_mode", modes),
+        "advantage_scale": trial.suggest_categorical("advantage_scale", ["group", "batch", "none", "gpg"]),
         "rloo": trial.suggest_categorical("rloo", [False, True]),
     }
 
 
 def sample_grpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna search space of :class:`~sb3_pg_extras.GRPO` (docs/maths.md#6-grpo; DAPO, Dr. GRPO, RLOO variants)."""
+    """Optuna search space of :class:`~sb3_pg_extras.GRPO` (docs/maths.md#6-grpo; DAPO, Dr. GRPO, RLOO and the
+    variants of docs/maths.md#12-variants: GSPO, CISPO, SAPO, two-sided / dual clip, KL estimators, reference mixing,
+    dynamic sampling, truncation and entropy masks)."""
     params = _suggest_common(trial, discount=False)
     params.update(_suggest_group(trial))
     params["gamma"] = trial.suggest_categorical("gamma", [0.99, 0.999, 1.0])
     params["n_steps"] = trial.suggest_categorical("n_steps", [8, 16, 32, 64, 256])
     params["batch_size"] = trial.suggest_categorical("batch_size", [256, 1024, 4096, None])
     params["n_epochs"] = trial.suggest_categorical("n_epochs", [1, 2, 4, 8, 10])
+    params["update_rule"] = trial.suggest_categorical("update_rule", ["ppo_clip", "cispo", "sapo"])
+    params["importance_sampling_level"] = trial.suggest_categorical("importance_sampling_level", ["token", "sequence"])
     params["clip_range"] = trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3])
     params["clip_range_high"] = trial.suggest_categorical("clip_range_high", [None, 0.28, 0.4])
+    if params["update_rule"] == "ppo_clip":  # the extra bounds of the PPO clip
+        params["delta"] = trial.suggest_categorical("delta", [None, 1.5, 2.0])
+        params["clip_ratio_c"] = trial.suggest_categorical("clip_ratio_c", [None, 3.0])
     params["beta"] = trial.suggest_categorical("beta", [0.0, 0.001, 0.01, 0.04, 0.1])
+    params["kl_estimator"] = trial.suggest_categorical("kl_estimator", ["k3", "k3+", "k2", "k1"])
+    params["use_bias_correction_kl"] = trial.suggest_categorical("use_bias_correction_kl", [False, True])
     params["ref_update_interval"] = trial.suggest_categorical("ref_update_interval", [None, 10, 100])
+    if params["ref_update_interval"] is not None:
+        params["ref_model_mixup_alpha"] = trial.suggest_categorical("ref_model_mixup_alpha", [1.0, 0.6, 0.1])
     params["loss_aggregation"] = trial.suggest_categorical("loss_aggregation", ["grpo", "bnpo", "dr_grpo"])
+    params["dynamic_sampling"] = trial.suggest_categorical("dynamic_sampling", [False, True])
+    params["mask_truncated_completions"] = trial.suggest_categorical("mask_truncated_completions", [False, True])
+    params["top_entropy_quantile"] = trial.suggest_categorical("top_entropy_quantile", [1.0, 0.5, 0.2])
     params["ent_coef"] = trial.suggest_float("ent_coef", 1e-8, 0.05, log=True)
     params["max_grad_norm"] = trial.suggest_float("max_grad_norm", 0.3, 5.0, log=True)
     params["target_kl"] = trial.suggest_categorical("target_kl", [None, 0.01, 0.03, 0.1])

@@ -19,10 +19,10 @@ from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, 
 from torchrl.objectives.value import ValueEstimatorBase
 
 from pg_extras import explained_variance, regularized_loss, standardize
+from pg_extras.validation import check_bool, check_choice, check_float
 from torchrl_pg_extras._utils import (
     actor_context,
     as_batch,
-    check_coeff,
     check_finite,
     entropy_of,
     gather_mask,
@@ -112,12 +112,12 @@ class PolicyGradientLossBase(LossModule):
                 f"got {type(actor_network).__name__}."
             )
         reduction = "mean" if reduction is None else reduction
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"Unknown reduction={reduction!r}: use one of 'none', 'mean', 'sum'.")
-        if loss_critic_type not in _CRITIC_LOSSES:
-            raise ValueError(f"Unknown loss_critic_type={loss_critic_type!r}: use one of 'l1', 'l2', 'smooth_l1'.")
-        check_coeff("critic_coeff", critic_coeff)
-        check_coeff("entropy_coeff", entropy_coeff)
+        check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice("loss_critic_type", loss_critic_type, _CRITIC_LOSSES)
+        critic_coeff = check_float("critic_coeff", critic_coeff, low=0.0)
+        entropy_coeff = check_float("entropy_coeff", entropy_coeff, low=0.0)
+        functional = check_bool("functional", functional)
+        separate_losses = check_bool("separate_losses", separate_losses)
         self._functional = functional
         self._in_keys = None
         super().__init__()
@@ -142,6 +142,7 @@ class PolicyGradientLossBase(LossModule):
         device = self._default_device
         self.register_coeff_buffer("critic_coeff", float(critic_coeff), device=device)
         self.register_coeff_buffer("entropy_coeff", float(entropy_coeff), device=device)
+        self._has_entropy = float(entropy_coeff) > 0
         try:
             log_prob_keys = actor_network.log_prob_keys
             sample_keys = actor_network.dist_sample_keys
@@ -151,6 +152,24 @@ class PolicyGradientLossBase(LossModule):
             pass
 
     _schedulable_buffers = frozenset({"entropy_coeff", "critic_coeff"})
+    _loss_out_keys: tuple[str, ...] = ()  # the loss terms and diagnostics every call writes
+    _critic_out_key = "loss_critic"
+    _has_kl = False
+
+    @property
+    def out_keys(self) -> list[str]:
+        keys = list(self._loss_out_keys)
+        if self.critic_network is not None:
+            keys += [self._critic_out_key, "explained_variance"]
+        if self._has_kl:
+            keys += ["loss_kl_to_ref", "kl_to_ref"]
+        if self._has_entropy:
+            keys += ["loss_entropy", "entropy"]
+        return keys
+
+    @out_keys.setter
+    def out_keys(self, values) -> None:
+        pass  # derived from the configuration
 
     @property
     def functional(self) -> bool:
@@ -347,13 +366,16 @@ class PolicyGradientLossBase(LossModule):
         return regularized_loss(torch.zeros_like(entropy), entropy=entropy, ent_coef=self.entropy_coeff)[0]
 
     def _mask(self, tensordict: TensorDictBase) -> torch.Tensor | None:
-        return gather_mask(tensordict, self._loss_mask_keys())
+        """The valid steps (``None`` when every step is valid: no masking work to differentiate through)."""
+        mask = gather_mask(tensordict, self._loss_mask_keys())
+        return None if mask is None or bool(mask.all()) else mask
 
-    def _advantage(self, tensordict: TensorDictBase, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
-        adv = _valid_only(
-            as_batch(self._maybe_compute_advantage(tensordict), tensordict.batch_size, "advantage").detach(), mask
-        )
-        return standardize(adv, mask) if normalize else adv
+    def _advantage(self, tensordict: TensorDictBase, normalize: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(advantage [*B], valid-step mask or None)``: computed if missing, padding zeroed, optionally standardised."""
+        advantage = self._maybe_compute_advantage(tensordict)
+        mask = self._mask(tensordict)  # after the estimator, which may have written its validity mask
+        adv = _valid_only(as_batch(advantage, tensordict.batch_size, "advantage").detach(), mask)
+        return (standardize(adv, mask) if normalize else adv), mask
 
     def _mean(self, x: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         """Mean of a per-step diagnostic over the valid steps (``LossModule._reduce_loss``; 0 when none is valid)."""

@@ -18,7 +18,6 @@ from torchrl.objectives.value import ValueEstimatorBase
 __all__ = [
     "actor_context",
     "as_batch",
-    "check_coeff",
     "check_finite",
     "entropy_of",
     "from_time_major",
@@ -28,18 +27,6 @@ __all__ = [
     "time_dim",
     "to_time_major",
 ]
-
-
-def check_coeff(name: str, value: float | None, allow_none: bool = False) -> None:
-    """Raise ``ValueError`` if a loss coefficient is negative (or ``None`` where not allowed)."""
-    if value is None:
-        if allow_none:
-            return
-        raise ValueError(f"{name} must be a non-negative number, got None.")
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
-    if not float(value) >= 0.0:
-        raise ValueError(f"{name} must be >= 0, got {float(value)}: pass a non-negative coefficient.")
 
 
 def get_required(tensordict: TensorDictBase, key: NestedKey, key_name: str, owner: str) -> torch.Tensor:

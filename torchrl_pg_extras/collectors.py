@@ -17,6 +17,7 @@ from tensordict import TensorDictBase, pad_sequence
 from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase, TransformedEnv
 
+from pg_extras.validation import check_bool, check_choice, check_int
 from torchrl_pg_extras.envs import ID_NAMESPACE, GroupedEnv
 
 __all__ = ["GroupBatcher"]
@@ -36,9 +37,11 @@ class GroupBatcher:
     Works with any collector whose env is a :class:`~torchrl_pg_extras.GroupedEnv` (or wraps one):
     ``Collector(env, policy, frames_per_batch=...)``, ``Collector(env_fns, ..., backend="process")`` /
     :class:`~torchrl.collectors.MultiSyncCollector` (one ``GroupedEnv`` per worker, each with its own ``id_offset``,
-    so that no group mixes members of two workers), asynchronous collectors, and trajectory collectors
-    (``trajs_per_batch=...``). Steps are matched to their episode by ``episode_id``, so fixed-frame batches (the
-    fastest collection) are fine: the unfinished part of an episode is kept until its end arrives.
+    so that no group mixes members of two workers) and asynchronous collectors. Steps are matched to their episode
+    by ``episode_id``, so fixed-frame batches (the fastest collection, and the one whose every stepped frame reaches
+    :attr:`env_steps`) are the natural input: the unfinished part of an episode is kept until its end arrives.
+    Trajectory collectors (``trajs_per_batch=...``, padded with a mask) work too, but then :attr:`env_steps` only
+    sees the steps of finished episodes.
 
     **Policy versions.** :attr:`policy_version` counts policy updates. With ``auto_version=True`` (default) it
     advances each time the training loop asks for the next batch (the loop updates the policy on each batch it gets);
@@ -111,16 +114,12 @@ class GroupBatcher:
                 f"GroupBatcher needs a collector (an iterable of TensorDicts), got {type(collector).__name__}: "
                 "pass Collector(GroupedEnv(env, group_size), policy, frames_per_batch=...)."
             )
-        _check_positive_int("groups_per_batch", groups_per_batch)
-        if max_policy_lag is not None:
-            _check_positive_int("max_policy_lag", max_policy_lag, minimum=0)
-        if not isinstance(auto_version, bool):
-            raise TypeError(f"auto_version must be a bool, got {auto_version!r}.")
-        if traj_format not in ("padded", "cat"):
-            raise ValueError(f"Unknown traj_format={traj_format!r}: use 'padded' or 'cat' (as Collector's traj_format).")
+        groups_per_batch = check_int("groups_per_batch", groups_per_batch, minimum=1)
+        max_policy_lag = check_int("max_policy_lag", max_policy_lag, minimum=0, allow_none=True, hint="None: no bound")
+        auto_version = check_bool("auto_version", auto_version)
+        check_choice("traj_format", traj_format, ("padded", "cat"), hint="as Collector's traj_format")
+        group_size = check_int("group_size", group_size, minimum=2, allow_none=True, hint="the GroupedEnv's group_size")
         env = _grouped_env_of(collector)
-        if group_size is not None:
-            _check_positive_int("group_size", group_size, minimum=2)
         if env is not None:
             if group_size is not None and group_size != env.group_size:
                 raise ValueError(
@@ -333,11 +332,6 @@ class GroupBatcher:
                 yield self._emit(groups)
                 if self.auto_version:
                     self.new_policy_version()
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def _grouped_env_of(collector) -> GroupedEnv | None:

@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase, Transform, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from pg_extras import GroupScheduler
+from pg_extras.validation import check_int
 
 __all__ = ["ID_NAMESPACE", "GroupedEnv"]
 
@@ -111,14 +112,10 @@ class GroupedEnv(TransformedEnv):
                 f"GroupedEnv needs an env with batch size [N] or [] (one env), got {list(batch_size)}: "
                 "use SerialEnv / ParallelEnv(N, ...) or a gymnasium vector env wrapped by GymWrapper."
             )
-        if max_episode_steps is not None and (
-            isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1
-        ):
-            raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}.")
+        max_episode_steps = check_int("max_episode_steps", max_episode_steps, minimum=1, allow_none=True)
+        id_offset = check_int("id_offset", id_offset, minimum=0, allow_none=True, hint="k * ID_NAMESPACE for worker k")
         if id_offset is None:
             id_offset = (int.from_bytes(os.urandom(3), "little") % 2**22) * ID_NAMESPACE
-        elif isinstance(id_offset, bool) or not isinstance(id_offset, int) or id_offset < 0:
-            raise ValueError(f"id_offset must be an integer >= 0 (e.g. k * ID_NAMESPACE for worker k), got {id_offset!r}.")
         inner = _innermost(base_env)
         _check_no_native_autoreset(inner)
         num_slots = batch_size[0] if batch_size else 1
@@ -218,40 +215,40 @@ class _GroupLabels(Transform):
         self.max_episode_steps = max_episode_steps
         n = scheduler.num_slots
         self.num_slots = n
-        self.episode = torch.full((n,), -1, dtype=torch.int64)  # running episode of each sub-env (-1: none)
-        self.group = torch.full((n,), -1, dtype=torch.int64)
+        self.episode = [-1] * n  # running episode of each sub-env (-1: none)
+        self.group = [-1] * n
         self.env_steps = 0
         # episode lengths without a per-step tensor op: length of sub-env i = self._t - self._start[i]
         self._t = 0
-        self._start = torch.zeros(n, dtype=torch.int64)
+        self._start = [0] * n
         self._oldest_start = 0
         self._has_idle = False
-        self._group_label = self._episode_label = self.group.view(n, 1)  # fresh tensors after each reset, never mutated
+        self._group_label = self._episode_label = torch.full((n, 1), -1, dtype=torch.int64)  # replaced, never mutated
 
     def start_jobs(self, mask: torch.Tensor | None) -> list[int | None]:
         """End the episodes of the sub-envs in ``mask`` (``None``: all, abandoned) and start their next jobs."""
         sched = self.scheduler
         if mask is None:
             sched.abandon_all()
-            mask = torch.ones(self.num_slots, dtype=torch.bool)
+            slots = list(range(self.num_slots))
         else:
-            for slot in mask.nonzero().flatten().tolist():
-                episode = int(self.episode[slot])
-                if episode >= 0:
-                    sched.finish(episode)  # a partial reset follows the end of the sub-env's episode
+            slots = mask.nonzero().flatten().tolist()
+            for slot in slots:
+                if self.episode[slot] >= 0:
+                    sched.finish(self.episode[slot])  # a partial reset follows the end of the sub-env's episode
         sched.pop_complete()  # the harvest is GroupBatcher's (it reads the labels); this only frees the record
         seeds: list[int | None] = [None] * self.num_slots
-        for slot in mask.nonzero().flatten().tolist():
+        for slot in slots:
             job = sched.assign(slot)
             if job is None:  # lockstep: this sub-env waits for the round to end (throw-away episode)
                 self.episode[slot] = self.group[slot] = -1
             else:
                 self.episode[slot], self.group[slot], seeds[slot] = job.episode, job.group, job.seed
-        self._start[mask] = self._t
-        self._oldest_start = int(self._start.min())
-        self._has_idle = bool((self.episode < 0).any())
-        self._group_label = self.group.clone().unsqueeze(-1)
-        self._episode_label = self.episode.clone().unsqueeze(-1)
+            self._start[slot] = self._t
+        self._oldest_start = min(self._start)
+        self._has_idle = min(self.episode) < 0
+        self._group_label = torch.tensor(self.group, dtype=torch.int64).unsqueeze(-1)
+        self._episode_label = torch.tensor(self.episode, dtype=torch.int64).unsqueeze(-1)
         return seeds
 
     def _labels(self, td: TensorDictBase) -> TensorDictBase:
@@ -268,7 +265,7 @@ class _GroupLabels(Transform):
         self._t += 1
         limit = self.max_episode_steps
         if limit is not None and self._t - self._oldest_start > limit:
-            slot = int(self._start.argmin())
+            slot = self._start.index(self._oldest_start)
             raise RuntimeError(
                 f"GroupedEnv: sub-env {slot} has played one episode for {self._t - self._oldest_start} steps without it "
                 f"ending (max_episode_steps={limit}). GRPO needs whole episodes: add a time limit, e.g. "
@@ -276,7 +273,7 @@ class _GroupLabels(Transform):
                 "(gym.make(..., max_episode_steps=...)), or raise GroupedEnv(max_episode_steps=...)."
             )
         if self._has_idle:  # lockstep: end the throw-away episodes at once, so that they can join the next round
-            idle = self.episode < 0
+            idle = self._episode_label < 0
             for key in ("done", "truncated"):
                 value = next_tensordict.get(key, default=None)
                 if value is not None:

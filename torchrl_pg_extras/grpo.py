@@ -10,9 +10,9 @@ from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
 from pg_extras import LOSS_AGGREGATIONS, EpisodeLayout, aggregate_loss, kl_estimate, policy_loss, regularized_loss
-from pg_extras._checks import check_choice
+from pg_extras.validation import check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase
-from torchrl_pg_extras._utils import check_coeff, get_required, time_dim, to_time_major
+from torchrl_pg_extras._utils import get_required, time_dim, to_time_major
 
 __all__ = ["GRPOLoss"]
 
@@ -20,14 +20,18 @@ __all__ = ["GRPOLoss"]
 class GRPOLoss(PolicyGradientLossBase):
     """Critic-free GRPO loss for discrete and continuous control (not only LLMs).
 
-    Per step ``t`` of episode ``i`` (DESIGN.md "GRPO"):
+    Per step ``t`` of episode ``i`` (DESIGN.md "GRPO"), GRPO's objective from the core, kept as separate ``loss_*``
+    terms as TorchRL losses do:
 
-    * PPO-clip on the per-step ratio ``rho = exp(log pi(a|s) - log pi_old(a|s))`` with a low and an optional high
-      clip (DAPO clip-higher): ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)``
-      (:func:`pg_extras.clipped_surrogate_loss`);
-    * plus ``kl_coeff * KL(pi || pi_ref)`` with the k3 estimator ``exp(ref - logp) - (ref - logp) - 1`` against a
-      frozen reference actor (a snapshot of the initial actor, refreshed by :meth:`update_reference`);
-    * minus ``entropy_coeff * H(pi(.|s))``.
+    * ``loss_objective``: PPO-clip on the per-step ratio ``rho = exp(log pi(a|s) - log pi_old(a|s))`` with a low and
+      an optional high clip (DAPO clip-higher): ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)``
+      (:func:`pg_extras.policy_loss` with the ``"ppo_clip"`` rule);
+    * ``loss_kl_to_ref``: ``kl_coeff * KL(pi || pi_ref)`` with the k3 estimator ``exp(ref - logp) - (ref - logp) - 1``
+      against a frozen reference actor (a snapshot of the initial actor, refreshed by :meth:`update_reference`);
+    * ``loss_entropy``: ``-entropy_coeff * H(pi(.|s))`` (both from :func:`pg_extras.regularized_loss`).
+
+    Any advantage module plugs in (PPO-clip with :class:`~torchrl_pg_extras.MonteCarloEstimator` works as well); a
+    behaviour log-probability that is NaN or infinite on a valid step raises ``ValueError`` before any update.
 
     ``A`` is a group-relative advantage (:class:`~torchrl_pg_extras.GroupRelativeAdvantage`), read from the input
     or computed by the advantage module set with :meth:`make_value_estimator`. With ``reduction="mean"`` the
@@ -108,12 +112,11 @@ class GRPOLoss(PolicyGradientLossBase):
         functional: bool = True,
         reduction: str | None = None,
     ) -> None:
-        check_coeff("clip_epsilon", clip_epsilon)
-        check_coeff("clip_epsilon_high", clip_epsilon_high, allow_none=True)
-        check_coeff("kl_coeff", kl_coeff)
+        clip_epsilon = check_float("clip_epsilon", clip_epsilon, low=0.0, hint="e.g. 0.2")
+        clip_epsilon_high = check_float("clip_epsilon_high", clip_epsilon_high, low=0.0, allow_none=True, hint="e.g. 0.28")
+        kl_coeff = check_float("kl_coeff", kl_coeff, low=0.0, hint="beta, e.g. 0.04")
         check_choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-            raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}.")
+        max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
         super().__init__(actor_network, None, functional=functional, reduction=reduction, entropy_coeff=entropy_coeff)
         self.clip_epsilon = float(clip_epsilon)
         self.clip_epsilon_high = None if clip_epsilon_high is None else float(clip_epsilon_high)
@@ -121,21 +124,9 @@ class GRPOLoss(PolicyGradientLossBase):
         self.max_length = max_length
         self.register_coeff_buffer("kl_coeff", float(kl_coeff), device=self._default_device)
         self._has_kl = float(kl_coeff) > 0
-        self._has_entropy = float(entropy_coeff) > 0
         self.reference_actor_network_params = TensorDictParams(self._current_actor_params().data.clone(), no_convert=True)
 
-    @property
-    def out_keys(self):
-        keys = ["loss_objective", "clip_fraction", "kl_approx"]
-        if self._has_kl:
-            keys += ["loss_kl_to_ref", "kl_to_ref"]
-        if self._has_entropy:
-            keys += ["loss_entropy", "entropy"]
-        return keys
-
-    @out_keys.setter
-    def out_keys(self, values):
-        pass
+    _loss_out_keys = ("loss_objective", "clip_fraction", "kl_approx")
 
     def _current_actor_params(self) -> TensorDictBase:
         if self.functional:
@@ -178,9 +169,7 @@ class GRPOLoss(PolicyGradientLossBase):
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = tensordict.clone(False)
-        self._maybe_compute_advantage(tensordict)
-        mask = self._mask(tensordict)
-        advantage = self._advantage(tensordict, mask, normalize=False)
+        advantage, mask = self._advantage(tensordict, False)
         dist = self._dist(tensordict)
         log_prob = self._log_prob(dist, tensordict, mask)
         old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)

@@ -8,7 +8,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
 
 from pg_extras import policy_loss
-from pg_extras._checks import check_unit_interval
+from pg_extras.validation import check_bool, check_float
 from torchrl_pg_extras._base import PolicyGradientLossBase
 from torchrl_pg_extras.value import MonteCarloEstimator
 
@@ -93,7 +93,8 @@ class REINFORCELoss(PolicyGradientLossBase):
         functional: bool = True,
         reduction: str | None = None,
     ) -> None:
-        check_unit_interval("gamma", float(gamma))
+        gamma = check_float("gamma", gamma, low=0.0, high=1.0)
+        normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
         super().__init__(
             actor_network,
             critic_network,
@@ -106,20 +107,9 @@ class REINFORCELoss(PolicyGradientLossBase):
         )
         self.gamma = float(gamma)
         self.normalize_advantage = normalize_advantage
-        self._has_entropy = float(entropy_coeff) > 0
 
-    @property
-    def out_keys(self):
-        keys = ["loss_actor"]
-        if self.critic_network is not None:
-            keys += ["loss_value", "explained_variance"]
-        if self._has_entropy:
-            keys += ["loss_entropy", "entropy"]
-        return keys
-
-    @out_keys.setter
-    def out_keys(self, values):
-        pass
+    _loss_out_keys = ("loss_actor",)
+    _critic_out_key = "loss_value"
 
     def _make_default_estimator(self, **hyperparams):
         hyperparams.setdefault("gamma", self.gamma)
@@ -129,9 +119,7 @@ class REINFORCELoss(PolicyGradientLossBase):
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = tensordict.clone(False)
-        self._maybe_compute_advantage(tensordict)
-        mask = self._mask(tensordict)
-        advantage = self._advantage(tensordict, mask, self.normalize_advantage)
+        advantage, mask = self._advantage(tensordict, self.normalize_advantage)
         dist = self._dist(tensordict)
         log_prob = self._log_prob(dist, tensordict, mask)
         loss_actor, _ = policy_loss("pg", log_prob, None, advantage)

@@ -159,20 +159,9 @@ class TRPOLoss(PolicyGradientLossBase):
         self.normalize_advantage = normalize_advantage
         self.gamma = float(gamma)
         self.lmbda = float(lmbda)
-        self._has_entropy = float(entropy_coeff) > 0
 
-    @property
-    def out_keys(self):
-        keys = ["loss_objective", "kl_approx"]
-        if self.critic_network is not None:
-            keys += ["loss_critic", "explained_variance"]
-        if self._has_entropy:
-            keys += ["loss_entropy", "entropy"]
-        return keys
-
-    @out_keys.setter
-    def out_keys(self, values):
-        pass
+    _loss_out_keys = ("loss_objective", "kl_approx")
+    _critic_out_key = "loss_critic"
 
     def _make_default_estimator(self, **hyperparams):
         if self.critic_network is None:
@@ -184,9 +173,7 @@ class TRPOLoss(PolicyGradientLossBase):
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict = tensordict.clone(False)
-        self._maybe_compute_advantage(tensordict)
-        mask = self._mask(tensordict)
-        advantage = self._advantage(tensordict, mask, self.normalize_advantage)
+        advantage, mask = self._advantage(tensordict, self.normalize_advantage)
         dist = self._dist(tensordict)
         log_prob = self._log_prob(dist, tensordict, mask)
         old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
@@ -220,10 +207,9 @@ class TRPOLoss(PolicyGradientLossBase):
             ``kl`` (``KL(pi_old || pi)`` after the step; 0 if rejected), ``improvement`` (surrogate gain),
             ``surrogate_before`` / ``surrogate_after`` and ``max_kl``.
         """
-        self._maybe_compute_advantage(tensordict)
+        self._maybe_compute_advantage(tensordict)  # written into the input, as documented
         td = tensordict.clone(False)
-        mask = self._mask(td)
-        advantage = self._advantage(td, mask, self.normalize_advantage)
+        advantage, mask = self._advantage(td, self.normalize_advantage)
         old_log_prob = self._old_log_prob(td, mask)
         params = self.actor_parameters()
         with torch.no_grad():

@@ -138,6 +138,28 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
         padded = not self._has_mask and bool((reward[incomplete] == 0).all()) and bool(done.any(0)[incomplete.any(0)].all())
         return _incomplete_error(type(self).__name__, int(incomplete.sum()), self.tensor_keys.mask if padded else None)
 
+    def forward(
+        self,
+        tensordict: TensorDictBase,
+        *,
+        params: TensorDictBase | None = None,
+        target_params: TensorDictBase | None = None,
+        time_dim: int | None = None,
+    ) -> TensorDictBase:
+        """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
+        shape = tensordict.batch_size
+        tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
+        advantage, returns, valid = self._estimate(tensordict, tdim, reward, term, trunc, done, valid, params, target_params)
+        zero = torch.zeros_like(reward)
+        tensordict.set(self.tensor_keys.advantage, from_time_major(torch.where(valid, advantage, zero), shape, tdim))
+        tensordict.set(self.tensor_keys.value_target, from_time_major(torch.where(valid, returns, zero), shape, tdim))
+        tensordict.set(self.tensor_keys.valid, from_time_major(valid, shape, tdim))
+        return tensordict
+
+    def _estimate(self, tensordict, tdim, reward, term, trunc, done, valid, params, target_params):
+        """``(advantage, value target, valid)``, time-major ``[T, N]``, from the time-major signals."""
+        raise NotImplementedError
+
     def _run_value_network(self, tensordict: TensorDictBase, params: TensorDictBase | None) -> torch.Tensor:
         net = self.value_network
         ctx = params.detach().to_module(net, preserve_module_state=False) if params is not None else contextlib.nullcontext()
@@ -216,17 +238,8 @@ class MonteCarloEstimator(_EpisodeEstimatorBase):
         self.gamma = float(gamma)
         self.bootstrap_truncated = bootstrap_truncated
 
-    def forward(
-        self,
-        tensordict: TensorDictBase,
-        *,
-        params: TensorDictBase | None = None,
-        target_params: TensorDictBase | None = None,
-        time_dim: int | None = None,
-    ) -> TensorDictBase:
-        """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
+    def _estimate(self, tensordict, tdim, reward, term, trunc, done, valid, params, target_params):
         shape = tensordict.batch_size
-        tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
         next_values = None
         if self.bootstrap_truncated:
             # truncated steps and the last step of episodes cut by the batch end are bootstrapped: all complete
@@ -247,11 +260,7 @@ class MonteCarloEstimator(_EpisodeEstimatorBase):
             values = None if stored is None else to_time_major(stored, shape, tdim, "value").to(reward.dtype)
         estimator = "mc" if values is None else "baseline"
         est = estimate_advantages(estimator, reward, term, trunc, gamma=self.gamma, values=values, next_values=next_values)
-        zero = torch.zeros_like(reward)
-        tensordict.set(self.tensor_keys.advantage, from_time_major(torch.where(valid, est.advantages, zero), shape, tdim))
-        tensordict.set(self.tensor_keys.value_target, from_time_major(torch.where(valid, est.returns, zero), shape, tdim))
-        tensordict.set(self.tensor_keys.valid, from_time_major(valid, shape, tdim))
-        return tensordict
+        return est.advantages, est.returns, valid
 
 
 class GroupRelativeAdvantage(_EpisodeEstimatorBase):
@@ -375,17 +384,7 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 keep[kept_idx[wrong[inverse]]] = False
         return ep_gid, keep
 
-    def forward(
-        self,
-        tensordict: TensorDictBase,
-        *,
-        params: TensorDictBase | None = None,
-        target_params: TensorDictBase | None = None,
-        time_dim: int | None = None,
-    ) -> TensorDictBase:
-        """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
-        shape = tensordict.batch_size
-        tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
+    def _estimate(self, tensordict, tdim, reward, term, trunc, done, valid, params, target_params):
         layout = EpisodeLayout.from_dones(done)
         ep_mask = layout.mask & layout.to_episodes(valid, fill=False)  # [E, L] valid steps
         has_steps = ep_mask.any(1)
@@ -419,7 +418,4 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 "num_episodes": float(keep.sum()),
             }
         self.last_stats = stats
-        tensordict.set(self.tensor_keys.advantage, from_time_major(advantage, shape, tdim))
-        tensordict.set(self.tensor_keys.value_target, from_time_major(returns, shape, tdim))
-        tensordict.set(self.tensor_keys.valid, from_time_major(valid, shape, tdim))
-        return tensordict
+        return advantage, returns, valid

@@ -1,7 +1,7 @@
 """GRPO (seed 2.6) for control with TorchRL on CartPole-v1 or Pendulum-v1: no critic, same-seed groups.
 
     python examples/torchrl/grpo_torchrl.py                       # the tuned CartPole settings (reaches 475)
-    python examples/torchrl/grpo_torchrl.py --env Pendulum-v1 --frames 1000000 --num-envs 16 --groups-per-batch 2
+    python examples/torchrl/grpo_torchrl.py --env Pendulum-v1 --frames 1000000 --group-size 4 --lr 1e-3 --constant-lr
     python examples/torchrl/grpo_torchrl.py --clip-high 0.28 --loss-aggregation dapo   # DAPO flavour
     python examples/torchrl/grpo_torchrl.py --backend process --workers 2
 
@@ -20,8 +20,8 @@ from torchrl_pg_extras import GroupBatcher, GroupRelativeAdvantage, GRPOLoss
 
 
 def main(argv: list[str] | None = None) -> float:
-    p = parser("GRPO", frames=100_000, envs=8)
-    p.add_argument("--group-size", type=int, default=4, help="episodes per group (same reset seed)")
+    p = parser("GRPO", frames=100_000, envs=16)
+    p.add_argument("--group-size", type=int, default=8, help="episodes per group (same reset seed)")
     p.add_argument("--groups-per-batch", type=int, default=1, help="whole groups per update")
     p.add_argument("--steps-per-poll", type=int, default=8, help="collector frames per batch = num_envs * this")
     p.add_argument("--epochs", type=int, default=8, help="gradient steps per batch")

@@ -1,9 +1,11 @@
 """Group Relative Policy Optimization (GRPO) as a Stable-Baselines3 on-policy algorithm.
 
 docs/maths.md#6-grpo; DeepSeekMath (Shao et al. 2024, arXiv:2402.03300) for the objective, DAPO (Yu et al. 2025,
-arXiv:2503.14476) for ``clip_range_high`` and token-level aggregation, Dr. GRPO (Liu et al. 2025, arXiv:2503.20783)
-for ``advantage_scale="none"`` and ``loss_aggregation="dr_grpo"``, RLOO (Ahmadian et al. 2024, arXiv:2402.14740)
-for the leave-one-out baseline.
+arXiv:2503.14476) for ``clip_range_high``, token-level aggregation and dynamic sampling, Dr. GRPO (Liu et al. 2025,
+arXiv:2503.20783) for ``advantage_scale="none"`` and ``loss_aggregation="dr_grpo"``, RLOO (Ahmadian et al. 2024,
+arXiv:2402.14740) for the leave-one-out baseline; the other variants (GSPO, two-sided and dual clip, CISPO, SAPO,
+REINFORCE++, OPO, GPG, truncation and entropy masks, KL estimators, reference mixing) are in
+docs/maths.md#12-variants, each one core function or option that ``train`` calls.
 """
 
 from __future__ import annotations
@@ -20,15 +22,23 @@ from stable_baselines3.common.utils import FloatSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from pg_extras import (
+    IMPORTANCE_SAMPLING_LEVELS,
+    KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
+    RATIO_RULES,
     EpisodeLayout,
     aggregate_loss,
+    informative_groups,
     kl_estimate,
+    mask_truncated_episodes,
+    mix_parameters_,
     policy_loss,
     regularized_loss,
     standardize,
+    top_entropy_mask,
 )
-from pg_extras.validation import check_choice, check_float, check_int
+from pg_extras.validation import check_bool, check_choice, check_float, check_int
+from pg_extras.variants import check_return_bounds
 from sb3_pg_extras.common.buffers import EpisodeBatch, episode_minibatches
 from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_pg_extras.common.policies import ActorOnlyCnnPolicy, ActorOnlyMultiInputPolicy, ActorOnlyPolicy
@@ -67,14 +77,17 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param gamma: discount of the returns used by the advantages (GRPO's default: undiscounted, 1.0).
     :param group_size: ``G``, episodes per group (>= 2); any number of envs works.
     :param n_envs: number of envs to make when ``env`` is an id (default: ``group_size``).
-    :param advantage_mode: ``"outcome"``, ``"process"`` or ``"return_to_go"`` (docs/maths.md#6-grpo).
-    :param advantage_scale: ``"group"`` (GRPO), ``"batch"`` or ``"none"`` (Dr. GRPO).
+    :param advantage_mode: ``"outcome"``, ``"process"`` or ``"return_to_go"`` (docs/maths.md#6-grpo);
+        ``"reinforce_pp"`` / ``"reinforce_pp_baseline"`` (REINFORCE++: returns-to-go whitened over the batch, after
+        the group's per-step mean for ``-baseline``) or ``"opo"`` (OPO's length-weighted baseline).
+    :param advantage_scale: ``"group"`` (GRPO), ``"batch"``, ``"none"`` (Dr. GRPO) or ``"gpg"`` (GPG: no std, times
+        ``B / #(R != 0)``); the REINFORCE++ modes whiten themselves and ignore it.
     :param rloo: leave-one-out baseline ``r_i - mean_{j != i} r_j`` instead of the group mean.
     :param clip_range: PPO clipping ``eps`` (``eps_low`` with ``clip_range_high``), a float > 0 or a schedule.
     :param clip_range_high: DAPO clip-higher ``eps_high`` (float or schedule); ``None``: same as ``clip_range``.
-    :param beta: weight of ``KL(pi || pi_ref)`` (k3 estimator) in the loss, >= 0 (0: no KL penalty).
-    :param ref_update_interval: copy the policy into the reference policy every this many gradient steps
-        (``None``: the reference stays the initial policy).
+    :param beta: weight of ``KL(pi || pi_ref)`` (``kl_estimator``) in the loss, >= 0 (0: no KL penalty).
+    :param ref_update_interval: refresh the reference policy every this many gradient steps (TRL's
+        ``ref_model_sync_steps``; ``None``: the reference stays the initial policy).
     :param loss_aggregation: ``"grpo"``, ``"bnpo"`` / ``"dapo"`` or ``"dr_grpo"`` (docs/maths.md#8-loss-aggregation).
     :param ent_coef: entropy bonus coefficient.
     :param max_grad_norm: gradient clipping (``None``: no clipping).
@@ -85,6 +98,30 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param max_episode_steps: raise when an episode runs this many steps without ending.
     :param advantage_estimator: ``"group"`` (GRPO) or ``"mc"`` (critic-free PPO-clip on standardised Monte-Carlo
         returns-to-go, no groups).
+    :param update_rule: ``"ppo_clip"`` (default), ``"cispo"`` (``-sg(min(rho, 1 + eps_high)) A log pi``, MiniMax-M1;
+        the cap is ``1 + clip_range_high``, TRL's ``epsilon_high`` with ``loss_type="cispo"``) or ``"sapo"`` (SAPO's
+        soft gate ``-(4 / tau) sigmoid(tau (rho - 1)) A``).
+    :param importance_sampling_level: ``"token"`` (one ratio per step) or ``"sequence"`` (GSPO: one ratio per episode,
+        ``exp(mean_t(log pi - log pi_old))``, clipped at the episode level).
+    :param delta: two-sided clip (INTELLECT-2, TRL ``delta``): the unclipped ratio is capped at ``delta > 1`` (best
+        above ``1 + clip_range_high``), which bounds the loss of negative-advantage steps; ``None``: off.
+    :param clip_ratio_c: dual clip (verl ``clip_ratio_c``): the loss of a step with ``A < 0`` is at most ``-c A``,
+        ``c > 1`` (e.g. 3.0); ``None``: off.
+    :param sapo_temperature_pos: SAPO's temperature for ``A > 0``.
+    :param sapo_temperature_neg: SAPO's temperature for ``A <= 0``.
+    :param kl_estimator: estimator of ``KL(pi || pi_ref)``: ``"k1"``, ``"k2"``, ``"k3"`` (default) or ``"k3+"`` (``k3``'s
+        value with ``k2``'s gradient, verl's ``low_var_kl+``).
+    :param use_bias_correction_kl: weight the per-step KL by the importance ratio ``pi / pi_old`` (TRL, DeepSeek-V3.2).
+    :param ref_model_mixup_alpha: the reference refresh is ``pi_ref <- alpha pi + (1 - alpha) pi_ref`` (TR-DPO, TRL's
+        ``ref_model_mixup_alpha``); 1.0 (default) is the hard copy. Needs ``ref_update_interval``.
+    :param dynamic_sampling: DAPO's dynamic sampling: train only on the groups whose returns differ (the others are
+        dropped before the update and counted in ``rollout/groups_filtered``; the buffer keeps collecting).
+    :param keep_return_bounds: ``(low, high)``: also drop the groups whose mean return is outside ``[low, high]``
+        (TorchRL's ``keep_return_bounds``; either may be ``None``).
+    :param mask_truncated_completions: leave the episodes that ended by truncation out of the loss (TRL's option);
+        they still count in the group statistics of their group.
+    :param top_entropy_quantile: keep in the policy-gradient term only the steps whose entropy is in the top fraction
+        of the mini-batch, in ``(0, 1]`` (TRL's option; 1.0: every step).
     Other parameters: as SB3's PPO (``use_sde``, ``sde_sample_freq``, ``stats_window_size``, ``tensorboard_log``,
     ``policy_kwargs``, ``verbose``, ``seed``, ``device``, ``_init_setup_model``).
 
@@ -131,6 +168,19 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         max_policy_lag: int | None = 16,
         max_episode_steps: int | None = None,
         advantage_estimator: str = "group",
+        update_rule: str = "ppo_clip",
+        importance_sampling_level: str = "token",
+        delta: float | None = None,
+        clip_ratio_c: float | None = None,
+        sapo_temperature_pos: float = 1.0,
+        sapo_temperature_neg: float = 1.05,
+        kl_estimator: str = "k3",
+        use_bias_correction_kl: bool = False,
+        ref_model_mixup_alpha: float = 1.0,
+        dynamic_sampling: bool = False,
+        keep_return_bounds: tuple[float | None, float | None] | None = None,
+        mask_truncated_completions: bool = False,
+        top_entropy_quantile: float = 1.0,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -156,6 +206,23 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         _check_clip("clip_range_high", clip_range_high, allow_none=True)
         check_float("beta", beta, 0.0, hint="the weight of the KL penalty; 0 disables it")
         check_float("target_kl", target_kl, 0.0, low_inclusive=False, allow_none=True, hint="None: no early stopping")
+        self._check_variants(
+            update_rule=update_rule,
+            importance_sampling_level=importance_sampling_level,
+            delta=delta,
+            clip_ratio_c=clip_ratio_c,
+            sapo_temperature_pos=sapo_temperature_pos,
+            sapo_temperature_neg=sapo_temperature_neg,
+            kl_estimator=kl_estimator,
+            use_bias_correction_kl=use_bias_correction_kl,
+            ref_model_mixup_alpha=ref_model_mixup_alpha,
+            ref_update_interval=ref_update_interval,
+            dynamic_sampling=dynamic_sampling,
+            keep_return_bounds=keep_return_bounds,
+            mask_truncated_completions=mask_truncated_completions,
+            top_entropy_quantile=top_entropy_quantile,
+            advantage_estimator=advantage_estimator,
+        )
         if isinstance(env, str):
             check_int("group_size", group_size, 2)
             env = make_vec_env(env, n_envs=group_size if n_envs is None else n_envs)
@@ -198,10 +265,53 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         self.ref_update_interval = ref_update_interval
         self.loss_aggregation = loss_aggregation
         self.target_kl = target_kl
+        self.update_rule = update_rule
+        self.importance_sampling_level = importance_sampling_level
+        self.delta = delta
+        self.clip_ratio_c = clip_ratio_c
+        self.sapo_temperature_pos = sapo_temperature_pos
+        self.sapo_temperature_neg = sapo_temperature_neg
+        self.kl_estimator = kl_estimator
+        self.use_bias_correction_kl = bool(use_bias_correction_kl)
+        self.ref_model_mixup_alpha = float(ref_model_mixup_alpha)
+        self.dynamic_sampling = bool(dynamic_sampling)
+        self.keep_return_bounds = check_return_bounds(keep_return_bounds)
+        self.mask_truncated_completions = bool(mask_truncated_completions)
+        self.top_entropy_quantile = float(top_entropy_quantile)
+        self.groups_filtered = 0  # groups dropped by dynamic sampling (cumulative)
         self._n_grad_steps = 0
         self._warned_zero_signal = False
         if _init_setup_model:
             self._setup_model()
+
+    @staticmethod
+    def _check_variants(**kw: Any) -> None:
+        """Argument checks of the variants of docs/maths.md#12-variants (errors name the argument and the fix)."""
+        rule = check_choice("update_rule", kw["update_rule"], RATIO_RULES)
+        check_choice("importance_sampling_level", kw["importance_sampling_level"], IMPORTANCE_SAMPLING_LEVELS)
+        for name, hint in (("delta", "the cap of the ratio, e.g. 1.5 (> 1 + clip_range_high)"), ("clip_ratio_c", "e.g. 3.0")):
+            check_float(name, kw[name], 1.0, low_inclusive=False, allow_none=True, allow_inf=True, hint=f"{hint}; None: off")
+            if kw[name] is not None and rule != "ppo_clip":
+                raise ValueError(f"{name}={kw[name]} is a bound of update_rule='ppo_clip', not {rule!r}: remove it.")
+        for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            check_float(name, kw[name], 0.0, low_inclusive=False, hint="SAPO's gate temperature, e.g. 1.0")
+        check_choice("kl_estimator", kw["kl_estimator"], KL_ESTIMATORS)
+        check_bool("use_bias_correction_kl", kw["use_bias_correction_kl"])
+        alpha = check_float("ref_model_mixup_alpha", kw["ref_model_mixup_alpha"], 0.0, 1.0, hint="1.0: a hard copy")
+        if alpha != 1.0 and kw["ref_update_interval"] is None:
+            raise ValueError(
+                f"ref_model_mixup_alpha={alpha} mixes the policy into the reference at each refresh, but "
+                "ref_update_interval=None never refreshes it: set ref_update_interval (TRL's ref_model_sync_steps)."
+            )
+        check_bool("dynamic_sampling", kw["dynamic_sampling"])
+        bounds = check_return_bounds(kw["keep_return_bounds"])
+        if (kw["dynamic_sampling"] or bounds is not None) and kw["advantage_estimator"] != "group":
+            raise ValueError("dynamic_sampling / keep_return_bounds filter groups: they need advantage_estimator='group'.")
+        check_bool("mask_truncated_completions", kw["mask_truncated_completions"])
+        check_float(
+            "top_entropy_quantile", kw["top_entropy_quantile"], 0.0, 1.0, low_inclusive=False,
+            hint="the fraction of steps kept in the policy loss, e.g. 0.2; 1.0 keeps every step",
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
@@ -211,14 +321,19 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         ).to(self.device)
         self.ref_policy.set_training_mode(False)
         self.ref_policy.requires_grad_(False)
-        self._sync_ref_policy()
+        self._sync_ref_policy(alpha=1.0)
         self.clip_range = FloatSchedule(self.clip_range)  # type: ignore[arg-type]
         if self.clip_range_high is not None:
             self.clip_range_high = FloatSchedule(self.clip_range_high)  # type: ignore[arg-type]
 
-    def _sync_ref_policy(self) -> None:
-        """Copy the current policy into the frozen reference policy ``pi_ref``."""
-        self.ref_policy.load_state_dict(self.policy.state_dict())
+    def _sync_ref_policy(self, alpha: float | None = None) -> None:
+        """Refresh ``pi_ref <- alpha pi + (1 - alpha) pi_ref`` (``ref_model_mixup_alpha``; 1.0: a hard copy)."""
+        alpha = self.ref_model_mixup_alpha if alpha is None else alpha
+        if alpha >= 1.0:
+            self.ref_policy.load_state_dict(self.policy.state_dict())
+            return
+        ref, pi = self.ref_policy.state_dict(), self.policy.state_dict()
+        mix_parameters_(ref.values(), (pi[name] for name in ref), alpha)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "ref_policy"], []
@@ -237,6 +352,98 @@ class GRPO(EpisodicOnPolicyAlgorithm):
                 stacklevel=2,
             )
 
+    def _informative_episodes(self, batch: EpisodeBatch) -> EpisodeBatch | None:
+        """DAPO's dynamic sampling: the episodes of the groups with a signal (:func:`pg_extras.informative_groups`).
+
+        The dropped groups are counted in ``rollout/groups_filtered`` (cumulative) and
+        ``rollout/frac_groups_filtered`` (this rollout); ``None`` when no group is left.
+        """
+        layout = EpisodeLayout.from_dones(batch.terminated | batch.truncated)
+        rewards = layout.to_episodes(batch.rewards[:, None])
+        discount = self.gamma ** th.arange(layout.max_length, device=rewards.device, dtype=th.float64)
+        returns = (rewards * discount.to(rewards.dtype)).sum(1)
+        group_ids = batch.group[layout.start_step]
+        keep, dropped = informative_groups(returns, group_ids, self.keep_return_bounds, drop_zero_spread=self.dynamic_sampling)
+        self.groups_filtered += dropped
+        n_groups = int(th.unique(group_ids).numel())
+        self.logger.record("rollout/groups_filtered", self.groups_filtered)
+        self.logger.record("rollout/frac_groups_filtered", dropped / max(n_groups, 1))
+        if not bool(keep.any()):
+            return None
+        if bool(keep.all()):
+            return batch
+        steps = th.nonzero(layout.step_mask(keep)[:, 0]).squeeze(1)
+        return batch.take(steps)._replace(lengths=batch.lengths[keep])
+
+    def _minibatch_loss(
+        self,
+        part: EpisodeBatch,
+        advantages: th.Tensor,
+        layout: EpisodeLayout,
+        clip_range: float,
+        clip_range_high: float | None,
+        max_length: int,
+    ) -> tuple[th.Tensor, dict[str, float]]:
+        """The loss of one mini-batch of whole episodes (``layout``) and its diagnostics.
+
+        Per step: the update rule's surrogate (:func:`pg_extras.policy_loss`, with the ratio variants), masked to the
+        high-entropy steps (``top_entropy_quantile``), plus ``beta * KL(pi || pi_ref)`` and the entropy bonus
+        (:func:`pg_extras.regularized_loss`); then aggregated over the episodes kept in the loss (``loss_aggregation``;
+        ``mask_truncated_completions`` leaves out the truncated episodes).
+        """
+        loss_mask = layout.mask  # [E, L]: the steps in the loss
+        if self.mask_truncated_completions:
+            loss_mask = mask_truncated_episodes(loss_mask, layout.to_episodes(part.truncated[:, None]))
+
+        def aggregate(per_step: th.Tensor) -> th.Tensor:
+            return aggregate_loss(
+                layout.to_episodes(per_step[:, None]), loss_mask, self.loss_aggregation, max_length=max_length
+            )
+
+        actions = self._policy_actions(part.actions)
+        _, log_prob, entropy = self.policy.evaluate_actions(part.observations, actions)
+        surrogate, clipped = policy_loss(
+            self.update_rule,
+            log_prob,
+            part.old_log_prob,
+            advantages,
+            clip_range,
+            clip_range_high,
+            delta=self.delta,
+            clip_ratio_c=self.clip_ratio_c,
+            importance_sampling_level=self.importance_sampling_level,
+            episode_index=layout.episode_index[:, 0],
+            sapo_temperature_pos=self.sapo_temperature_pos,
+            sapo_temperature_neg=self.sapo_temperature_neg,
+        )
+        with th.no_grad():
+            _, ref_log_prob, _ = self.ref_policy.evaluate_actions(part.observations, actions)
+        entropy = -log_prob if entropy is None else entropy  # no closed form: one-sample estimate (SB3's PPO)
+        stats: dict[str, float] = {}
+        if self.top_entropy_quantile < 1.0:  # the policy-gradient term of the high-entropy steps only (TRL)
+            in_loss = layout.to_steps(loss_mask)[:, 0]
+            keep = top_entropy_mask(entropy, self.top_entropy_quantile, in_loss)
+            surrogate = th.where(keep, surrogate, th.zeros_like(surrogate))
+            stats["entropy_mask_fraction"] = keep.float().sum().item() / max(int(in_loss.sum()), 1)
+        per_step, kl_ref = regularized_loss(
+            surrogate,
+            log_prob,
+            ref_log_prob,
+            entropy,
+            self.beta,
+            self.ent_coef,
+            self.kl_estimator,
+            old_log_prob=part.old_log_prob,
+            use_bias_correction_kl=self.use_bias_correction_kl,
+        )
+        with th.no_grad():
+            stats["policy_gradient_loss"] = aggregate(surrogate).item()
+            stats["entropy_loss"] = -aggregate(entropy).item()
+            stats["kl_ref"] = aggregate(kl_ref).item()  # type: ignore[arg-type]
+            stats["clip_fraction"] = clipped.float().mean().item()
+            stats["approx_kl"] = kl_estimate(part.old_log_prob, log_prob.detach(), "k3").mean().item()  # SB3's approx_kl
+        return aggregate(per_step), stats
+
     def train(self) -> None:
         """Update the policy on the completed groups: ``n_epochs`` passes of mini-batches of whole episodes."""
         self.policy.set_training_mode(True)
@@ -248,52 +455,32 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         if clip_range_high is not None:
             self.logger.record("train/clip_range_high", clip_range_high)
         batch = self._training_episodes()
+        if batch is not None and self.uses_groups and (self.dynamic_sampling or self.keep_return_bounds is not None):
+            batch = self._informative_episodes(batch)
         if batch is None:
             self.logger.record("train/skipped_updates", 1)
             return
-        advantages = self._advantages(batch).advantages
+        advantages = self._advantages(batch).advantages  # every episode counts in the group statistics
         if not self.uses_groups:  # Monte-Carlo returns: standardised over the batch, as PPO's normalize_advantage
             advantages = standardize(advantages)
         self._warn_if_no_signal(advantages, batch)
         max_length = int(batch.lengths.max())
         done = batch.terminated | batch.truncated
 
-        pg_losses, entropy_losses, kl_refs, clip_fractions, approx_kl_divs = [], [], [], [], []
+        records: dict[str, list[float]] = {}
         loss = th.zeros(())
         continue_training = True
         for epoch in range(self.n_epochs):
-            approx_kl_divs = []
+            records["approx_kl"] = []
             for steps in episode_minibatches(batch.lengths.cpu(), self.batch_size):
                 steps = steps.to(self.device)
-                part = batch.take(steps)
                 layout = EpisodeLayout.from_dones(done[steps])
-
-                def aggregate(per_step: th.Tensor, layout: EpisodeLayout = layout) -> th.Tensor:
-                    return aggregate_loss(
-                        layout.to_episodes(per_step[:, None]),
-                        layout.mask,
-                        self.loss_aggregation,
-                        max_length=max_length,
-                    )
-
-                actions = self._policy_actions(part.actions)
-                _, log_prob, entropy = self.policy.evaluate_actions(part.observations, actions)
-                surrogate, clipped = policy_loss(
-                    "ppo_clip", log_prob, part.old_log_prob, advantages[steps], clip_range, clip_range_high
+                loss, stats = self._minibatch_loss(
+                    batch.take(steps), advantages[steps], layout, clip_range, clip_range_high, max_length
                 )
-                with th.no_grad():
-                    _, ref_log_prob, _ = self.ref_policy.evaluate_actions(part.observations, actions)
-                entropy = -log_prob if entropy is None else entropy  # no closed form: one-sample estimate (SB3's PPO)
-                per_step, kl_ref = regularized_loss(surrogate, log_prob, ref_log_prob, entropy, self.beta, self.ent_coef)
-                loss = aggregate(per_step)
-
-                with th.no_grad():
-                    pg_losses.append(aggregate(surrogate).item())
-                    entropy_losses.append(-aggregate(entropy).item())
-                    kl_refs.append(aggregate(kl_ref).item())  # type: ignore[arg-type]
-                    clip_fractions.append(clipped.float().mean().item())
-                    approx_kl = kl_estimate(part.old_log_prob, log_prob.detach(), "k3").mean().item()  # SB3's approx_kl
-                    approx_kl_divs.append(approx_kl)
+                for key, value in stats.items():
+                    records.setdefault(key, []).append(value)
+                approx_kl = stats["approx_kl"]
                 if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
                     continue_training = False
                     if self.verbose >= 1:
@@ -312,11 +499,14 @@ class GRPO(EpisodicOnPolicyAlgorithm):
                 break
         self._finish_update()
 
-        self.logger.record("train/entropy_loss", float(np.mean(entropy_losses)))
-        self.logger.record("train/policy_gradient_loss", float(np.mean(pg_losses)))
-        self.logger.record("train/kl_ref", float(np.mean(kl_refs)))
-        self.logger.record("train/approx_kl", float(np.mean(approx_kl_divs)) if approx_kl_divs else 0.0)
-        self.logger.record("train/clip_fraction", float(np.mean(clip_fractions)))
+        self._record_train_stats(records, loss)
+
+    def _record_train_stats(self, records: dict[str, list[float]], loss: th.Tensor) -> None:
+        """SB3's ``train/*`` keys (means over the mini-batches; ``approx_kl`` over the last epoch)."""
+        for key in ("entropy_loss", "policy_gradient_loss", "kl_ref", "approx_kl", "clip_fraction", "entropy_mask_fraction"):
+            if key in records or key == "approx_kl":
+                values = records.get(key, [])
+                self.logger.record(f"train/{key}", float(np.mean(values)) if values else 0.0)
         self.logger.record("train/loss", loss.item())
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())

@@ -8,7 +8,7 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from pg_extras import standardize
+from pg_extras import EpisodeLayout, mask_truncated_episodes, standardize
 from pg_extras.validation import check_bool
 from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_pg_extras.common.policies import ActorOnlyCnnPolicy, ActorOnlyMultiInputPolicy, ActorOnlyPolicy
@@ -43,10 +43,14 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
     :param advantage_estimator: ``"mc"`` (returns-to-go ``G_t``) or ``"group"`` (group-relative advantages of
         ``group_size`` episodes from one reset seed, docs/maths.md#6-grpo: group-relative REINFORCE).
     :param group_size: episodes per group (``advantage_estimator="group"``).
-    :param advantage_mode: group advantages: ``"outcome"``, ``"process"`` or ``"return_to_go"``.
-    :param advantage_scale: group advantages: ``"group"``, ``"batch"`` or ``"none"``.
+    :param advantage_mode: group advantages: ``"outcome"``, ``"process"``, ``"return_to_go"``, ``"reinforce_pp"``,
+        ``"reinforce_pp_baseline"`` (REINFORCE++) or ``"opo"`` (docs/maths.md#12-variants).
+    :param advantage_scale: group advantages: ``"group"``, ``"batch"``, ``"none"`` or ``"gpg"``.
     :param rloo: group advantages: leave-one-out baseline.
     :param group_schedule: ``"async"`` or ``"lockstep"`` (see :class:`~sb3_pg_extras.GRPO`).
+    :param mask_truncated_completions: leave the episodes that ended by truncation out of the gradient (TRL's option,
+        docs/maths.md#12-variants): their return was cut by the time limit and, without a critic, is not bootstrapped.
+        They still count in the return normalisation and the group statistics.
     :param use_sde: generalised State-Dependent Exploration (continuous actions).
     :param sde_sample_freq: sample a new gSDE noise matrix every n steps (-1: once per rollout).
     :param stats_window_size: episodes averaged for the rollout logs.
@@ -91,6 +95,7 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
         advantage_scale: str = "group",
         rloo: bool = False,
         group_schedule: str = "async",
+        mask_truncated_completions: bool = False,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -129,6 +134,7 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
             _init_setup_model=False,
         )
         self.normalize_returns = check_bool("normalize_returns", normalize_returns)
+        self.mask_truncated_completions = check_bool("mask_truncated_completions", mask_truncated_completions)
         if _init_setup_model:
             self._setup_model()
 
@@ -153,6 +159,15 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
         weights = estimate.advantages
         if self.normalize_returns and self.advantage_estimator == "mc":  # group advantages are normalised already
             weights = standardize(weights)
+        if self.mask_truncated_completions:
+            layout = EpisodeLayout.from_dones(batch.terminated | batch.truncated)
+            in_loss = layout.to_steps(mask_truncated_episodes(layout.mask, layout.to_episodes(batch.truncated[:, None])))
+            steps = th.nonzero(in_loss[:, 0]).squeeze(1)
+            self.logger.record("train/n_steps_masked", int(batch.num_steps - steps.numel()))
+            if steps.numel() == 0:  # every episode was truncated: nothing to learn from
+                self.logger.record("train/skipped_updates", 1)
+                return
+            batch, weights = batch.take(steps), weights[steps]
         self._policy_gradient_step(batch, weights)
         self._finish_update()
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 from torchrl.collectors import Collector
-from torchrl.envs import GymEnv, GymWrapper, SerialEnv, StepCounter, TransformedEnv
+from torchrl.envs import GymEnv, GymWrapper, ParallelEnv, SerialEnv, StepCounter, TransformedEnv
 
 from torchrl_pg_extras import ID_NAMESPACE, GroupBatcher, GroupedEnv, GroupRelativeAdvantage
 
@@ -74,8 +74,14 @@ def check_groups(batch, group_size):
     assert int((batch["next", "done"].squeeze(-1) & mask).sum()) == len(gid)  # no episode end before the last step
 
 
+def _parallel():
+    return ParallelEnv(3, lambda: GymEnv("CartPole-v1"), mp_start_method="fork")
+
+
 @pytest.mark.parametrize(
-    "make", [lambda: SerialEnv(3, lambda: GymEnv("CartPole-v1")), lambda: vec_env(3)], ids=["serial", "vector"]
+    "make",
+    [lambda: SerialEnv(3, lambda: GymEnv("CartPole-v1")), _parallel, lambda: vec_env(3)],
+    ids=["serial", "parallel", "vector"],
 )
 def test_grouped_env_seeds_members_alike_with_any_number_of_envs(make):
     env = GroupedEnv(make(), group_size=2, seed=3, id_offset=0)  # 3 envs, groups of 2: N is not a multiple of G

@@ -1,13 +1,13 @@
-"""Short end-to-end CartPole runs: Collector -> advantage module -> loss -> optimizer; and a multi-process run."""
+"""Short end-to-end CartPole runs: Collector -> advantage module -> loss -> optimizer; the examples and their defaults."""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import importlib.util
 import sys
 from pathlib import Path
 
 import gymnasium as gym
+import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 from tensordict.nn import TensorDictModule
@@ -16,7 +16,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import GymWrapper, RewardSum, TransformedEnv
 from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
 
-from torchrl_pg_extras import GroupBatcher, GroupRelativeAdvantage, GroupReset, GRPOLoss, REINFORCELoss, TRPOLoss, TRPOStepper
+from torchrl_pg_extras import GroupBatcher, GroupedEnv, GroupRelativeAdvantage, GRPOLoss, REINFORCELoss, TRPOLoss, TRPOStepper
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +27,10 @@ def cartpole(seed: int, group_size: int | None = None):
     vec = gym.make_vec(
         "CartPole-v1", num_envs=NUM_ENVS, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
     )
-    env = TransformedEnv(GymWrapper(vec, categorical_action_encoding=True), RewardSum())
+    env = GymWrapper(vec, categorical_action_encoding=True)
     if group_size:
-        env.append_transform(GroupReset(group_size, seed=seed))
+        env = GroupedEnv(env, group_size, seed=seed)
+    env = TransformedEnv(env, RewardSum())
     env.set_seed(seed)
     return env
 
@@ -113,53 +114,79 @@ def test_trpo_learns_cartpole():
 def test_grpo_learns_cartpole():
     actor, _ = actor_critic(0)
     loss = GRPOLoss(actor, clip_epsilon=0.2, kl_coeff=0.01)
-    advantage = GroupRelativeAdvantage(group_size=4)
-    optim = torch.optim.Adam(loss.parameters(), lr=3e-2)
-    collector = Collector(
-        cartpole(0, group_size=4),
-        actor,
-        frames_per_batch=256,
-        trajs_per_batch=4,
-        traj_format="padded",
-        auto_register_policy_transforms=False,
-    )
-
-    def update(batch):
+    advantage = GroupRelativeAdvantage(group_size=4, mode="return_to_go")
+    optim = torch.optim.Adam(loss.parameters(), lr=3e-3)
+    collector = Collector(cartpole(0, group_size=4), actor, frames_per_batch=128, auto_register_policy_transforms=False)
+    batcher = GroupBatcher(collector, groups_per_batch=2)
+    returns = []
+    for batch in batcher:
+        returns += returns_of(batch)
         advantage(batch)
-        optim.zero_grad()
-        out = loss(batch)
-        (out["loss_objective"] + out["loss_kl_to_ref"]).backward()
-        optim.step()
-
-    returns = run(GroupBatcher(collector, group_size=4, groups_per_batch=8), update, 16_000)
+        for _ in range(4):
+            optim.zero_grad()
+            out = loss(batch)
+            (out["loss_objective"] + out["loss_kl_to_ref"]).backward()
+            optim.step()
+        if batcher.env_steps >= 12_000:
+            break
     collector.shutdown()
     assert_improves(returns, 45.0)
 
 
-def test_multiprocess_collector_example_runs(tmp_path):
+def _example(name: str):
+    path = ROOT / "examples" / "torchrl" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+@pytest.mark.parametrize(
+    ("script", "algo"),
+    [("grpo_torchrl", "torchrl_grpo"), ("reinforce_torchrl", "torchrl_reinforce_pgx"), ("trpo_torchrl", "torchrl_trpo")],
+)
+def test_examples_default_to_the_tuned_settings_and_run(script, algo, tmp_path, monkeypatch, capsys):
+    """The examples' defaults are benchmarks/torchrl_runner.py's tuned CartPole settings, and they run."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.torchrl_runner import DEFAULTS
+
+    module = _example(script)
+    captured = {}
+    monkeypatch.setattr("argparse.ArgumentParser.parse_args", _capture(captured))
+    module.main(["--frames", "600", "--no-progress", "--logger", "none"])
+    args = captured["args"]
+    tuned = dict(DEFAULTS[algo]["CartPole-v1"])
+    if "lr_linear" in tuned and hasattr(args, "constant_lr"):
+        assert args.constant_lr is not tuned.pop("lr_linear")
+    if algo == "torchrl_trpo" and args.gamma is None:  # the example's env default: 0.99 on CartPole
+        args.gamma = 0.99
+    compared = {key: (getattr(args, key), value) for key, value in tuned.items() if hasattr(args, key)}
+    assert all(mine == theirs for mine, theirs in compared.values()), compared
+    assert len(compared) >= len(tuned) - 1, set(tuned) - set(compared)  # REINFORCE has no lr schedule
+    assert "env_steps=" in capsys.readouterr().out
+
+
+def _capture(store):
+    import argparse
+
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_args(self, args=None, namespace=None):
+        store["args"] = original(self, args, namespace)
+        return store["args"]
+
+    return parse_args
+
+
+def test_multiprocess_collector_example_runs(tmp_path, capsys):
     """The GRPO example with two collector processes (Collector(backend="process")), CSV logging."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [
-        sys.executable,
-        str(ROOT / "examples" / "torchrl" / "grpo_torchrl.py"),
-        "--frames",
-        "1500",
-        "--num-envs",
-        "4",
-        "--group-size",
-        "2",
-        "--groups-per-batch",
-        "2",
-        "--multiprocess",
-        "2",
-        "--mp-start-method",
-        "fork",
-        "--no-progress",
-        "--log-dir",
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "frames=" in proc.stdout
+    argv = ["--frames", "600", "--num-envs", "4", "--group-size", "2", "--groups-per-batch", "2", "--backend", "process"]
+    argv += ["--workers", "2", "--mp-start-method", "fork", "--no-progress", "--log-dir", str(tmp_path)]
+    _example("grpo_torchrl").main(argv)
+    assert "env_steps=" in capsys.readouterr().out
     logged = list(tmp_path.rglob("*.csv"))
-    assert any(p.name.startswith("train") or "episode_return" in p.name for p in logged), logged
+    assert any("env_steps_per_s" in p.name for p in logged), logged

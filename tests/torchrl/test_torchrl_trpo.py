@@ -160,3 +160,29 @@ def test_stepper_inside_a_torchrl_trainer():
     trainer.train()
     assert not torch.equal(actor_before.module[0].weight, actor.module[0].weight)
     assert not torch.equal(critic_before.module.weight, value_net.module.weight)
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_fast_fisher_product_is_the_fisher_of_the_mean_kl(kind, monkeypatch):
+    """TRPOLoss's Gauss-Newton product (pg_extras.mlp_fvp_fn for an MLP actor, else the autograd form or the double
+    backward) equals the double backward of the masked mean KL at theta_old."""
+    import pg_extras
+    import torchrl_pg_extras.trpo as trpo_module
+
+    used = []
+    original = trpo_module.mlp_fvp_fn
+    monkeypatch.setattr(trpo_module, "mlp_fvp_fn", lambda *a, **k: used.append(original(*a, **k)) or used[-1])
+    actor = make_actor(kind)
+    loss = TRPOLoss(actor, critic())
+    td = padded_batch(actor)
+    mask, params = loss._mask(td), loss.actor_parameters()
+    fvp = loss._fisher_product(td, loss._dist(td), mask, params)
+    if kind == "continuous":  # TanhNormal: no closed-form Fisher, trust_region_step takes the double backward
+        assert fvp is None
+        return
+    assert used and used[-1] is not None  # the actor is an MLP: the autograd-free product is the one used
+    with torch.no_grad():
+        old = loss._dist(td)
+    exact = pg_extras.fisher_vector_product_fn(pg_extras.joint_kl([old], [loss._dist(td)], batch_dims=2, mask=mask), params)
+    v = torch.randn(sum(p.numel() for p in params))
+    torch.testing.assert_close(fvp(v), exact(v), atol=1e-5, rtol=1e-4)
