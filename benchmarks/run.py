@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -206,8 +207,8 @@ class Grid:
             for algo in self.algos:
                 yield env_id, algo
 
-    def jobs(self) -> tuple[list[Job], dict[tuple[str, str], str]]:
-        """Every run of the grid, and the skipped cells with the reason."""
+    @functools.cached_property
+    def _jobs(self) -> tuple[list[Job], dict[tuple[str, str], str]]:
         jobs, skipped = [], {}
         for env_id, algo in self.cells():
             config, why = cell_config(algo, env_id)
@@ -229,6 +230,10 @@ class Grid:
                     )
                 )
         return jobs, skipped
+
+    def jobs(self) -> tuple[list[Job], dict[tuple[str, str], str]]:
+        """Every run of the grid, and the skipped cells with the reason."""
+        return self._jobs
 
     def command(self) -> str:
         """The command line that reproduces this grid."""
@@ -364,6 +369,7 @@ def _arch_compat() -> None:
         cls.__init__ = patched
 
 
+@functools.lru_cache(maxsize=1)
 def _rly():
     try:
         _arch_compat()
@@ -384,9 +390,32 @@ def interval(score_dict: dict[str, Any], func: Callable[..., np.ndarray], reps: 
     return rly.get_interval_estimates(score_dict, func, reps=reps)  # no random_state: arch 8 rejects it
 
 
+def iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Interquartile mean, exactly rliable's ``metrics.aggregate_iqm`` (``scipy.stats.trim_mean(x, 0.25)``: drop
+    ``int(0.25 n)`` values at each end) on the flattened array, or along ``axis``; numpy only, for the bootstraps."""
+    x = np.asarray(scores, dtype=float)
+    if axis is None:
+        x, axis = x.reshape(-1), 0
+    x = np.sort(x, axis=axis)
+    n = x.shape[axis]
+    cut = int(0.25 * n)
+    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
 def iqm_and_mean(scores: np.ndarray) -> np.ndarray:
-    _, metrics = _rly()
-    return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
+    return np.array([iqm(scores), np.mean(scores)])
+
+
+def bootstrap_runs(scores: np.ndarray, stat: Callable[[np.ndarray], np.ndarray], reps: int):
+    """Vectorised stratified bootstrap over runs (rliable's scheme: the runs of each task resampled with replacement,
+    percentile 95 % interval) for the many-point statistics (curves, profiles). ``scores``: (runs, tasks, ...);
+    ``stat`` maps (reps, runs, tasks, ...) to (reps, ...)."""
+    rng = np.random.RandomState(0)
+    n_runs, n_tasks = scores.shape[:2]
+    idx = rng.randint(0, n_runs, size=(reps, n_runs, n_tasks))
+    resampled = scores[idx, np.arange(n_tasks)[None, None, :]]
+    values = stat(resampled)
+    return stat(scores[None])[0], np.percentile(values, 2.5, axis=0), np.percentile(values, 97.5, axis=0)
 
 
 def _median_hits(hits: list[float]) -> float:
@@ -503,7 +532,7 @@ def _across(report: Report) -> None:
     report.across = {
         a: {"iqm": (point[a][0], ci[a][0][0], ci[a][1][0]), "mean": (point[a][1], ci[a][0][1], ci[a][1][1])} for a in scores
     }
-    rly, metrics = _rly()
+    _, metrics = _rly()
     if REFERENCE in scores:
         pairs = {f"{a},{REFERENCE}": (scores[a], scores[REFERENCE]) for a in scores if a in OURS or a in OURS_TORCHRL}
         if pairs:
@@ -512,23 +541,29 @@ def _across(report: Report) -> None:
                 k.split(",")[0]: tuple(float(np.squeeze(v)) for v in (p_point[k], p_ci[k][0], p_ci[k][1])) for k in pairs
             }
     taus = np.linspace(-0.25, 1.0, 126)
-    np.random.seed(0)
-    profiles, profile_cis = rly.create_performance_profile(scores, taus, reps=BOOTSTRAP_REPS)
+    profiles, profile_cis = {}, {}
+    for algo, sc in scores.items():
+        profiles[algo], low, high = performance_profile(sc, taus)
+        profile_cis[algo] = np.stack([low, high])
     report.profiles = (taus, profiles, profile_cis)
 
 
 def curve_band(runs: list[RunRecord], grid_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IQM over runs of the evaluation return at ``grid_steps`` (each run interpolated), with its 95 % bootstrap CI."""
-    _, metrics = _rly()
     ys = np.stack([np.interp(grid_steps, r.curve.steps, r.curve.mean) for r in runs])[:, None, :]
-
-    def per_step(s: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(s[..., t]) for t in range(s.shape[-1])])
-
     if len(runs) == 1:
         return ys[0, 0], ys[0, 0], ys[0, 0]
-    point, ci = interval({"x": ys}, per_step, reps=CURVE_REPS)
-    return point["x"], ci["x"][0], ci["x"][1]
+    return bootstrap_runs(ys, lambda s: iqm(s[:, :, 0, :], axis=1), CURVE_REPS)
+
+
+def performance_profile(scores: np.ndarray, taus: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rliable's score-distribution profile (``rly.create_performance_profile``: the fraction of runs above tau, averaged
+    over tasks) of a (runs, tasks) array, with its stratified-bootstrap 95 % CI."""
+
+    def stat(s: np.ndarray) -> np.ndarray:  # (reps, runs, tasks) -> (reps, taus)
+        return (s[..., None] > taus).mean(axis=1).mean(axis=1)
+
+    return bootstrap_runs(scores, stat, BOOTSTRAP_REPS)
 
 
 # ------------------------------------------------------------------------------------------------------ the report
@@ -577,7 +612,8 @@ def figures(report: Report) -> dict[str, bytes]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {a: plt.get_cmap("tab20")(i % 20) for i, a in enumerate(dict.fromkeys([*GRID_ALGOS, *report.grid.algos]))}
+    palette = [*plt.get_cmap("tab10").colors, "black", *plt.get_cmap("Dark2").colors]
+    colours = {a: palette[i % len(palette)] for i, a in enumerate(dict.fromkeys([*GRID_ALGOS, *report.grid.algos]))}
     style = {a: "-" if a in OURS or a in OURS_TORCHRL else "--" for a in colours}
     out: dict[str, bytes] = {}
     grid = report.grid
@@ -774,6 +810,19 @@ def _missing_lines(report: Report) -> list[str]:
     return lines or ["- none"]
 
 
+def _load_note(report: Report) -> str:
+    loads = [float(r.meta.get("load_at_start", "nan")) for runs in report.runs.values() for r in runs]
+    loads = [x for x in loads if not math.isnan(x)]
+    if not loads:
+        return ""
+    return (
+        f"; load average when a run started: median {np.median(loads):.1f} (max {max(loads):.1f}), so the speeds carry "
+        "the noise of a shared machine"
+        if np.median(loads) > 1.0
+        else f"; load average when a run started: median {np.median(loads):.1f}"
+    )
+
+
 def page(report: Report, figure_names: set[str], assets: str) -> str:
     grid = report.grid
     machines = sorted({r.meta.get("machine", "?") for runs in report.runs.values() for r in runs})
@@ -792,8 +841,7 @@ def page(report: Report, figure_names: set[str], assets: str) -> str:
         f"- Evaluation: mean return of {grid.eval_episodes} deterministic episodes on a separate env every "
         f"{grid.eval_every // 1000 if grid.eval_every >= 1000 else grid.eval_every}{'k' if grid.eval_every >= 1000 else ''} "
         "env steps and at the end; the final return is the last evaluation. env-steps/s: training only (evaluation "
-        "excluded), median over seeds, measured with one thread per run; the machine was shared with other jobs, "
-        "so speeds are indicative.",
+        "excluded), median over seeds, one torch thread per run" + _load_note(report) + ".",
         "- Hyperparameters: ours from `zoo_configs/`, SB3 PPO / A2C and sb3-contrib TRPO from rl-zoo3's own files, "
         "TorchRL pipelines from `benchmarks/torchrl_runner.py`.",
         "- CIs: 95 % stratified bootstrap (rliable, "
@@ -924,17 +972,35 @@ def tables(report: Report) -> tuple[str, str]:
     return buf.getvalue(), agg.getvalue()
 
 
-def write_report(grid: Grid) -> Report:
+def inputs_digest(grid: Grid) -> str:
+    """Fingerprint of everything the report is made from: the run files of the grid, the skipped cells, this module."""
+    h = hashlib.sha1(Path(__file__).read_bytes())
+    jobs, skipped = grid.jobs()
+    h.update(repr((grid.command(), sorted(skipped.items()))).encode())
+    for job in jobs:
+        path = Path(job.path)
+        h.update(job.path.encode() + (path.read_bytes() if path.is_file() else b"-"))
+    return h.hexdigest()[:16]
+
+
+def write_report(grid: Grid) -> Report | None:
+    """Write the page, figures and tables; nothing (None) when the page already comes from the same inputs."""
+    digest = inputs_digest(grid)
+    stamp = f"<!-- inputs {digest} -->"
+    page_path, summary_path = grid.out / "benchmarks.md", grid.out / "benchmarks" / "summary.md"
+    if page_path.is_file() and summary_path.is_file() and stamp in page_path.read_text():
+        print(f"Report {page_path} is up to date (same runs, same code): nothing written")
+        return None
     report = collect(grid)
     assets_dir = grid.out / "benchmarks"
     pngs = figures(report)
     changed = [name for name, data in pngs.items() if _write(assets_dir / name, data)]
     results, aggregates = tables(report)
     changed += [n for n, d in (("results.csv", results), ("aggregates.csv", aggregates)) if _write(assets_dir / n, d)]
-    if _write(grid.out / "benchmarks.md", page(report, set(pngs), "benchmarks")):
+    if _write(page_path, page(report, set(pngs), "benchmarks") + stamp + "\n"):
         changed.append("../benchmarks.md")
     link = "docs/benchmarks.md" if grid.out == Path("docs") else str(grid.out / "benchmarks.md")
-    if _write(assets_dir / "summary.md", summary(report, link) + "\n"):
+    if _write(summary_path, summary(report, link) + "\n"):
         changed.append("summary.md")
     print(_status(report))
     print(f"Report in {grid.out / 'benchmarks.md'}; files changed: {', '.join(changed) or 'none'}")

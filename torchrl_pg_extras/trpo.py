@@ -215,20 +215,16 @@ class TRPOLoss(PolicyGradientLossBase):
         with torch.no_grad():
             old_dist = self._dist(td)
 
-        def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-            dist = self._dist(td)
-            # unchecked (the line search rejects a non-finite trial), padding zeroed
-            log_prob = _valid_only(log_prob_of(dist, td, self.tensor_keys.action, "TRPOLoss"), mask)
+        def objective(dist, log_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             surrogate = trust_region_surrogate(log_prob, old_log_prob.to(log_prob.dtype), advantage, mask)
-            kl = joint_kl([old_dist], [dist], batch_dims=td.batch_dims, mask=mask, num_samples=self.kl_samples)
-            return surrogate, kl
+            return surrogate, joint_kl([old_dist], [dist], batch_dims=td.batch_dims, mask=mask, num_samples=self.kl_samples)
 
-        dist = self._dist(td)
-        log_prob = self._log_prob(dist, td, mask)
-        initial = (
-            trust_region_surrogate(log_prob, old_log_prob.to(log_prob.dtype), advantage, mask),
-            joint_kl([old_dist], [dist], batch_dims=td.batch_dims, mask=mask, num_samples=self.kl_samples),
-        )
+        def evaluate() -> tuple[torch.Tensor, torch.Tensor]:  # at a trial point: non-finite values are rejected, not raised
+            dist = self._dist(td)
+            return objective(dist, _valid_only(log_prob_of(dist, td, self.tensor_keys.action, "TRPOLoss"), mask))
+
+        dist = self._dist(td)  # at theta_old, with a graph: the gradient and the Fisher-vector products start here
+        initial = objective(dist, self._log_prob(dist, td, mask))
         result = trust_region_step(
             params,
             evaluate,

@@ -274,7 +274,8 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
     * ``mode="outcome"``: ``(R_i - mean_g R) / std_g R`` broadcast to every step of episode ``i``;
     * ``mode="process"``: per-step rewards normalised over the group, summed from ``t`` on;
     * ``mode="return_to_go"``: ``(G_{i,t} - mean_j G_{j,t}) / std_j G_{j,t}`` over the members running at ``t``;
-    * ``scale``: ``"group"`` (GRPO), ``"batch"``, ``"none"`` (Dr. GRPO); ``rloo``: leave-one-out baseline.
+    * ``scale``: ``"group"`` (GRPO), ``"batch"``, ``"none"`` (Dr. GRPO); ``rloo``: leave-one-out baseline;
+    * and the other modes / scales of :data:`pg_extras.ADVANTAGE_MODES` / :data:`pg_extras.ADVANTAGE_SCALES`.
 
     A group whose returns have zero spread (relative to their scale) gets advantage 0, never NaN; :attr:`last_stats`
     records the share of such groups and the mean within-group return std. The value target (written for
@@ -290,6 +291,7 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         scale (str): ``"group"`` (default), ``"batch"`` or ``"none"``.
         rloo (bool): leave-one-out baseline. Defaults to ``False``.
         gamma (float): discount of the returns. Defaults to ``1.0``.
+        eps (float): damping of the group std (:func:`pg_extras.group_normalize`). Defaults to ``1e-8``.
         incomplete (str): ``"raise"`` (default) rejects episodes that do not end in the batch and groups with a
             wrong number of episodes; ``"mask"`` drops them (``valid`` False, advantage 0).
         time_dim (int, optional): the time dimension (default: named ``"time"``, else the last one).
@@ -319,10 +321,12 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         scale: str = "group",
         rloo: bool = False,
         gamma: float = 1.0,
+        eps: float = 1e-8,
         incomplete: str = "raise",
         time_dim: int | None = None,
         device: torch.device | None = None,
     ) -> None:
+        eps = check_float("eps", eps, low=0.0, low_inclusive=False, hint="the damping of the group std, e.g. 1e-8")
         group_size = check_int("group_size", group_size, minimum=2, allow_none=True, hint="episodes per group")
         check_choice("mode", mode, ADVANTAGE_MODES)
         check_choice("scale", scale, ADVANTAGE_SCALES)
@@ -334,6 +338,7 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         self.scale = scale
         self.rloo = rloo
         self.gamma = gamma
+        self.eps = eps
         self.last_stats: dict[str, float] = {}
 
     @property
@@ -408,6 +413,7 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 group_mode=self.mode,
                 group_scale=self.scale,
                 rloo=self.rloo,
+                eps=self.eps,
             )
             advantage.t()[flat] = est.advantages
             returns.t()[flat] = est.returns

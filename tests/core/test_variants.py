@@ -111,6 +111,20 @@ def test_dual_clip_bounds_the_loss_of_negative_advantages():
     assert log_prob.grad[0] == 0 and log_prob.grad[1] != 0
 
 
+def test_dual_clip_equals_two_sided_clip_when_c_equals_delta_above_the_clip():
+    g = torch.Generator().manual_seed(1)
+    log_prob = torch.randn(200, generator=g, dtype=D)
+    old, adv = torch.zeros(200, dtype=D), torch.randn(200, generator=g, dtype=D)
+    for bound in (1.28, 2.0, 3.0):
+        dual, _ = clipped_surrogate_loss(log_prob, old, adv, 0.2, 0.28, clip_ratio_c=bound)
+        two_sided, _ = clipped_surrogate_loss(log_prob, old, adv, 0.2, 0.28, delta=bound)
+        torch.testing.assert_close(dual, two_sided)
+    # below 1 + eps_high, delta also tightens the clip of positive advantages: they differ
+    dual, _ = clipped_surrogate_loss(log_prob, old, adv, 0.2, 0.28, clip_ratio_c=1.1)
+    two_sided, _ = clipped_surrogate_loss(log_prob, old, adv, 0.2, 0.28, delta=1.1)
+    assert not torch.allclose(dual, two_sided)
+
+
 @pytest.mark.parametrize("name", ["delta", "clip_ratio_c"])
 @pytest.mark.parametrize("value", [1.0, 0.5, -2.0, float("nan")])
 def test_ratio_bounds_at_or_below_one_are_errors(name, value):

@@ -75,7 +75,7 @@ def check_groups(batch, group_size):
 
 
 def _parallel():
-    return ParallelEnv(3, lambda: GymEnv("CartPole-v1"), mp_start_method="fork")
+    return ParallelEnv(3, functools.partial(GymEnv, "CartPole-v1"), mp_start_method="fork")
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,7 @@ def test_group_advantage_errors():
     bad["group_id"][0, 1] = 5
     with pytest.raises(ValueError, match="changes inside an episode"):
         GroupRelativeAdvantage()(bad)
-    for kwargs in ({"group_size": 0}, {"mode": "best"}, {"scale": "max"}, {"gamma": -0.1}, {"rloo": "no"}, {"group_size": 1}):
+    bad = ({"group_size": 0}, {"mode": "best"}, {"scale": "max"}, {"gamma": -0.1}, {"rloo": "no"}, {"group_size": 1})
+    for kwargs in (*bad, {"eps": 0.0}):
         with pytest.raises(ValueError):
             GroupRelativeAdvantage(**kwargs)
