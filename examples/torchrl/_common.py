@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterable
@@ -163,10 +164,39 @@ def make_collector(
         try:
             import ray  # noqa: F401
         except ImportError as err:
-            raise SystemExit("--backend ray needs Ray: pip install ray") from err
-    elif args.mp_start_method is not None:
+            raise SystemExit('--backend ray needs Ray: pip install -e ".[ray]"') from err
+        # RayCollector takes the per-worker Collector's own options through collector_kwargs
+        collector_kwargs = {"auto_register_policy_transforms": kwargs.pop("auto_register_policy_transforms")}
+        kwargs["total_frames"] = 2**62  # RayCollector stops at total_frames (-1 would yield nothing): the loop stops it
+        return Collector(
+            factories,
+            policy,
+            num_collectors=args.workers,
+            backend="ray",
+            sync=True,
+            ray_init_config=ray_init_config(args.workers),
+            remote_configs={"num_cpus": 1, "memory": 1024**3},
+            collector_kwargs=collector_kwargs,
+            **kwargs,
+        )
+    if args.mp_start_method is not None:
         mp.set_start_method(args.mp_start_method, force=True)
     return Collector(factories, policy, num_collectors=args.workers, backend=args.backend, sync=True, **kwargs)
+
+
+def ray_init_config(num_cpus: int) -> dict:
+    """``ray.init`` arguments: the cluster at ``$RAY_ADDRESS`` if set, else a local one with ``num_cpus`` CPUs.
+
+    The local instance keeps Ray's token authentication and starts no dashboard. To use an existing cluster, set
+    ``RAY_ADDRESS=ray://HOST:10001`` (or call ``ray.init(address=...)`` before building the collector).
+    """
+    # the workers unpickle env constructors defined in this folder: put it on their path
+    here = os.path.dirname(os.path.abspath(__file__))
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        return {"address": address, "runtime_env": runtime_env}
+    return {"num_cpus": num_cpus, "include_dashboard": False, "log_to_driver": False, "runtime_env": runtime_env}
 
 
 def make_logger(args, algo: str) -> Logger | None:
