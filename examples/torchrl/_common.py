@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Iterable
 
