@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -17,8 +17,6 @@ from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_pg_extras.reinforce_baseline.policies import BaselineCnnPolicy, BaselineMultiInputPolicy, BaselinePolicy
 
 __all__ = ["REINFORCEWithBaseline"]
-
-SelfREINFORCEWithBaseline = TypeVar("SelfREINFORCEWithBaseline", bound="REINFORCEWithBaseline")
 
 
 class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
@@ -191,21 +189,3 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "policy.vf_optimizer"], []
-
-    def learn(
-        self: SelfREINFORCEWithBaseline,
-        total_timesteps: int,
-        callback: Any = None,
-        log_interval: int = 1,
-        tb_log_name: str = "REINFORCEWithBaseline",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfREINFORCEWithBaseline:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

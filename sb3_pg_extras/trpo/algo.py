@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch as th
@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from torch import nn
 from torch.nn import functional as F
 
@@ -43,7 +43,6 @@ from sb3_pg_extras.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "TRPO", "TrainingBatch", "reachable_parameters"]
 
-SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
 #: Advantage estimators of :class:`TRPO` (``advantage_estimator``).
 ADVANTAGE_ESTIMATORS = ("gae", "mc", "group")
@@ -431,21 +430,3 @@ class TRPO(EpisodicOnPolicyAlgorithm):
         self.logger.record("train/line_search_steps", result.steps_tried)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-
-    def learn(
-        self: SelfTRPO,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "TRPO",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfTRPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
