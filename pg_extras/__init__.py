@@ -41,7 +41,7 @@ from pg_extras.policy_ops import (
     trust_region_surrogate,
 )
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
-from pg_extras.scheduler import CompletedGroup, GroupJob, GroupScheduler
+from pg_extras.scheduler import CompletedGroup, GroupHarvest, GroupJob, GroupScheduler
 from pg_extras.surrogate import (
     IMPORTANCE_SAMPLING_LEVELS,
     LOSS_AGGREGATIONS,
@@ -85,6 +85,7 @@ __all__ = [
     "CompletedGroup",
     "EpisodeLayout",
     "GroupAdvantages",
+    "GroupHarvest",
     "GroupJob",
     "GroupScheduler",
     "MlpLinearization",

@@ -15,6 +15,11 @@ group size ``G >= 2``; ``N`` need not be a multiple of ``G`` and no slot ever wa
 * An episode that cannot be completed (the env was reset under it, a rollout was interrupted) is *abandoned*: its
   group is dropped, the members still running are discarded when they end, the unassigned ones are never handed out.
 
+The completion, lag and staleness bookkeeping is :class:`GroupHarvest`'s. The scheduler drives one itself; a
+consumer that only sees the episodes' labels (the scheduler lives in another process, e.g. a collector worker)
+drives its own from the labelled steps: :meth:`GroupHarvest.start` at an episode's first step, :meth:`~GroupHarvest.end`
+at its last one, and :meth:`~GroupHarvest.pop_dead` to drop the groups whose missing members were lost.
+
 The scheduler is pure Python (no framework import): the SB3 and TorchRL adapters drive the same object.
 
 Example::
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 
 from pg_extras._checks import check_choice
 
-__all__ = ["CompletedGroup", "GroupJob", "GroupScheduler"]
+__all__ = ["CompletedGroup", "GroupHarvest", "GroupJob", "GroupScheduler"]
 
 _SEED_LIMIT = 2**31 - 1
 
@@ -60,19 +65,265 @@ class CompletedGroup:
     """A group whose ``G`` members have all finished."""
 
     group: int
-    seed: int
-    episodes: list[int]  # episode ids, by member
-    first_version: int  # policy version when the first member was handed out
+    seed: int | None  # the group's reset seed (None when the harvest was not told it)
+    episodes: list[int]  # episode ids, by member (in the order they started)
+    first_version: int  # policy version when the first member was handed out (its first step seen)
     lag: int = 0  # policy versions between the first hand-out and the harvest (set by pop_complete)
 
 
+def _check_group_size(group_size: int) -> int:
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size must be an integer >= 2 (a group compares at least two episodes), got {group_size!r}.")
+    return group_size
+
+
+def _check_max_policy_lag(max_policy_lag: int | None) -> int | None:
+    if max_policy_lag is not None and (
+        isinstance(max_policy_lag, bool) or not isinstance(max_policy_lag, int) or max_policy_lag < 0
+    ):
+        raise ValueError(f"max_policy_lag must be an integer >= 0 or None (no bound), got {max_policy_lag!r}.")
+    return max_policy_lag
+
+
 @dataclass
-class _Group:
+class _Pending:
+    group: int
+    seed: int | None
+    first_version: int
+    episodes: list[int] = field(default_factory=list)  # started members, in start order
+    finished: list[int] = field(default_factory=list)  # members that ended, in end order
+
+
+class GroupHarvest:
+    """Complete groups from episode starts and ends: completion, lag, staleness bound, dropped and dead groups.
+
+    The bookkeeping half of the group engine, for whoever sees the episodes: :class:`GroupScheduler` drives one (its
+    hand-outs and endings), and a consumer that only sees labelled steps (``group_id`` / ``episode_id``, the scheduler
+    being out of reach in a worker process) drives its own, e.g. TorchRL's ``GroupBatcher``.
+
+    * :meth:`start` (first step of an episode seen) stamps its group with :attr:`policy_version` when the group is new;
+      a group that gets more than ``group_size`` members raises ``ValueError`` (a wrong ``group_size``, or two
+      schedulers sharing an id namespace).
+    * :meth:`end` (last step seen): the group is *complete* when its ``group_size`` members ended.
+    * :meth:`pop_complete` returns complete groups oldest first with their ``lag`` (``policy_version -
+      first_version``); those over ``max_policy_lag`` are dropped, counted in :attr:`groups_dropped_stale` and their
+      episodes reported by :meth:`pop_discarded`.
+    * :meth:`abandon` / :meth:`drop`: a group that can no longer complete is dropped (:attr:`groups_abandoned`): its
+      ended members are discarded at once, its running ones when they end (or are abandoned).
+    * :meth:`pop_dead`: a scheduler hands out every member of a group before the first member of the next one, so a
+      group with fewer than ``group_size`` members whose id namespace has started a later group lost its other
+      members (a full env reset): it is dropped as abandoned. When every group dies at the same size and none ever
+      completed, ``group_size`` is wrong and this raises ``ValueError``.
+
+    :param group_size: episodes per group ``G >= 2``, the labelling scheduler's.
+    :param max_policy_lag: drop complete groups whose lag exceeds this many policy versions (``None``: no bound).
+    :param namespace: size of the id namespaces: ``id // namespace`` says which scheduler labelled an id (give
+        scheduler ``k`` the ``id_offset`` ``k * namespace``); dead groups are found per namespace. ``None``: one
+        namespace (one scheduler).
+    :param name: the owner named in error messages.
+
+    Example::
+
+        >>> harvest = GroupHarvest(group_size=2, max_policy_lag=1)
+        >>> harvest.start(0, group=0)
+        >>> harvest.start(1, group=0)
+        >>> harvest.end(0), harvest.end(1)
+        (False, True)
+        >>> harvest.new_policy_version()
+        1
+        >>> [(g.group, g.episodes, g.lag) for g in harvest.pop_complete()]
+        [(0, [0, 1], 1)]
+    """
+
+    def __init__(
+        self,
+        group_size: int,
+        max_policy_lag: int | None = None,
+        namespace: int | None = None,
+        *,
+        name: str = "GroupHarvest",
+    ) -> None:
+        if namespace is not None and (isinstance(namespace, bool) or not isinstance(namespace, int) or namespace < 1):
+            raise ValueError(f"namespace must be an integer >= 1 or None (one namespace), got {namespace!r}.")
+        self.group_size = _check_group_size(group_size)
+        self.max_policy_lag = _check_max_policy_lag(max_policy_lag)
+        self.namespace = namespace
+        self.name = name
+        self.policy_version = 0
+        self._pending: dict[int, _Pending] = {}  # groups not complete yet, by start order
+        self._complete: deque[CompletedGroup] = deque()  # complete groups not harvested yet, oldest first
+        self._complete_ids: set[int] = set()
+        self._member: dict[int, int] = {}  # episode -> group, for the members of pending and complete groups
+        self._dropped_running: set[int] = set()  # started, not ended members of dropped groups
+        self._discarded: list[int] = []  # ended episodes whose data must be thrown away
+        self._latest: dict[int, int] = {}  # namespace -> latest group id started
+        self._dead_sizes: set[int] = set()  # member counts of the dead groups, while no group has completed
+        self._dead_count = 0
+        # counters (cumulative): what happened to the groups
+        self.groups_completed = 0
+        self.groups_dropped_stale = 0
+        self.groups_abandoned = 0
+
+    # ------------------------------------------------------------------ episodes
+    def start(self, episode: int, group: int, seed: int | None = None) -> None:
+        """The first step of ``episode``, a member of ``group`` (reset from ``seed``, if known), was seen."""
+        if episode in self._member or episode in self._dropped_running:
+            raise ValueError(f"{self.name}: episode {episode} started twice (episode ids must be unique).")
+        pending = self._pending.get(group)
+        if pending is None:
+            if group in self._complete_ids:
+                self._too_many(group)
+            pending = self._pending[group] = _Pending(group, seed, self.policy_version)
+            ns = self._namespace_of(group)
+            self._latest[ns] = max(group, self._latest.get(ns, group))
+        elif len(pending.episodes) == self.group_size:
+            self._too_many(group)
+        pending.episodes.append(episode)
+        self._member[episode] = group
+
+    def _too_many(self, group: int) -> None:
+        raise ValueError(
+            f"{self.name}(group_size={self.group_size}): group {group} has more members than that: pass the group_size "
+            "of the env (scheduler) that labels the episodes, and give each scheduler (collector worker) its own "
+            "id_offset."
+        )
+
+    def _namespace_of(self, group: int) -> int:
+        return 0 if self.namespace is None else group // self.namespace
+
+    def end(self, episode: int) -> bool:
+        """The last step of ``episode`` was seen. Returns True when this completes its group."""
+        if episode in self._dropped_running:
+            self._dropped_running.discard(episode)
+            self._discarded.append(episode)
+            return False
+        pending = self._pending.get(self._member.get(episode, None))
+        if pending is None or episode in pending.finished:
+            raise KeyError(f"episode {episode} is not a running episode of this {self.name} (not started, or ended twice?)")
+        pending.finished.append(episode)
+        if len(pending.finished) < self.group_size:
+            return False
+        del self._pending[pending.group]
+        self._complete.append(CompletedGroup(pending.group, pending.seed, list(pending.episodes), pending.first_version))
+        self._complete_ids.add(pending.group)
+        return True
+
+    def tracks(self, episode: int) -> bool:
+        """Whether ``episode`` started and its group is neither harvested nor dropped."""
+        return episode in self._member
+
+    def is_dropped(self, episode: int) -> bool:
+        """Whether ``episode`` is a running member of a dropped group (its data will be discarded when it ends)."""
+        return episode in self._dropped_running
+
+    @property
+    def dropped_running(self) -> frozenset[int]:
+        """The running members of dropped groups (their further steps are to be thrown away)."""
+        return frozenset(self._dropped_running)
+
+    # ------------------------------------------------------------------ dropped groups
+    def abandon(self, episode: int) -> None:
+        """The running ``episode`` cannot be completed: drop its group; it is discarded. No-op once it ended."""
+        if episode in self._dropped_running:
+            self._dropped_running.discard(episode)
+            self._discarded.append(episode)
+            return
+        pending = self._pending.get(self._member.get(episode, None))
+        if pending is None or episode in pending.finished:
+            return
+        self._discarded.append(episode)
+        self._drop(pending, running=episode)
+
+    def drop(self, group: int) -> bool:
+        """``group`` can no longer complete (its missing members will never play). Returns False if not pending."""
+        pending = self._pending.get(group)
+        if pending is None:
+            return False
+        self._drop(pending)
+        return True
+
+    def _drop(self, pending: _Pending, running: int | None = None) -> None:
+        del self._pending[pending.group]
+        self.groups_abandoned += 1
+        self._discarded.extend(pending.finished)
+        for episode in pending.episodes:
+            del self._member[episode]
+            if episode != running and episode not in pending.finished:
+                self._dropped_running.add(episode)
+
+    def pop_dead(self) -> dict[int, list[int]]:
+        """Drop the groups that can never complete (see the class docstring); returns their started members.
+
+        Their ended members are reported by :meth:`pop_discarded`, their running ones when they end or are abandoned.
+        """
+        dead = {}
+        for pending in list(self._pending.values()):
+            if len(pending.episodes) < self.group_size and pending.group < self._latest[self._namespace_of(pending.group)]:
+                dead[pending.group] = list(pending.episodes)
+                self._drop(pending)
+        if self.groups_completed == 0:
+            self._dead_sizes.update(len(episodes) for episodes in dead.values())
+            self._dead_count += len(dead)
+            if not self._complete and self._dead_count >= 2 and len(self._dead_sizes) == 1:
+                (size,) = self._dead_sizes
+                raise ValueError(
+                    f"{self.name}(group_size={self.group_size}): the groups end after {size} members, so no group ever "
+                    f"fills: pass the group_size of the env (scheduler) that labels the episodes ({size}?), and do not "
+                    "reset the envs between batches (e.g. a collector's reset_at_each_iter=False)."
+                )
+        return dead
+
+    # ------------------------------------------------------------------ harvest
+    def new_policy_version(self) -> int:
+        """Call after each policy update; returns the new version number."""
+        self.policy_version += 1
+        return self.policy_version
+
+    def pop_complete(self, max_groups: int | None = None, *, min_groups: int = 1) -> list[CompletedGroup]:
+        """Up to ``max_groups`` complete groups within the staleness bound, oldest first (``lag`` set).
+
+        Stale groups met on the way are dropped, counted and their episodes discarded. Fewer than ``min_groups``
+        fresh groups: none is returned, they stay for the next call.
+        """
+        out: list[CompletedGroup] = []
+        while self._complete and (max_groups is None or len(out) < max_groups):
+            done = self._complete.popleft()
+            done.lag = self.policy_version - done.first_version
+            if self.max_policy_lag is not None and done.lag > self.max_policy_lag:
+                self._forget(done)
+                self.groups_dropped_stale += 1
+                self._discarded.extend(done.episodes)
+                continue
+            out.append(done)
+        if len(out) < min_groups:
+            self._complete.extendleft(reversed(out))
+            return []
+        for done in out:
+            self._forget(done)
+        self.groups_completed += len(out)
+        return out
+
+    def _forget(self, done: CompletedGroup) -> None:
+        self._complete_ids.discard(done.group)
+        for episode in done.episodes:
+            del self._member[episode]
+
+    def pop_discarded(self) -> list[int]:
+        """Ended episodes whose data must be thrown away (members of dropped or stale groups), since the last call."""
+        out, self._discarded = self._discarded, []
+        return out
+
+    @property
+    def num_pending(self) -> int:
+        """Groups started and not complete yet."""
+        return len(self._pending)
+
+
+@dataclass
+class _Open:
     group: int
     seed: int
-    first_version: int
-    episodes: list[int] = field(default_factory=list)  # handed-out members, by member index
-    finished: list[int] = field(default_factory=list)  # members that ended
+    handed_out: int = 0  # members handed out
     dropped: bool = False
 
 
@@ -101,34 +352,45 @@ class GroupScheduler:
     ) -> None:
         if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
             raise ValueError(f"num_slots must be an integer >= 1 (the number of envs), got {num_slots!r}.")
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
-            raise ValueError(
-                f"group_size must be an integer >= 2 (a group compares at least two episodes), got {group_size!r}."
-            )
+        _check_group_size(group_size)
         check_choice("schedule", schedule, ("async", "lockstep"))
-        if max_policy_lag is not None and (
-            isinstance(max_policy_lag, bool) or not isinstance(max_policy_lag, int) or max_policy_lag < 0
-        ):
-            raise ValueError(f"max_policy_lag must be an integer >= 0 or None (no bound), got {max_policy_lag!r}.")
+        _check_max_policy_lag(max_policy_lag)
         self.num_slots = num_slots
         self.group_size = group_size
         self.schedule = schedule
-        self.max_policy_lag = max_policy_lag
         self.id_offset = int(id_offset)
-        self.policy_version = 0
+        self._harvest = GroupHarvest(group_size, max_policy_lag, name="GroupScheduler")
         self._rng = random.Random(seed)
         self._next_episode = 0
         self._next_group = 0
-        self._groups: dict[int, _Group] = {}
-        self._open: deque[_Group] = deque()  # groups with members not yet handed out
+        self._open: deque[_Open] = deque()  # groups with members not yet handed out
         self._jobs: dict[int, GroupJob] = {}  # running (handed out, not ended) episodes
-        self._complete: list[CompletedGroup] = []
-        self._discarded: list[int] = []  # ended episodes whose data must be thrown away
         self._round_slots: set[int] = set()
-        # counters (cumulative): what happened to the groups
-        self.groups_completed = 0
-        self.groups_dropped_stale = 0
-        self.groups_abandoned = 0
+
+    # the harvest's state, under the scheduler's names
+    @property
+    def policy_version(self) -> int:
+        return self._harvest.policy_version
+
+    @property
+    def max_policy_lag(self) -> int | None:
+        return self._harvest.max_policy_lag
+
+    @max_policy_lag.setter
+    def max_policy_lag(self, value: int | None) -> None:
+        self._harvest.max_policy_lag = _check_max_policy_lag(value)
+
+    @property
+    def groups_completed(self) -> int:
+        return self._harvest.groups_completed
+
+    @property
+    def groups_dropped_stale(self) -> int:
+        return self._harvest.groups_dropped_stale
+
+    @property
+    def groups_abandoned(self) -> int:
+        return self._harvest.groups_abandoned
 
     # ------------------------------------------------------------------ hand-out
     def seed(self, seed: int | None) -> None:
@@ -146,18 +408,17 @@ class GroupScheduler:
                 self._round_slots.clear()  # every job of the round has ended: a new round starts
             self._round_slots.add(slot)
         while self._open and self._open[0].dropped:
-            self._forget_if_done(self._open.popleft())
-        if not self._open:
-            group = _Group(self.id_offset + self._next_group, self._rng.randrange(_SEED_LIMIT), self.policy_version)
-            self._next_group += 1
-            self._groups[group.group] = group
-            self._open.append(group)
-        group = self._open[0]
-        job = GroupJob(self.id_offset + self._next_episode, group.group, len(group.episodes), group.seed, self.policy_version)
-        self._next_episode += 1
-        group.episodes.append(job.episode)
-        if len(group.episodes) == self.group_size:
             self._open.popleft()
+        if not self._open:
+            self._open.append(_Open(self.id_offset + self._next_group, self._rng.randrange(_SEED_LIMIT)))
+            self._next_group += 1
+        group = self._open[0]
+        job = GroupJob(self.id_offset + self._next_episode, group.group, group.handed_out, group.seed, self.policy_version)
+        self._next_episode += 1
+        group.handed_out += 1
+        if group.handed_out == self.group_size:
+            self._open.popleft()
+        self._harvest.start(job.episode, job.group, job.seed)
         self._jobs[job.episode] = job
         return job
 
@@ -171,39 +432,24 @@ class GroupScheduler:
 
     def is_dropped(self, episode: int) -> bool:
         """Whether the group of the running ``episode`` was dropped (its data will never be used)."""
-        return self._groups[self.job(episode).group].dropped
+        self.job(episode)
+        return self._harvest.is_dropped(episode)
 
     def finish(self, episode: int) -> bool:
         """``episode`` ended (terminated or truncated). Returns True when this completes its group."""
-        job = self._jobs.pop(episode, None)
-        if job is None:
+        if self._jobs.pop(episode, None) is None:
             raise KeyError(f"episode {episode} is not a running job of this scheduler (finished twice?)")
-        group = self._groups[job.group]
-        if group.dropped:
-            self._discarded.append(episode)
-            self._forget_if_done(group)
-            return False
-        group.finished.append(episode)
-        if len(group.finished) < self.group_size:
-            return False
-        del self._groups[group.group]
-        self._complete.append(CompletedGroup(group.group, group.seed, list(group.episodes), group.first_version))
-        return True
+        return self._harvest.end(episode)
 
     def abandon(self, episode: int) -> None:
         """``episode`` cannot be completed (its env was reset or its steps were lost): drop its whole group."""
         job = self._jobs.pop(episode, None)
         if job is None:
             return
-        self._discarded.append(episode)
-        self._drop(self._groups[job.group])
-
-    def _drop(self, group: _Group) -> None:
-        if not group.dropped:
-            group.dropped = True
-            self.groups_abandoned += 1
-            self._discarded.extend(group.finished)
-        self._forget_if_done(group)
+        self._harvest.abandon(episode)
+        for group in self._open:
+            if group.group == job.group:
+                group.dropped = True  # its members not handed out yet never will be
 
     def abandon_all(self) -> None:
         """Every running episode is lost (e.g. a full env reset): drop their groups and every open group."""
@@ -212,38 +458,21 @@ class GroupScheduler:
         open_groups = list(self._open)
         self._open.clear()
         for group in open_groups:
-            self._drop(group)
+            self._harvest.drop(group.group)
         self._round_slots.clear()
-
-    def _forget_if_done(self, group: _Group) -> None:
-        running = any(self._jobs.get(e) is not None for e in group.episodes)
-        if group.dropped and not running and group not in self._open:
-            self._groups.pop(group.group, None)
 
     # ------------------------------------------------------------------ harvest
     def new_policy_version(self) -> int:
         """Call after each policy update; returns the new version number."""
-        self.policy_version += 1
-        return self.policy_version
+        return self._harvest.new_policy_version()
 
     def pop_complete(self) -> list[CompletedGroup]:
         """Complete groups within the staleness bound, oldest first; stale ones are dropped and counted."""
-        out = []
-        for done in self._complete:
-            done.lag = self.policy_version - done.first_version
-            if self.max_policy_lag is not None and done.lag > self.max_policy_lag:
-                self.groups_dropped_stale += 1
-                self._discarded.extend(done.episodes)
-                continue
-            out.append(done)
-        self._complete = []
-        self.groups_completed += len(out)
-        return out
+        return self._harvest.pop_complete()
 
     def pop_discarded(self) -> list[int]:
         """Ended episodes whose data must be thrown away (members of dropped or stale groups), since the last call."""
-        out, self._discarded = self._discarded, []
-        return out
+        return self._harvest.pop_discarded()
 
     @property
     def num_running(self) -> int:
