@@ -9,8 +9,18 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
-from pg_extras import LOSS_AGGREGATIONS, EpisodeLayout, aggregate_loss, kl_estimate, policy_loss, regularized_loss
-from pg_extras.validation import check_choice, check_float, check_int
+from pg_extras import (
+    KL_ESTIMATORS,
+    LOSS_AGGREGATIONS,
+    RATIO_RULES,
+    EpisodeLayout,
+    aggregate_loss,
+    kl_estimate,
+    mix_parameters_,
+    policy_loss,
+    regularized_loss,
+)
+from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase
 from torchrl_pg_extras._utils import get_required, time_dim, to_time_major
 
@@ -51,6 +61,14 @@ class GRPOLoss(PolicyGradientLossBase):
             forward pass entirely.
         entropy_coeff (float): entropy bonus weight. Defaults to ``0.0``.
         loss_aggregation (str): ``"grpo"`` (default), ``"bnpo"``, ``"dapo"`` or ``"dr_grpo"``.
+        update_rule (str): ``"ppo_clip"`` (default), ``"cispo"`` (MiniMax-M1) or ``"sapo"`` (soft gate); the SB3
+            ``GRPO(update_rule=...)`` options, docs/maths.md section 12.
+        delta (float, optional): two-sided clip (INTELLECT-2, TRL ``delta``): cap of the unclipped ratio, > 1.
+        clip_ratio_c (float, optional): dual clip (verl ``clip_ratio_c``), > 1.
+        sapo_temperature_pos (float): SAPO temperature where the advantage is positive. Defaults to 1.0.
+        sapo_temperature_neg (float): SAPO temperature where it is not. Defaults to 1.05.
+        kl_estimator (str): ``"k3"`` (default), ``"k1"``, ``"k2"`` or ``"k3+"`` (k3's value, k2's gradient).
+        use_bias_correction_kl (bool): multiply the KL by the importance ratio (TRL). Defaults to ``False``.
         max_length (int, optional): Dr. GRPO's constant ``max_length`` (default: the padded length of the batch).
         functional (bool): functionalise the actor (TorchRL convention). Defaults to ``True``.
         reduction (str): ``"mean"`` (default: ``loss_aggregation``), ``"sum"`` (sum over valid steps) or
@@ -109,6 +127,13 @@ class GRPOLoss(PolicyGradientLossBase):
         entropy_coeff: float = 0.0,
         loss_aggregation: str = "grpo",
         max_length: int | None = None,
+        update_rule: str = "ppo_clip",
+        delta: float | None = None,
+        clip_ratio_c: float | None = None,
+        sapo_temperature_pos: float = 1.0,
+        sapo_temperature_neg: float = 1.05,
+        kl_estimator: str = "k3",
+        use_bias_correction_kl: bool = False,
         functional: bool = True,
         reduction: str | None = None,
     ) -> None:
@@ -122,6 +147,17 @@ class GRPOLoss(PolicyGradientLossBase):
         self.clip_epsilon_high = None if clip_epsilon_high is None else float(clip_epsilon_high)
         self.loss_aggregation = loss_aggregation
         self.max_length = max_length
+        self.update_rule = check_choice("update_rule", update_rule, RATIO_RULES)
+        self.rule_options = dict(
+            delta=check_float("delta", delta, low=1.0, low_inclusive=False, allow_none=True, hint="e.g. 4.0"),
+            clip_ratio_c=check_float("clip_ratio_c", clip_ratio_c, low=1.0, low_inclusive=False, allow_none=True),
+            sapo_temperature_pos=check_float("sapo_temperature_pos", sapo_temperature_pos, low=0.0, low_inclusive=False),
+            sapo_temperature_neg=check_float("sapo_temperature_neg", sapo_temperature_neg, low=0.0, low_inclusive=False),
+        )
+        if self.update_rule != "ppo_clip":  # the clip options belong to ppo_clip
+            self.rule_options = {k: v for k, v in self.rule_options.items() if v is not None and k.startswith("sapo")}
+        self.kl_estimator = check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
+        self.use_bias_correction_kl = check_bool("use_bias_correction_kl", use_bias_correction_kl)
         self.register_coeff_buffer("kl_coeff", float(kl_coeff), device=self._default_device)
         self._has_kl = float(kl_coeff) > 0
         self.reference_actor_network_params = TensorDictParams(self._current_actor_params().data.clone(), no_convert=True)
@@ -134,9 +170,12 @@ class GRPOLoss(PolicyGradientLossBase):
         return TensorDict.from_module(self.actor_network)
 
     @torch.no_grad()
-    def update_reference(self) -> None:
-        """Copy the current actor parameters into the frozen reference actor ``pi_ref``."""
-        self.reference_actor_network_params.data.update_(self._current_actor_params().data)
+    def update_reference(self, alpha: float = 1.0) -> None:
+        """``pi_ref <- alpha * pi + (1 - alpha) * pi_ref`` (TR-DPO mixing; ``alpha=1``: copy the current actor)."""
+        ref = self.reference_actor_network_params.data
+        current = self._current_actor_params().data
+        keys = sorted(ref.keys(include_nested=True, leaves_only=True))
+        mix_parameters_([ref.get(k) for k in keys], [current.get(k) for k in keys], alpha)
 
     def _missing_advantage_message(self) -> str:
         return (
@@ -175,7 +214,7 @@ class GRPOLoss(PolicyGradientLossBase):
         old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
         # GRPO's per-step objective (pg_extras.policy_loss + pg_extras.regularized_loss), kept as separate loss_* terms
         objective, clipped = policy_loss(
-            "ppo_clip", log_prob, old_log_prob, advantage, self.clip_epsilon, self.clip_epsilon_high
+            self.update_rule, log_prob, old_log_prob, advantage, self.clip_epsilon, self.clip_epsilon_high, **self.rule_options
         )
         terms = {"loss_objective": objective}
         diagnostics = {
@@ -186,7 +225,13 @@ class GRPOLoss(PolicyGradientLossBase):
             with torch.no_grad():
                 ref_log_prob = self._log_prob(self._dist(tensordict, self.reference_actor_network_params), tensordict, mask)
             terms["loss_kl_to_ref"], kl = regularized_loss(
-                torch.zeros_like(log_prob), log_prob, ref_log_prob, beta=self.kl_coeff, kl_estimator="k3"
+                torch.zeros_like(log_prob),
+                log_prob,
+                ref_log_prob,
+                beta=self.kl_coeff,
+                kl_estimator=self.kl_estimator,
+                old_log_prob=old_log_prob,
+                use_bias_correction_kl=self.use_bias_correction_kl,
             )
             diagnostics["kl_to_ref"] = self._mean(kl, tensordict)
         if self._has_entropy:

@@ -146,3 +146,37 @@ def test_ppo_clip_with_other_estimators(estimator):
     module = MonteCarloEstimator(gamma=1.0) if estimator == "mc" else GroupRelativeAdvantage(group_size=G, rloo=True)
     loss = GRPOLoss(actor, kl_coeff=0.01).make_value_estimator(module)
     assert train_with_optimizer(loss, actor, epochs=4, updates=25) >= 0.9
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(update_rule="cispo", clip_epsilon_high=0.28),
+        dict(update_rule="sapo"),
+        dict(delta=4.0),
+        dict(clip_ratio_c=3.0),
+        dict(kl_coeff=0.04, kl_estimator="k3+"),
+        dict(kl_coeff=0.04, use_bias_correction_kl=True),
+    ],
+    ids=["cispo", "sapo", "two_sided_clip", "dual_clip", "k3_plus", "bias_corrected_kl"],
+)
+def test_grpo_loss_variants_learn(options):
+    """The variants of issue 12 reach TorchRL through GRPOLoss options (each forwards to the core)."""
+    actor = bandit_actor()
+    loss = GRPOLoss(actor, **options).make_value_estimator(GroupRelativeAdvantage(group_size=G))
+    assert train_with_optimizer(loss, actor, epochs=4, updates=25) >= 0.9
+
+
+def test_grpo_loss_reference_mixing_and_bad_variant_values():
+    actor = bandit_actor()
+    loss = GRPOLoss(actor, kl_coeff=0.1)
+    ref = loss.reference_actor_network_params.clone()
+    with torch.no_grad():
+        for p in loss.actor_network_params.values(include_nested=True, leaves_only=True):
+            p.add_(1.0)
+    loss.update_reference(0.25)  # TR-DPO: pi_ref <- 0.25 pi + 0.75 pi_ref
+    for key in ref.keys(include_nested=True, leaves_only=True):
+        torch.testing.assert_close(loss.reference_actor_network_params[key], ref[key] + 0.25)
+    for bad, match in [(dict(update_rule="ppo"), "update_rule"), (dict(delta=1.0), "delta"), (dict(kl_estimator="k4"), "k4")]:
+        with pytest.raises(ValueError, match=match):
+            GRPOLoss(actor, **bad)
