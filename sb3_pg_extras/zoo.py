@@ -14,6 +14,7 @@ name                 class                                           hyperparame
 ``reinforce_baseline`` :class:`sb3_pg_extras.REINFORCEWithBaseline`  ``zoo_configs/reinforce_baseline.yml``
 ``trpo``             :class:`sb3_pg_extras.TRPO` (ours)              ``zoo_configs/trpo.yml``
 ``grpo``             :class:`sb3_pg_extras.GRPO`                     ``zoo_configs/grpo.yml``
+``trpo_group``       :class:`sb3_pg_extras.TRPO`, critic-free        ``zoo_configs/trpo_group.yml``
 ``trpo_contrib``     ``sb3_contrib.TRPO`` (rl-zoo3's ``trpo``)       rl-zoo3's own ``hyperparams/trpo.yml``
 ==================== =============================================== ===============================================
 
@@ -251,15 +252,17 @@ def sample_grpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
 
 def sample_trpo_group_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """Optuna search space of the critic-free TRPO (``TRPO(advantage_estimator="group")``): TRPO's actor knobs plus
-    the group options."""
-    params = _suggest_common(trial, discount=False)
-    params.update(_suggest_group(trial))
-    params["gamma"] = trial.suggest_categorical("gamma", [0.99, 0.999, 1.0])
-    params["n_steps_pow"] = trial.suggest_int("n_steps_pow", 5, 10)
-    params["cg_max_steps"] = trial.suggest_int("cg_max_steps", 5, 30)
-    params["cg_damping"] = trial.suggest_float("cg_damping", 1e-3, 0.2, log=True)
-    params["target_kl"] = trial.suggest_float("target_kl", 0.001, 0.1, log=True)
-    params.pop("learning_rate")  # the critic's learning rate: there is no critic
+    the group options (no learning rate: it is the critic's, and there is no critic)."""
+    params: dict[str, Any] = {
+        "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small", "medium"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+        **_suggest_group(trial),
+        "gamma": trial.suggest_categorical("gamma", [0.99, 0.999, 1.0]),
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 5, 10),
+        "cg_max_steps": trial.suggest_int("cg_max_steps", 5, 30),
+        "cg_damping": trial.suggest_float("cg_damping", 1e-3, 0.2, log=True),
+        "target_kl": trial.suggest_float("target_kl", 0.001, 0.1, log=True),
+    }
     return _convert_pg_params(params)
 
 
@@ -293,7 +296,7 @@ def register_algorithms() -> dict[str, type[BaseAlgorithm]]:
 
         >>> from sb3_pg_extras.zoo import register_algorithms
         >>> sorted(register_algorithms())
-        ['grpo', 'reinforce', 'reinforce_baseline', 'trpo', 'trpo_contrib']
+        ['grpo', 'reinforce', 'reinforce_baseline', 'trpo', 'trpo_contrib', 'trpo_group']
         >>> from rl_zoo3.utils import ALGOS
         >>> ALGOS["trpo"].__module__, ALGOS["trpo_contrib"].__module__
         ('sb3_pg_extras.trpo.algo', 'sb3_contrib.trpo.trpo')

