@@ -3,32 +3,27 @@
 A collector yields steps in the order the sub-envs take them; the members of a group finish at different times,
 on different sub-envs, in different collector batches, possibly in different worker processes.
 :class:`GroupBatcher` keeps the steps of unfinished groups, yields padded batches of whole groups as soon as they are
-complete, bounds how many policy versions a group may span, and counts every env step the collector took.
+complete, bounds how many policy versions a group may span, and counts every env step the collector took. Which
+groups are complete, their lag, the stale and dead ones, is :class:`pg_extras.GroupHarvest`'s bookkeeping, driven
+from the steps' labels (the :class:`~pg_extras.GroupScheduler` lives in the env, maybe in a worker process); the
+batcher does the tensor work: keeping the steps, gathering and padding whole groups, counting env steps.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 import torch
 from tensordict import TensorDictBase, pad_sequence
 from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase, TransformedEnv
 
+from pg_extras import CompletedGroup, GroupHarvest
 from pg_extras.validation import check_bool, check_choice, check_int
 from torchrl_pg_extras.envs import ID_NAMESPACE, GroupedEnv
 
 __all__ = ["GroupBatcher"]
-
-
-@dataclass
-class _Group:
-    group: int
-    first_version: int  # policy version when the group's first step was collected
-    episodes: list[int] = field(default_factory=list)
-    finished: int = 0
 
 
 class GroupBatcher:
@@ -132,30 +127,20 @@ class GroupBatcher:
                 "GroupBatcher could not find the GroupedEnv of this collector (its env lives in worker processes or "
                 "is not a GroupedEnv): pass group_size=<the GroupedEnv's group_size>."
             )
+        self._harvest = GroupHarvest(group_size, max_policy_lag, ID_NAMESPACE, name="GroupBatcher")
         self.collector = collector
         self.group_size = group_size
         self.groups_per_batch = groups_per_batch
-        self.max_policy_lag = max_policy_lag
         self.auto_version = auto_version
         self.traj_format = traj_format
         self.group_id_key = group_id_key
         self.episode_id_key = episode_id_key
         self.mask_key = mask_key
         self.done_key = done_key
-        self.policy_version = 0
         self.env_steps = 0
-        self.groups_yielded = 0
-        self.groups_dropped_stale = 0
-        self.groups_abandoned = 0
         self.last_max_lag = 0
         self._chunks: list[TensorDictBase] = []  # kept steps (of pending groups), in collection order
         self._chunk_ids: list[torch.Tensor] = []  # their episode ids
-        self._episode_group: dict[int, int] = {}  # episode -> group, for episodes of pending groups
-        self._groups: dict[int, _Group] = {}  # pending groups (not complete yet)
-        self._ready: list[_Group] = []  # complete groups, oldest first
-        self._dropped: set[int] = set()  # running episodes of dropped groups (their steps are discarded)
-        self._latest_group: dict[int, int] = {}  # id namespace (worker) -> latest group id seen
-        self._dead_sizes: list[int] = []
 
     def __getattr__(self, name: str):
         # delegate collector methods (shutdown, update_policy_weights_, set_seed, ...)
@@ -163,11 +148,38 @@ class GroupBatcher:
             raise AttributeError(name)
         return getattr(self.collector, name)
 
-    # -- policy versions ----------------------------------------------------------------------------------
+    # -- policy versions and group counters (the harvest's) ------------------------------------------------
     def new_policy_version(self) -> int:
         """Call after each policy update (only with ``auto_version=False``); returns the new version."""
-        self.policy_version += 1
-        return self.policy_version
+        return self._harvest.new_policy_version()
+
+    @property
+    def policy_version(self) -> int:
+        return self._harvest.policy_version
+
+    @policy_version.setter
+    def policy_version(self, value: int) -> None:
+        self._harvest.policy_version = check_int("policy_version", value, minimum=0)
+
+    @property
+    def max_policy_lag(self) -> int | None:
+        return self._harvest.max_policy_lag
+
+    @max_policy_lag.setter
+    def max_policy_lag(self, value: int | None) -> None:
+        self._harvest.max_policy_lag = check_int("max_policy_lag", value, minimum=0, allow_none=True, hint="None: no bound")
+
+    @property
+    def groups_yielded(self) -> int:
+        return self._harvest.groups_completed
+
+    @property
+    def groups_dropped_stale(self) -> int:
+        return self._harvest.groups_dropped_stale
+
+    @property
+    def groups_abandoned(self) -> int:
+        return self._harvest.groups_abandoned
 
     @property
     def num_pending(self) -> int:
@@ -202,77 +214,43 @@ class GroupBatcher:
         eid = eid.reshape(-1)
         done = flat.get(self.done_key).reshape(-1).to(torch.bool)
         keep = eid >= 0 if valid is None else valid & (eid >= 0)  # -1: lockstep throw-away episodes
-        if self._dropped:
+        harvest = self._harvest
+        dropped = harvest.dropped_running
+        if dropped:  # running members of dropped groups: their steps are discarded
             seen = set(torch.unique(eid[keep]).tolist())
-            discard = torch.isin(eid, torch.tensor(sorted(self._dropped), dtype=eid.dtype))
-            self._dropped &= seen - set(eid[discard & done].tolist())  # forget dropped episodes that ended
+            discard = torch.isin(eid, torch.tensor(sorted(dropped), dtype=eid.dtype))
+            ended = set(eid[discard & done].tolist())
+            for episode in dropped:
+                if episode in ended:
+                    harvest.end(episode)
+                elif episode not in seen:
+                    harvest.abandon(episode)  # it stopped arriving (its env was reset)
             keep &= ~discard
         if not bool(keep.all()):
             if not bool(keep.any()):
+                self._discard()
                 return
             flat, eid, done = flat[keep], eid[keep], done[keep]
         gid = flat.get(self.group_id_key).reshape(-1)
         if gid.is_floating_point():
             raise TypeError(f"GroupBatcher: {self.group_id_key!r} must hold integer labels, got {gid.dtype}.")
-        new = [e for e in torch.unique(eid).tolist() if e not in self._episode_group]
+        new = [e for e in torch.unique(eid).tolist() if not harvest.tracks(e)]
         if new:
             first = (eid.unsqueeze(0) == torch.tensor(new, dtype=eid.dtype).unsqueeze(1)).to(torch.int8).argmax(1)
             for episode, group in zip(new, gid[first].tolist(), strict=True):
-                self._new_episode(episode, group)
+                harvest.start(episode, group)
         for episode in eid[done].tolist():
-            self._end_episode(episode)
+            harvest.end(episode)
         self._chunks.append(flat)
         self._chunk_ids.append(eid)
-        self._drop_dead_groups()
+        dead = harvest.pop_dead()  # groups whose missing members were lost (a full reset)
+        self._discard([e for episodes in dead.values() for e in episodes])
 
-    def _new_episode(self, episode: int, group: int) -> None:
-        pending = self._groups.get(group)
-        if pending is None:
-            pending = self._groups[group] = _Group(group, self.policy_version)
-            ns = group // ID_NAMESPACE
-            self._latest_group[ns] = max(group, self._latest_group.get(ns, group))
-        pending.episodes.append(episode)
-        self._episode_group[episode] = group
-        if len(pending.episodes) > self.group_size:
-            raise ValueError(
-                f"GroupBatcher(group_size={self.group_size}): group {group} has more members than that: pass the "
-                "group_size of the GroupedEnv (and give each collector worker its own GroupedEnv id_offset)."
-            )
-
-    def _end_episode(self, episode: int) -> None:
-        group = self._groups[self._episode_group[episode]]
-        group.finished += 1
-        if group.finished == self.group_size:
-            del self._groups[group.group]
-            self._ready.append(group)
-
-    def _drop_dead_groups(self) -> None:
-        """Drop pending groups that can never complete.
-
-        The scheduler hands out every member of a group before the first member of the next one, so once a later
-        group of the same env has started, a group with fewer than ``group_size`` members lost the others (a full
-        reset abandoned it).
-        """
-        for group in list(self._groups.values()):
-            if len(group.episodes) < self.group_size and group.group < self._latest_group[group.group // ID_NAMESPACE]:
-                self._drop(group)
-                self.groups_abandoned += 1
-                self._dead_sizes.append(len(group.episodes))
-        sizes = self._dead_sizes
-        if self.groups_yielded == 0 and not self._ready and len(sizes) >= 2 and len(set(sizes)) == 1:
-            raise ValueError(
-                f"GroupBatcher(group_size={self.group_size}): the env's groups end after {sizes[0]} members, so no group "
-                f"ever fills: pass the GroupedEnv's group_size ({sizes[0]}?), and do not reset the envs between batches "
-                "(Collector(reset_at_each_iter=False))."
-            )
-
-    def _drop(self, group: _Group) -> None:
-        """Forget ``group``: its kept steps go, the steps of its running members are discarded when they arrive."""
-        self._groups.pop(group.group, None)
-        for episode in group.episodes:
-            self._episode_group.pop(episode, None)
-        self._dropped.update(group.episodes)  # pruned by add() once they stop arriving
-        self._take(group.episodes)
+    def _discard(self, episodes: Iterable[int] = ()) -> None:
+        """Remove the kept steps of ``episodes`` and of the episodes the harvest discarded."""
+        episodes = set(episodes).union(self._harvest.pop_discarded())
+        if episodes:
+            self._take(sorted(episodes))
 
     def _take(self, episodes: list[int]) -> tuple[TensorDictBase, torch.Tensor] | None:
         """Remove the kept steps of ``episodes`` and return them with their episode ids (collection order)."""
@@ -286,25 +264,8 @@ class GroupBatcher:
         return store[taken], ids[taken]
 
     # -- output -------------------------------------------------------------------------------------------
-    def _pop_ready(self) -> list[_Group]:
-        """Up to ``groups_per_batch`` complete groups within the staleness bound (stale ones are dropped)."""
-        out = []
-        while self._ready and len(out) < self.groups_per_batch:
-            group = self._ready.pop(0)
-            if self.max_policy_lag is not None and self.policy_version - group.first_version > self.max_policy_lag:
-                self._drop(group)
-                self.groups_dropped_stale += 1
-                continue
-            out.append(group)
-        if len(out) < self.groups_per_batch:
-            self._ready[:0] = out
-            return []
-        return out
-
-    def _emit(self, groups: list[_Group]) -> TensorDictBase:
+    def _emit(self, groups: list[CompletedGroup]) -> TensorDictBase:
         episodes = [e for g in groups for e in sorted(g.episodes)]
-        for e in episodes:
-            del self._episode_group[e]
         steps, ids = self._take(episodes)
         order_ids = torch.tensor(episodes, dtype=ids.dtype)
         sorter = torch.argsort(order_ids)
@@ -316,8 +277,7 @@ class GroupBatcher:
             lengths = torch.bincount(rank, minlength=len(episodes))
             batch = pad_sequence(list(steps[order].split(lengths.tolist())), pad_dim=0)
             batch.set(self.mask_key, torch.arange(batch.shape[1]).unsqueeze(0) < lengths.unsqueeze(1))
-        self.last_max_lag = max(self.policy_version - g.first_version for g in groups)
-        self.groups_yielded += len(groups)
+        self.last_max_lag = max(g.lag for g in groups)
         return batch
 
     def __iter__(self) -> Iterator[TensorDictBase]:
@@ -326,7 +286,9 @@ class GroupBatcher:
                 continue
             self.add(batch)
             while True:
-                groups = self._pop_ready()
+                n = self.groups_per_batch  # all or none; stale groups met on the way are dropped
+                groups = self._harvest.pop_complete(n, min_groups=n)
+                self._discard()
                 if not groups:
                     break
                 yield self._emit(groups)

@@ -1,4 +1,5 @@
-"""GroupScheduler: seeds, completeness, FIFO hand-out, any N and G, lockstep rounds, staleness bound, abandonment."""
+"""GroupScheduler: seeds, completeness, FIFO hand-out, any N and G, lockstep rounds, staleness bound, abandonment;
+GroupHarvest: completion, lag, stale / dropped / dead groups, wrong group sizes, id namespaces."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pg_extras import GroupScheduler
+from pg_extras import GroupHarvest, GroupScheduler
 
 
 def simulate(num_slots, group_size, lengths, steps, schedule="async", updates_every=None, max_policy_lag=None, seed=0):
@@ -143,3 +144,160 @@ def test_property_every_handed_out_member_is_accounted_for(num_slots, group_size
     assert complete_eps <= handed
     # what is neither complete nor running belongs to a group still being played
     assert len(complete_eps) == group_size * len(log["complete"])
+
+
+# ---------------------------------------------------------------------------------------------- GroupHarvest
+
+
+def play(harvest, group, episodes, end=True):
+    for e in episodes:
+        harvest.start(e, group)
+    if end:
+        return [harvest.end(e) for e in episodes]
+    return None
+
+
+def test_harvest_completes_groups_when_all_members_ended():
+    h = GroupHarvest(3)
+    for e in (0, 1, 2):
+        h.start(e, 0, seed=7)
+    h.start(3, 1)
+    assert [h.end(e) for e in (2, 0)] == [False, False] and h.pop_complete() == []
+    assert h.end(1) is True and h.num_pending == 1
+    (done,) = h.pop_complete()
+    assert (done.group, done.seed, done.episodes, done.first_version, done.lag) == (0, 7, [0, 1, 2], 0, 0)
+    assert h.groups_completed == 1 and not h.tracks(0) and h.tracks(3)
+    with pytest.raises(KeyError, match="not a running episode"):
+        h.end(0)  # harvested
+    with pytest.raises(KeyError, match="not a running episode"):
+        h.end(99)  # never started
+    with pytest.raises(ValueError, match="started twice"):
+        h.start(3, 1)
+
+
+def test_harvest_lag_and_stale_drop():
+    h = GroupHarvest(2, max_policy_lag=1)
+    play(h, 0, [0, 1], end=False)  # group 0 starts at version 0
+    h.new_policy_version()
+    play(h, 1, [2, 3])  # group 1 starts at version 1, ends at once
+    h.new_policy_version()
+    assert h.end(0) is False and h.end(1) is True  # group 0 completes at version 2: lag 2 > 1
+    groups = h.pop_complete()
+    assert [(g.group, g.lag) for g in groups] == [(1, 1)]
+    assert h.groups_dropped_stale == 1 and h.groups_completed == 1 and sorted(h.pop_discarded()) == [0, 1]
+    assert h.pop_discarded() == []
+    unbounded = GroupHarvest(2)
+    play(unbounded, 0, [0, 1], end=False)
+    for _ in range(5):
+        unbounded.new_policy_version()
+    unbounded.end(0), unbounded.end(1)
+    assert [g.lag for g in unbounded.pop_complete()] == [5] and unbounded.policy_version == 5
+
+
+def test_harvest_max_and_min_groups_keep_the_rest_for_later():
+    h = GroupHarvest(2)
+    for g in range(3):
+        play(h, g, [2 * g, 2 * g + 1])
+    assert h.pop_complete(4, min_groups=4) == []  # not enough: all stay
+    assert [g.group for g in h.pop_complete(2, min_groups=2)] == [0, 1]
+    with pytest.raises(ValueError, match="more members"):
+        h.start(99, 2)  # group 2 is complete (not harvested yet): a third member means a wrong group_size
+    assert [g.group for g in h.pop_complete()] == [2] and h.groups_completed == 3
+
+
+def test_harvest_abandon_and_drop():
+    h = GroupHarvest(3)
+    play(h, 0, [0, 1, 2], end=False)
+    h.end(0)
+    h.abandon(1)  # drops group 0: member 0 (ended) and 1 discarded now, 2 when it ends
+    assert h.groups_abandoned == 1 and h.pop_discarded() == [1, 0]
+    assert h.is_dropped(2) and h.dropped_running == {2} and not h.tracks(2)
+    assert h.end(2) is False and h.pop_discarded() == [2] and not h.dropped_running
+    h.abandon(12345)  # unknown: no-op
+    play(h, 1, [3], end=False)
+    assert h.drop(1) and not h.drop(1) and h.groups_abandoned == 2
+    h.abandon(3)  # a running member of a dropped group that will never end
+    assert h.pop_discarded() == [3] and h.num_pending == 0 and h.pop_complete() == []
+
+
+def test_harvest_dead_groups_and_wrong_group_size():
+    h = GroupHarvest(3)
+    play(h, 0, [0, 1], end=False)  # its third member was lost (a full reset)...
+    h.end(0)
+    assert h.pop_dead() == {}  # ...which shows only once a later group starts
+    play(h, 1, [2, 3, 4])
+    assert h.pop_dead() == {0: [0, 1]} and h.groups_abandoned == 1 and h.pop_discarded() == [0]
+    assert h.dropped_running == {1} and h.end(1) is False and h.pop_discarded() == [1]
+    assert h.pop_dead() == {} and [g.group for g in h.pop_complete()] == [1]
+    # every group dies at 2 members and none ever completed: group_size must be 2, not 4
+    wrong = GroupHarvest(4, name="Consumer")
+    for g in range(3):
+        play(wrong, g, [2 * g, 2 * g + 1])
+    with pytest.raises(ValueError, match=r"Consumer\(group_size=4\): the groups end after 2 members"):
+        wrong.pop_dead()
+
+
+def test_harvest_too_many_members_and_bad_arguments():
+    h = GroupHarvest(2)
+    play(h, 0, [0, 1], end=False)
+    with pytest.raises(ValueError, match=r"GroupHarvest\(group_size=2\): group 0 has more members"):
+        h.start(2, 0)
+    for kwargs, match in [
+        (dict(group_size=1), "group_size"),
+        (dict(group_size=2, max_policy_lag=-1), "max_policy_lag"),
+        (dict(group_size=2, namespace=0), "namespace"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            GroupHarvest(**kwargs)
+
+
+def test_harvest_dead_groups_are_found_per_namespace():
+    ns = 2**40
+    h = GroupHarvest(2, namespace=ns)
+    play(h, 0, [0], end=False)  # worker 0, group 0: one member so far
+    play(h, ns + 0, [ns + 0, ns + 1])  # worker 1 starts its groups 0 and 1: no news about worker 0
+    play(h, ns + 1, [ns + 2], end=False)
+    assert h.pop_dead() == {}
+    play(h, 1, [2], end=False)  # worker 0 starts group 1: its group 0 lost a member
+    assert h.pop_dead() == {0: [0]}
+    h.start(ns + 3, ns + 1)
+    assert h.end(ns + 2) is False and h.end(ns + 3) is True
+    assert [g.group for g in h.pop_complete()] == [ns + 0, ns + 1]
+    one = GroupHarvest(2)  # one namespace: worker 1's later groups would make worker 0's group look dead
+    play(one, 0, [0], end=False)
+    play(one, ns, [ns], end=False)
+    assert one.pop_dead() == {0: [0]}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    num_slots=st.integers(1, 6),
+    group_size=st.integers(2, 5),
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=12),
+    max_policy_lag=st.sampled_from([None, 0, 1, 3]),
+)
+def test_property_harvest_from_labels_matches_the_scheduler(num_slots, group_size, lengths, max_policy_lag):
+    """A harvest that sees only each episode's (episode, group) label at its start and its end finds what the scheduler
+    finds: the same complete groups with the same lags, the same stale drops."""
+    sched = GroupScheduler(num_slots, group_size, seed=0, max_policy_lag=max_policy_lag)
+    labels = GroupHarvest(group_size, max_policy_lag)
+    running, counts, got, want = {}, [0] * num_slots, [], []
+    for t in range(60):
+        for slot in range(num_slots):
+            if slot not in running:
+                job = sched.assign(slot)
+                labels.start(job.episode, job.group)
+                running[slot] = [job, lengths[(slot + counts[slot]) % len(lengths)]]
+                counts[slot] += 1
+            running[slot][1] -= 1
+            if running[slot][1] == 0:
+                job = running.pop(slot)[0]
+                assert sched.finish(job.episode) == labels.end(job.episode)
+        if t % 3 == 2:
+            want += [(g.group, g.episodes, g.lag) for g in sched.pop_complete()]
+            got += [(g.group, g.episodes, g.lag) for g in labels.pop_complete()]
+            assert sched.new_policy_version() == labels.new_policy_version()
+            assert labels.pop_dead() == {}  # the scheduler never leaves a group short of members
+    assert got == want and (want or sched.groups_dropped_stale)
+    assert (labels.groups_completed, labels.groups_dropped_stale) == (sched.groups_completed, sched.groups_dropped_stale)
+    assert sorted(labels.pop_discarded()) == sorted(sched.pop_discarded())

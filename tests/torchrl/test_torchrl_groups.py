@@ -229,3 +229,48 @@ def test_groups_never_mix_collector_workers():
     assert workers == {0, 1}
     assert batcher.env_steps % 60 == 0 and batcher.env_steps >= 60 * 2  # whole collector batches, both workers
     c.shutdown()
+
+
+def _steps(rows):
+    """A fake collector batch: ``rows`` of (episode_id, group_id, done) steps, one row per sub-env."""
+    from tensordict import TensorDict
+
+    t = torch.tensor(rows, dtype=torch.int64)  # [N, T, 3]
+    return TensorDict(
+        {
+            "episode_id": t[..., 0:1],
+            "group_id": t[..., 1:2],
+            "observation": t[..., 0:1].float(),
+            "next": {"done": t[..., 2:3].bool()},
+        },
+        batch_size=t.shape[:2],
+    )
+
+
+def test_group_batcher_drops_dead_and_stale_groups_through_the_core_harvest():
+    """The group bookkeeping is pg_extras.GroupHarvest's: a group short of members once a later one started is dead
+    (its kept steps go, its running members' steps are thrown away as they arrive); a stale group goes too."""
+    batches = [
+        _steps([[(0, 0, 0), (0, 0, 1)], [(1, 0, 0), (1, 0, 0)]]),  # group 0 (of 3): episodes 0 and 1
+        _steps([[(2, 1, 0), (2, 1, 0)], [(3, 1, 0), (3, 1, 0)]]),  # group 1 starts: group 0's third member was lost
+        _steps([[(2, 1, 1), (4, 1, 0)], [(1, 0, 0), (1, 0, 1)]]),  # episode 1 (of dead group 0) still arrives
+        _steps([[(4, 1, 1), (5, 2, 0)], [(3, 1, 1), (6, 2, 0)]]),  # group 1 complete, one policy version later
+    ]
+
+    def feed(batcher, log):
+        for i, batch in enumerate(batches):
+            if i == 3:
+                batcher.new_policy_version()
+            yield batch
+            log.append((batcher.num_pending, batcher.groups_abandoned, batcher._harvest.dropped_running))
+
+    log = []
+    stale = GroupBatcher([], group_size=3, max_policy_lag=0, auto_version=False)
+    stale.collector = feed(stale, log)  # a collector that also updates the policy before its last batch
+    assert list(stale) == []
+    assert log[:3] == [(4, 0, frozenset()), (4, 1, {1}), (6, 1, frozenset())]
+    assert stale.groups_dropped_stale == 1 and stale.groups_yielded == 0 and stale.num_pending == 2  # group 2 only
+    fresh = GroupBatcher(iter(batches), group_size=3)
+    (batch,) = list(fresh)
+    assert batch["episode_id"][:, 0, 0].tolist() == [2, 3, 4] and batch["collector", "mask"].sum(1).tolist() == [3, 3, 2]
+    assert fresh.last_max_lag == 0 and fresh.groups_abandoned == 1 and fresh.stats["groups_yielded"] == 1
