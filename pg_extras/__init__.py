@@ -29,6 +29,7 @@ from pg_extras.objectives import (
     explained_variance,
     policy_gradient_loss,
     policy_loss,
+    ratio_rule_options,
     regularized_loss,
     standardize,
 )
@@ -55,6 +56,7 @@ from pg_extras.surrogate import (
 )
 from pg_extras.trust_region import (
     TrustRegionResult,
+    TrustRegionSettings,
     conjugate_gradient,
     distribution_fisher,
     distribution_fvp_fn,
@@ -90,6 +92,7 @@ __all__ = [
     "GroupScheduler",
     "MlpLinearization",
     "TrustRegionResult",
+    "TrustRegionSettings",
     "__version__",
     "aggregate_loss",
     "categorical_kl",
@@ -126,6 +129,7 @@ __all__ = [
     "next_values_from_values",
     "policy_gradient_loss",
     "policy_loss",
+    "ratio_rule_options",
     "reachable_parameters",
     "regularized_loss",
     "remax_advantages",

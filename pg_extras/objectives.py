@@ -18,11 +18,13 @@ Every SB3 algorithm and TorchRL loss module calls these; none writes the formula
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from pg_extras.kl import kl_estimate
 from pg_extras.surrogate import _log_ratio, cispo_loss, clipped_surrogate_loss, sapo_loss
-from pg_extras.validation import check_bool, check_choice, check_finite, check_same_shape
+from pg_extras.validation import check_bool, check_choice, check_finite, check_float, check_same_shape
 
 __all__ = [
     "RATIO_RULES",
@@ -30,6 +32,7 @@ __all__ = [
     "explained_variance",
     "policy_gradient_loss",
     "policy_loss",
+    "ratio_rule_options",
     "regularized_loss",
     "standardize",
 ]
@@ -229,3 +232,32 @@ def explained_variance(y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.T
     if float(var) == 0.0:
         return float("nan")
     return float(1.0 - torch.var(y_true - y_pred, unbiased=False) / var)
+
+
+def ratio_rule_options(
+    update_rule: str = "ppo_clip",
+    delta: float | None = None,
+    clip_ratio_c: float | None = None,
+    sapo_temperature_pos: float = 1.0,
+    sapo_temperature_neg: float = 1.05,
+) -> dict[str, Any]:
+    """Check the options of the ratio rules (docs/maths.md section 12) once, for every adapter.
+
+    :return: the keyword arguments of :func:`policy_loss` for ``update_rule`` (``delta`` / ``clip_ratio_c`` only with
+        ``"ppo_clip"``, where they are > 1; SAPO temperatures > 0).
+
+    Example::
+
+        >>> ratio_rule_options("ppo_clip", delta=4.0)["delta"]
+        4.0
+    """
+    rule = check_choice("update_rule", update_rule, RATIO_RULES)
+    options: dict[str, Any] = {}
+    for name, value, hint in (("delta", delta, "the cap of the ratio, e.g. 4.0"), ("clip_ratio_c", clip_ratio_c, "e.g. 3.0")):
+        value = check_float(name, value, 1.0, low_inclusive=False, allow_none=True, allow_inf=True, hint=f"{hint}; None: off")
+        if value is not None and rule != "ppo_clip":
+            raise ValueError(f"{name}={value} is a bound of update_rule='ppo_clip', not {rule!r}: remove it.")
+        options[name] = value
+    for name, value in (("sapo_temperature_pos", sapo_temperature_pos), ("sapo_temperature_neg", sapo_temperature_neg)):
+        options[name] = check_float(name, value, 0.0, low_inclusive=False, hint="SAPO's gate temperature, e.g. 1.0")
+    return options

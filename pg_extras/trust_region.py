@@ -30,6 +30,7 @@ from pg_extras.policy_ops import reachable_parameters
 
 __all__ = [
     "TrustRegionResult",
+    "TrustRegionSettings",
     "conjugate_gradient",
     "distribution_fisher",
     "distribution_fvp_fn",
@@ -682,3 +683,36 @@ def trust_region_step(
     if not bool(torch.isfinite(full_step).all()):  # x^T F x so small that the step overflows: no step
         return TrustRegionResult(False, 0, 0.0, 0.0, 0.0, surrogate_before, surrogate_before)
     return line_search(params, full_step, evaluate, surrogate_before, max_kl, shrinking_factor, line_search_max_iter)
+
+
+@dataclass(frozen=True)
+class TrustRegionSettings:
+    """The settings of :func:`trust_region_step` (TRPO's ``target_kl``, CG and line search), checked once.
+
+    Both adapters keep one of these and call :meth:`step`. Example::
+
+        >>> TrustRegionSettings(max_kl=0.01).cg_max_steps
+        15
+    """
+
+    max_kl: float
+    cg_max_steps: int = 15
+    cg_damping: float = 0.1
+    shrinking_factor: float = 0.8
+    line_search_max_iter: int = 10
+
+    def __post_init__(self) -> None:
+        check_float("max_kl", self.max_kl, 0.0, low_inclusive=False, hint="the trust-region radius, e.g. 0.01")
+
+    def step(
+        self,
+        params: Sequence[torch.Tensor],
+        evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+        fvp: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        initial: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> TrustRegionResult:
+        """:func:`trust_region_step` with these settings."""
+        return trust_region_step(
+            params, evaluate, self.max_kl, self.cg_max_steps, self.cg_damping, self.shrinking_factor,
+            self.line_search_max_iter, fvp=fvp, initial=initial,
+        )  # fmt: skip

@@ -12,12 +12,12 @@ from tensordict.utils import NestedKey
 from pg_extras import (
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
-    RATIO_RULES,
     EpisodeLayout,
     aggregate_loss,
     kl_estimate,
     mix_parameters_,
     policy_loss,
+    ratio_rule_options,
     regularized_loss,
 )
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
@@ -127,13 +127,13 @@ class GRPOLoss(PolicyGradientLossBase):
         entropy_coeff: float = 0.0,
         loss_aggregation: str = "grpo",
         max_length: int | None = None,
+        kl_estimator: str = "k3",
+        use_bias_correction_kl: bool = False,
         update_rule: str = "ppo_clip",
         delta: float | None = None,
         clip_ratio_c: float | None = None,
         sapo_temperature_pos: float = 1.0,
         sapo_temperature_neg: float = 1.05,
-        kl_estimator: str = "k3",
-        use_bias_correction_kl: bool = False,
         functional: bool = True,
         reduction: str | None = None,
     ) -> None:
@@ -147,15 +147,8 @@ class GRPOLoss(PolicyGradientLossBase):
         self.clip_epsilon_high = None if clip_epsilon_high is None else float(clip_epsilon_high)
         self.loss_aggregation = loss_aggregation
         self.max_length = max_length
-        self.update_rule = check_choice("update_rule", update_rule, RATIO_RULES)
-        self.rule_options = dict(
-            delta=check_float("delta", delta, low=1.0, low_inclusive=False, allow_none=True, hint="e.g. 4.0"),
-            clip_ratio_c=check_float("clip_ratio_c", clip_ratio_c, low=1.0, low_inclusive=False, allow_none=True),
-            sapo_temperature_pos=check_float("sapo_temperature_pos", sapo_temperature_pos, low=0.0, low_inclusive=False),
-            sapo_temperature_neg=check_float("sapo_temperature_neg", sapo_temperature_neg, low=0.0, low_inclusive=False),
-        )
-        if self.update_rule != "ppo_clip":  # the clip options belong to ppo_clip
-            self.rule_options = {k: v for k, v in self.rule_options.items() if v is not None and k.startswith("sapo")}
+        self.update_rule = update_rule
+        self.rule_options = ratio_rule_options(update_rule, delta, clip_ratio_c, sapo_temperature_pos, sapo_temperature_neg)
         self.kl_estimator = check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         self.use_bias_correction_kl = check_bool("use_bias_correction_kl", use_bias_correction_kl)
         self.register_coeff_buffer("kl_coeff", float(kl_coeff), device=self._default_device)

@@ -11,13 +11,13 @@ from torchrl.objectives.value import GAE
 from torchrl.trainers import OptimizationStepper
 
 from pg_extras import (
+    TrustRegionSettings,
     distribution_fisher,
     gauss_newton_fvp_fn,
     joint_kl,
     kl_estimate,
     mlp_fvp_fn,
     policy_loss,
-    trust_region_step,
     trust_region_surrogate,
 )
 from pg_extras.validation import check_bool, check_float, check_int
@@ -103,10 +103,10 @@ class TRPOLoss(PolicyGradientLossBase):
         critic_network: TensorDictModule | None = None,
         *,
         max_kl: float = 0.01,
-        cg_max_steps: int = 15,
-        cg_damping: float = 0.1,
         line_search_shrinking_factor: float = 0.8,
         line_search_max_iter: int = 10,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
         kl_samples: int = 16,
         normalize_advantage: bool = True,
         gamma: float = 0.99,
@@ -225,17 +225,10 @@ class TRPOLoss(PolicyGradientLossBase):
 
         dist = self._dist(td)  # at theta_old, with a graph: the gradient and the Fisher-vector products start here
         initial = objective(dist, self._log_prob(dist, td, mask))
-        result = trust_region_step(
-            params,
-            evaluate,
-            max_kl=self.max_kl,
-            cg_max_steps=self.cg_max_steps,
-            cg_damping=self.cg_damping,
-            shrinking_factor=self.line_search_shrinking_factor,
-            line_search_max_iter=self.line_search_max_iter,
-            fvp=self._fisher_product(td, dist, mask, params),
-            initial=initial,
+        settings = TrustRegionSettings(
+            self.max_kl, self.cg_max_steps, self.cg_damping, self.line_search_shrinking_factor, self.line_search_max_iter
         )
+        result = settings.step(params, evaluate, fvp=self._fisher_product(td, dist, mask, params), initial=initial)
         device = advantage.device
         values = {
             "accepted": result.accepted,

@@ -25,7 +25,6 @@ from pg_extras import (
     IMPORTANCE_SAMPLING_LEVELS,
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
-    RATIO_RULES,
     EpisodeLayout,
     aggregate_loss,
     informative_groups,
@@ -33,6 +32,7 @@ from pg_extras import (
     mask_truncated_episodes,
     mix_parameters_,
     policy_loss,
+    ratio_rule_options,
     regularized_loss,
     standardize,
     top_entropy_mask,
@@ -287,14 +287,9 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     @staticmethod
     def _check_variants(**kw: Any) -> None:
         """Argument checks of the variants of docs/maths.md#12-variants (errors name the argument and the fix)."""
-        rule = check_choice("update_rule", kw["update_rule"], RATIO_RULES)
+        rule_options = ("update_rule", "delta", "clip_ratio_c", "sapo_temperature_pos", "sapo_temperature_neg")
+        ratio_rule_options(**{name: kw[name] for name in rule_options})
         check_choice("importance_sampling_level", kw["importance_sampling_level"], IMPORTANCE_SAMPLING_LEVELS)
-        for name, hint in (("delta", "the cap of the ratio, e.g. 1.5 (> 1 + clip_range_high)"), ("clip_ratio_c", "e.g. 3.0")):
-            check_float(name, kw[name], 1.0, low_inclusive=False, allow_none=True, allow_inf=True, hint=f"{hint}; None: off")
-            if kw[name] is not None and rule != "ppo_clip":
-                raise ValueError(f"{name}={kw[name]} is a bound of update_rule='ppo_clip', not {rule!r}: remove it.")
-        for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
-            check_float(name, kw[name], 0.0, low_inclusive=False, hint="SAPO's gate temperature, e.g. 1.0")
         check_choice("kl_estimator", kw["kl_estimator"], KL_ESTIMATORS)
         check_bool("use_bias_correction_kl", kw["use_bias_correction_kl"])
         alpha = check_float("ref_model_mixup_alpha", kw["ref_model_mixup_alpha"], 0.0, 1.0, hint="1.0: a hard copy")

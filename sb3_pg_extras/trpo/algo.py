@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from pg_extras import (
     TrustRegionResult,
+    TrustRegionSettings,
     distribution_fisher,
     explained_variance,
     gauss_newton_fvp_fn,
@@ -33,7 +34,6 @@ from pg_extras import (
     mlp_fvp_fn,
     reachable_parameters,
     standardize,
-    trust_region_step,
     trust_region_surrogate,
 )
 from pg_extras.validation import check_bool, check_choice, check_finite, check_float, check_int
@@ -387,17 +387,11 @@ class TRPO(EpisodicOnPolicyAlgorithm):
             surrogate = trust_region_surrogate(new.log_prob(actions), old_log_prob, advantages)
             return surrogate, joint_kl(old_distributions, _torch_distributions(new))
 
-        result = trust_region_step(
-            actor_params,
-            evaluate,
-            max_kl=self.target_kl,
-            cg_max_steps=self.cg_max_steps,
-            cg_damping=self.cg_damping,
-            shrinking_factor=self.line_search_shrinking_factor,
-            line_search_max_iter=self.line_search_max_iter,
-            fvp=self._fisher_vector_product(observations, distributions, actor_params),
-            initial=(policy_objective, kl_div),
+        settings = TrustRegionSettings(
+            self.target_kl, self.cg_max_steps, self.cg_damping, self.line_search_shrinking_factor, self.line_search_max_iter
         )
+        fvp = self._fisher_vector_product(observations, distributions, actor_params)
+        result = settings.step(actor_params, evaluate, fvp=fvp, initial=(policy_objective, kl_div))
         self.last_trust_region_result = result
 
         # Critic: n_critic_updates epochs of minibatch MSE on the returns, with the policy's optimizer

@@ -290,26 +290,27 @@ def test_rejected_update_leaves_the_actor_unchanged():
 
 
 class SpyTRPO(TRPO):
-    """Snapshots every parameter around the actor step (pg_extras.trust_region_step) and the critic phase after it."""
+    """Snapshots every parameter around the actor step (pg_extras.TrustRegionSettings.step) and the critic phase after it."""
 
     def _snapshot(self):
         return {n: p.detach().clone() for n, p in self.policy.named_parameters()}
 
     def train(self) -> None:
-        original = algo.trust_region_step
+        original = algo.TrustRegionSettings.step
+        model = self
 
-        def spy(params, *args, **kwargs):
-            before = self._snapshot()
-            result = original(params, *args, **kwargs)
-            self.actor_phase = (before, self._snapshot(), result)
-            self.actor_ids = {id(p) for p in params}
+        def spy(settings, params, *args, **kwargs):
+            before = model._snapshot()
+            result = original(settings, params, *args, **kwargs)
+            model.actor_phase = (before, model._snapshot(), result)
+            model.actor_ids = {id(p) for p in params}
             return result
 
-        algo.trust_region_step = spy
+        algo.TrustRegionSettings.step = spy
         try:
             super().train()
         finally:
-            algo.trust_region_step = original
+            algo.TrustRegionSettings.step = original
         self.critic_phase = (self.actor_phase[1], self._snapshot())
 
 
