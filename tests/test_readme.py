@@ -24,6 +24,7 @@ def _python_blocks() -> list[str]:
 def test_readme_quick_starts_run(tmp_path, monkeypatch):
     """Every Python block of the README runs as written, with the budgets cut down."""
     import re
+    import textwrap
 
     monkeypatch.chdir(tmp_path)
     shrink = {r"learn\((\d[\d_]*)": "learn(512", r"total_frames=\d[\d_]*": "total_frames=1_024", r">= 30_000": ">= 1_024"}
@@ -31,6 +32,7 @@ def test_readme_quick_starts_run(tmp_path, monkeypatch):
     assert len(blocks) >= 3
     namespace: dict = {}
     for block in blocks:
+        block = textwrap.dedent(block)  # blocks inside list items are indented
         for pattern, replacement in shrink.items():
             block = re.sub(pattern, replacement, block)
         block = block.replace("n_envs=8,", "n_envs=2,")

@@ -57,7 +57,7 @@ def test_grpo_over_ray_forms_whole_groups_and_syncs_weights(common):
             optim.step()
             collector.update_policy_weights_(actor)
             versions.append(batches.policy_version)
-            if len(versions) >= 6 and len(namespaces) == 2:
+            if len(versions) >= 3 and len(namespaces) == 2:
                 break
         # the last group's behaviour log-probs come from updated weights, not from the initial policy
         mask = batch[("collector", "mask")]
@@ -67,5 +67,5 @@ def test_grpo_over_ray_forms_whole_groups_and_syncs_weights(common):
         assert not torch.allclose(old, behaviour, atol=1e-4)
     finally:
         collector.shutdown()
-    assert versions == sorted(versions) and versions[-1] >= 5  # the policy version advances with the updates
+    assert versions == sorted(versions) and versions[-1] >= 3  # the policy version advances with the updates
     assert namespaces == {0, 1}  # both Ray workers delivered groups
