@@ -8,7 +8,9 @@ Usage::
 A generated section sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``:
 
 * ``matrix``: estimators x update rules on CartPole-v1, from ``docs/benchmarks/matrix.csv`` (``benchmarks.matrix``);
-* ``benchmark``: the learning benchmark table, from ``docs/benchmarks/summary.md`` (``benchmarks.run``);
+* ``benchmark``: the benchmark grid's headline (across-env IQM table with CIs, GRPO-vs-PPO verdict per env, link to
+  ``docs/benchmarks.md``), from ``docs/benchmarks/summary.md``, which ``python -m benchmarks.run`` writes from the run
+  files in ``docs/benchmarks/grid/`` together with the page (rerun it, then this, after new runs);
 * ``speed``: the speed ratios, from ``docs/benchmarks/speed.md`` (the speed scripts).
 
 A section whose file does not exist yet says so.

@@ -16,7 +16,7 @@ for the env. An algorithm without a config for an env (no entry for it in its YA
 is not a tuned config) is skipped with a note. Evaluation: the mean return of 10 deterministic episodes on a separate
 env every 5k env steps and at the end of the budget; env-steps/s counts training only (evaluation time excluded).
 
-Every run is cached as its own file, ``<out>/benchmarks/runs/<env>/<algo>/seed<k>.csv`` (``benchmarks.common``: the
+Every run is cached as its own file, ``<out>/benchmarks/grid/<env>/<algo>/seed<k>.csv`` (``benchmarks.common``: the
 curve, the training time, the settings, a fingerprint of the hyperparameters and the machine). A run whose file exists
 with the same settings and hyperparameters is not run again, so the grid resumes where it stopped and a second call
 with the cache present only rebuilds the report (files whose content does not change are not rewritten).
@@ -84,6 +84,9 @@ RANDOM_RETURNS: dict[str, float] = {
     "LunarLander-v3": -192.0,
 }
 SEEDS = (100, 101, 102, 103, 104)
+# how the runners evaluate (a cached run made otherwise does not count): one deterministic episode per sub-env of a
+# separate vectorised env seeded from seed + 10000 (benchmarks/sb3_runner.py, benchmarks/torchrl_runner.py)
+EVAL_PROTOCOL = "vec-env-seed+10000"
 EVAL_EVERY, EVAL_EPISODES = 5_000, 10
 
 OURS = tuple(ALGORITHMS)  # reinforce, reinforce_baseline, trpo, trpo_group (critic-free TRPO), grpo
@@ -184,6 +187,7 @@ class Job:
             "eval_every": str(self.eval_every),
             "eval_episodes": str(self.eval_episodes),
             "stop_at": stop,
+            "eval_protocol": EVAL_PROTOCOL,
         }
 
 
@@ -200,7 +204,7 @@ class Grid:
 
     @property
     def cache(self) -> Path:
-        return self.out / "benchmarks" / "runs"
+        return self.out / "benchmarks" / "grid"  # not "runs": .gitignore ignores every runs/ folder
 
     def cells(self) -> Iterable[tuple[str, str]]:
         for env_id in self.envs:
@@ -383,11 +387,11 @@ def _rly():
     return rly, metrics
 
 
-def interval(score_dict: dict[str, Any], func: Callable[..., np.ndarray], reps: int = BOOTSTRAP_REPS):
+def interval(score_dict: dict[str, Any], func: Callable[..., np.ndarray], reps: int | None = None):
     """rliable's stratified-bootstrap point estimates and 95 % CIs, reproducibly (rliable draws from np.random)."""
     rly, _ = _rly()
     np.random.seed(0)
-    return rly.get_interval_estimates(score_dict, func, reps=reps)  # no random_state: arch 8 rejects it
+    return rly.get_interval_estimates(score_dict, func, reps=reps or BOOTSTRAP_REPS)  # no random_state: arch 8 rejects it
 
 
 def iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -532,14 +536,10 @@ def _across(report: Report) -> None:
     report.across = {
         a: {"iqm": (point[a][0], ci[a][0][0], ci[a][1][0]), "mean": (point[a][1], ci[a][0][1], ci[a][1][1])} for a in scores
     }
-    _, metrics = _rly()
     if REFERENCE in scores:
-        pairs = {f"{a},{REFERENCE}": (scores[a], scores[REFERENCE]) for a in scores if a in OURS or a in OURS_TORCHRL}
-        if pairs:
-            p_point, p_ci = interval(pairs, metrics.probability_of_improvement)
-            report.improvement = {
-                k.split(",")[0]: tuple(float(np.squeeze(v)) for v in (p_point[k], p_ci[k][0], p_ci[k][1])) for k in pairs
-            }
+        report.improvement = {
+            a: improvement_interval(scores[a], scores[REFERENCE]) for a in scores if a in OURS or a in OURS_TORCHRL
+        }
     taus = np.linspace(-0.25, 1.0, 126)
     profiles, profile_cis = {}, {}
     for algo, sc in scores.items():
@@ -548,12 +548,31 @@ def _across(report: Report) -> None:
     report.profiles = (taus, profiles, profile_cis)
 
 
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """rliable's ``metrics.probability_of_improvement`` (per task P(X > Y) + P(X = Y) / 2, the Mann-Whitney U over
+    n_x n_y, averaged over tasks) of (..., runs, tasks) arrays, vectorised over the leading axes."""
+    gt = (x[..., :, None, :] > y[..., None, :, :]).mean(axis=(-3, -2))
+    eq = (x[..., :, None, :] == y[..., None, :, :]).mean(axis=(-3, -2))
+    return (gt + 0.5 * eq).mean(axis=-1)
+
+
+def improvement_interval(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """P(X > Y) with rliable's stratified *independent* bootstrap (the runs of X and of Y resampled separately within
+    each task), percentile 95 % interval; vectorised (rliable's own loop calls scipy once per resample)."""
+    rng = np.random.RandomState(0)
+    reps, tasks = BOOTSTRAP_REPS, np.arange(x.shape[1])[None, None, :]
+    xs = x[rng.randint(0, x.shape[0], size=(reps, *x.shape)), tasks]
+    ys = y[rng.randint(0, y.shape[0], size=(reps, *y.shape)), tasks]
+    values = probability_of_improvement(xs, ys)
+    return float(probability_of_improvement(x, y)), float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
 def curve_band(runs: list[RunRecord], grid_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IQM over runs of the evaluation return at ``grid_steps`` (each run interpolated), with its 95 % bootstrap CI."""
     ys = np.stack([np.interp(grid_steps, r.curve.steps, r.curve.mean) for r in runs])[:, None, :]
     if len(runs) == 1:
         return ys[0, 0], ys[0, 0], ys[0, 0]
-    return bootstrap_runs(ys, lambda s: iqm(s[:, :, 0, :], axis=1), CURVE_REPS)
+    return bootstrap_runs(ys, lambda s: iqm(s[:, :, 0, :], axis=1), CURVE_REPS)  # (reps, runs, 1, steps) -> (reps, steps)
 
 
 def performance_profile(scores: np.ndarray, taus: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -625,7 +644,7 @@ def figures(report: Report) -> dict[str, bytes]:
         steps = np.arange(grid.eval_every, budget + 1, grid.eval_every, dtype=float)
         if steps.size == 0 or steps[-1] < budget:
             steps = np.append(steps, budget)
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, ax = plt.subplots(figsize=(10, 5))
         for algo in algos:
             runs = report.runs[(env_id, algo)]
             mid, lo, hi = curve_band(runs, steps)
@@ -638,7 +657,7 @@ def figures(report: Report) -> dict[str, bytes]:
             xlabel="environment steps",
             ylabel=f"mean return of {grid.eval_episodes} deterministic episodes",
         )
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves stay visible
         fig.tight_layout()
         out[f"curve_{env_id}.png"] = _png(fig)
         plt.close(fig)
@@ -794,7 +813,8 @@ def _across_table(report: Report) -> list[str]:
 
 def _status(report: Report) -> str:
     n, done = report.n_cells, len(report.complete)
-    head = f"{done} of {n} cells complete" + (f" ({len(report.skipped)} skipped: no config)" if report.skipped else "")
+    head = f"{done} of {n} cells complete" + (f" ({len(report.skipped)} more skipped: no config)" if report.skipped else "")
+    head += f", {sum(len(r) for r in report.runs.values())} runs"
     return ("**Partial grid**: " if done < n else "Complete grid: ") + head + "."
 
 
@@ -830,7 +850,7 @@ def page(report: Report, figure_names: set[str], assets: str) -> str:
     lines = [
         "# Benchmarks: critic-free and trust-region policy gradients against PPO, A2C and sb3-contrib TRPO",
         "",
-        "<!-- generated by python -m benchmarks.run from docs/benchmarks/runs/: do not edit by hand -->",
+        "<!-- generated by python -m benchmarks.run from docs/benchmarks/grid/: do not edit by hand -->",
         "",
         _status(report) + " Aggregates use complete cells only; the missing ones are listed at the end.",
         "",
@@ -868,7 +888,14 @@ def page(report: Report, figure_names: set[str], assets: str) -> str:
                 lines += [f"![{caption}]({assets}/{name})", ""]
     else:
         lines += ["## Across envs", "", "No env has a complete cell for every SB3 algorithm yet.", ""]
-    lines += ["## GRPO against PPO, per env", ""]
+    lines += [
+        "## GRPO against PPO, per env",
+        "",
+        "Yes when GRPO's final-return IQM is at or above the lower end of PPO's 95 % CI. The reasons given where it is "
+        "not are the explanations kept in `benchmarks/run.py` (`VERDICT_REASONS`, from the notes of "
+        "`zoo_configs/grpo.yml`), next to the measured numbers.",
+        "",
+    ]
     lines += [f"- {e}: {verdict(report, e)}" for e in grid.envs]
     lines += ["", "## Goals of the benchmark issue", ""] + [f"- {g}" for g in goals(report)] + [""]
     for env_id in grid.envs:
@@ -889,7 +916,7 @@ def page(report: Report, figure_names: set[str], assets: str) -> str:
             lines += ["No complete cell yet.", ""]
     lines += ["## Missing cells", "", *_missing_lines(report), ""]
     if report.skipped:
-        lines += ["Skipped (no config):", ""]
+        lines += ["Skipped (no config for the env, or no such pipeline):", ""]
         lines += [f"- {e} `{a}`: {why}" for (e, a), why in report.skipped.items()] + [""]
     if report.stale:
         lines += [
@@ -900,7 +927,7 @@ def page(report: Report, figure_names: set[str], assets: str) -> str:
     lines += [
         "## Files",
         "",
-        f"- `{assets}/runs/<env>/<algo>/seed<k>.csv`: one file per run (settings, machine, evaluation curve, training time);",
+        f"- `{assets}/grid/<env>/<algo>/seed<k>.csv`: one file per run (settings, machine, evaluation curve, training time);",
         f"- `{assets}/results.csv`: one row per run (final return, steps to threshold, env-steps/s);",
         f"- `{assets}/aggregates.csv`: the per-env and across-env estimates above.",
         "",

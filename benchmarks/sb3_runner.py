@@ -3,7 +3,8 @@
 Hyperparameters come from RL Zoo YAML files: ours from ``zoo_configs/<algo>.yml``, the competitors' (SB3 A2C / PPO,
 sb3-contrib TRPO) from rl-zoo3's own ``hyperparams/<algo>.yml``. The model is built by rl-zoo3's ``ExperimentManager``
 (schedules, wrappers, normalisation exactly as ``rl_zoo3.train``); evaluation runs in a callback and its time is excluded
-from the training wall time, so env-steps/s measures collection + updates only.
+from the training wall time, so env-steps/s measures collection + updates only. Evaluation: ``n_eval_episodes``
+deterministic episodes on a separate vectorised env (one episode per sub-env, seeds ``seed + 10000`` onwards).
 """
 
 from __future__ import annotations
@@ -140,7 +141,10 @@ def run_sb3(
         )
         with contextlib.redirect_stdout(io.StringIO()):
             model, _ = manager.setup_experiment()
-            eval_env = manager.create_envs(1, eval_env=True, no_log=True)
+            # one sub-env per evaluation episode (capped), run in lockstep: evaluate_policy counts the episodes of
+            # each sub-env, so the mean is over exactly n_eval_episodes complete episodes, with batched predictions
+            eval_env = manager.create_envs(min(n_eval_episodes, 32), eval_env=True, no_log=True)
+            eval_env.seed(seed + 10_000)  # not the training env's start states (as the TorchRL runner)
         curve = Curve()
         callback = _EvalAndTime(eval_env, eval_every, n_eval_episodes, stop_at, curve)
         model.learn(budget, callback=callback)

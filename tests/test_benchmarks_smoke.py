@@ -48,11 +48,13 @@ def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
 def test_harness_tiny_grid_then_cached_rerun_changes_nothing(tmp_path, monkeypatch):
     from benchmarks import common, run
 
+    monkeypatch.setattr(run, "BOOTSTRAP_REPS", 200)  # a smoke test: fewer resamples
+    monkeypatch.setattr(run, "CURVE_REPS", 50)
     argv = ["--envs", "CartPole-v1", "NoSuchEnv-v0", "--algos", "grpo", "ppo", "torchrl_grpo", "--seeds", "100"]
     argv += ["--budget", "1000", "--eval-every", "500", "--eval-episodes", "2", "--out", str(tmp_path)]
     assert run.main(argv) == 0
     for algo in ("grpo", "ppo", "torchrl_grpo"):
-        rec = common.read_run(common.run_path(tmp_path / "benchmarks" / "runs", "CartPole-v1", algo, 100))
+        rec = common.read_run(common.run_path(tmp_path / "benchmarks" / "grid", "CartPole-v1", algo, 100))
         assert rec.meta["budget"] == "1000" and rec.meta["seed"] == "100" and rec.meta["config"]
         assert rec.curve.steps[-1] >= 1000 and len(rec.curve.steps) >= 2
         assert all(1.0 <= m <= 500.0 for m in rec.curve.mean) and rec.curve.train_time[-1] > 0
@@ -74,10 +76,13 @@ def test_harness_tiny_grid_then_cached_rerun_changes_nothing(tmp_path, monkeypat
     # a wider grid over the same cache: nothing to aggregate for the new algorithm, listed as missing
     assert run.main([*argv[:6], "reinforce", *argv[6:], "--report-only"]) == 0
     page = (tmp_path / "benchmarks.md").read_text()
-    assert "**Partial grid**: 3 of 4 cells complete" in page and "- CartPole-v1: `reinforce` (not run)" in page
+    assert (
+        "**Partial grid**: 3 of 4 cells complete (4 more skipped: no config), 3 runs" in page
+        and "- CartPole-v1: `reinforce` (not run)" in page
+    )
 
 
-def test_iqm_is_rliables():
+def test_vectorised_metrics_are_rliables():
     rliable_metrics = pytest.importorskip("rliable.metrics")
     import numpy as np
 
@@ -87,6 +92,9 @@ def test_iqm_is_rliables():
     for n in (1, 2, 3, 5, 8):
         x = rng.normal(size=(n, 3))
         assert run.iqm(x) == pytest.approx(rliable_metrics.aggregate_iqm(x))
+        assert run.iqm(x, axis=0) == pytest.approx([rliable_metrics.aggregate_iqm(x[:, t]) for t in range(3)])
+        a, b = rng.integers(0, 3, size=(n, 2)).astype(float), rng.integers(0, 3, size=(4, 2)).astype(float)  # with ties
+        assert run.probability_of_improvement(a, b) == pytest.approx(rliable_metrics.probability_of_improvement(a, b))
 
 
 @pytest.mark.parametrize("name", TORCHRL_ALGOS)
