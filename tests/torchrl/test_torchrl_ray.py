@@ -67,5 +67,5 @@ def test_grpo_over_ray_forms_whole_groups_and_syncs_weights(common):
         assert not torch.allclose(old, behaviour, atol=1e-4)
     finally:
         collector.shutdown()
-    assert versions == sorted(versions) and versions[-1] >= 3  # the policy version advances with the updates
+    assert versions == list(range(len(versions))) and len(versions) >= 3  # the policy version advances with the updates
     assert namespaces == {0, 1}  # both Ray workers delivered groups
