@@ -1,10 +1,10 @@
-"""Group-relative advantages (GRPO, seed 2.6; DeepSeekMath; Dr. GRPO; RLOO).
+"""Group-relative advantages (GRPO, docs/maths.md#6-grpo; DeepSeekMath; Dr. GRPO; RLOO).
 
 Episodes are given in padded layout ``[E, L]`` with a validity ``mask`` (see :class:`pg_extras.EpisodeLayout`)
 and a group label per episode (``group_ids`` ``[E]``, any integers; or ``group_size`` for contiguous groups).
 Groups may have different sizes and their episodes different lengths.
 
-Modes (DESIGN.md):
+Modes (docs/design.md):
 
 * ``outcome``: ``A_i = (R_i - mean_g R) / std_g R`` with ``R_i`` the episode's (discounted) return, broadcast to its steps;
 * ``process``: per-step rewards normalised over all steps of the group, ``A_{i,t} = sum_{t' >= t} r~_{i,t'}``;
@@ -21,7 +21,7 @@ docs/maths.md#12-variants.
 ``rloo=True`` replaces the group mean by the leave-one-out mean ``mean_{j != i}``. Standard deviations are
 unbiased (as in DeepSeekMath / TRL).
 
-Numerical robustness (DESIGN.md): the statistics are computed on the values divided by a power of two near each
+Numerical robustness (docs/design.md): the statistics are computed on the values divided by a power of two near each
 group's ``max|v|``, so advantages are invariant to the reward scale (1e-30 or 1e30 rewards give the same advantages
 as unit rewards) and never overflow for finite values. A group has *zero spread*, and gets advantage exactly 0, when
 its values agree to a few units in the last place of their magnitude (``max - min <= 4 eps_dtype max|v|``), not
@@ -292,7 +292,7 @@ def group_relative_advantages(
     gamma: float = 1.0,
     eps: float = 1e-8,
 ) -> GroupAdvantages:
-    """Group-relative advantages for padded episodes (DESIGN.md "GRPO", seed 2.6).
+    """Group-relative advantages for padded episodes (docs/design.md "GRPO", docs/maths.md#6-grpo).
 
     Invariant to the scale of the rewards (:func:`group_normalize`): 1e-8-scale and 1e20-scale rewards give the same
     advantages as 1-scale ones. A group with a single valid episode, or whose returns agree to the dtype's

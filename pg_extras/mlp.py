@@ -8,7 +8,7 @@ forward pass is run once, its activations and activation derivatives kept, and t
 
 cost a handful of matrix products each, with none of the autograd graph / engine overhead that dominates small
 networks on a CPU. TRPO uses it for the Gauss-Newton Fisher-vector products ``J^T M J v`` of its conjugate gradient
-(seed 2.4; :func:`pg_extras.trust_region.gauss_newton_fvp_fn` is the autograd version) and for its critic's
+(docs/maths.md §4; :func:`pg_extras.trust_region.gauss_newton_fvp_fn` is the autograd version) and for its critic's
 regression steps. The products equal autograd's up to float rounding. :func:`mlp_layers` reads the layers of a torch
 ``nn.Sequential`` MLP (public module traversal), for :func:`pg_extras.mlp_fvp_fn` (docs/maths.md#fisher-vector-products).
 """

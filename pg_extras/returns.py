@@ -5,7 +5,7 @@ SB3's rollout buffer, or ``[T]`` for one flat stream of episodes separated by ``
 There is no Python loop over time steps: the linear recurrence ``y_t = x_t + c * (1 - done_t) * y_{t+1}``
 is evaluated in chunks with a masked discount matrix (see :func:`discounted_cumsum`).
 
-Maths: seed section 2.1 (return-to-go ``G_t = sum_k gamma^(k-t) r_k``), 2.3 (baseline), and
+Maths: docs/maths.md#2-reinforce-and-return-to-go (return-to-go ``G_t = sum_k gamma^(k-t) r_k``), 2.3 (baseline), and
 Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation".
 """
 
@@ -145,7 +145,7 @@ def returns_to_go(
     gamma: float = 0.99,
     next_values: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Discounted Monte-Carlo returns-to-go ``G_t`` (seed 2.1) that tell termination from truncation.
+    """Discounted Monte-Carlo returns-to-go ``G_t`` (docs/maths.md §2) that tell termination from truncation.
 
     ``G_t = r_t + gamma * G_{t+1}`` inside an episode; at a ``terminated`` step ``G_t = r_t`` (no bootstrap);
     at a ``truncated`` step, or at the last step of the rollout when the episode is still running,

@@ -1,6 +1,6 @@
 """Importance ratios, the clipped surrogate (PPO / GRPO / DAPO clip-higher) and its variants, loss aggregation.
 
-Maths: seed 2.4 (ratio surrogate), 2.5 (PPO-clip), 2.6 (GRPO). Aggregation modes over variable-length
+Maths: docs/maths.md §4 (ratio surrogate), 2.5 (PPO-clip), 2.6 (GRPO). Aggregation modes over variable-length
 episodes follow DeepSeekMath (``grpo``), DAPO / BNPO (token-level mean) and Dr. GRPO (sum over a constant).
 Variants (docs/maths.md#12-variants): GSPO's sequence-level ratio (``importance_sampling_level="sequence"``),
 INTELLECT-2's two-sided clip (``delta``), dual clip (``clip_ratio_c``), CISPO (:func:`cispo_loss`) and SAPO's soft
@@ -70,7 +70,7 @@ def log_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tenso
 
 
 def importance_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
-    """``rho = pi(a|s) / pi_old(a|s) = exp(log_prob - old_log_prob)`` (seed 2.4); see :func:`log_ratio`."""
+    """``rho = pi(a|s) / pi_old(a|s) = exp(log_prob - old_log_prob)`` (docs/maths.md §4); see :func:`log_ratio`."""
     return torch.exp(log_ratio(log_prob, old_log_prob))
 
 
@@ -140,7 +140,7 @@ def clipped_surrogate_loss(
     importance_sampling_level: str = "token",
     episode_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-step clipped surrogate loss ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)`` (seed 2.5).
+    """Per-step clipped surrogate loss ``-min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)`` (docs/maths.md §5).
 
     Variants (docs/maths.md#12-variants), all off by default:
 

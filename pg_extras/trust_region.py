@@ -221,7 +221,7 @@ def distribution_fisher(
 
     The constraint is ``mean over the batch of KL(pi_old(.|s) || pi_theta(.|s))``, the KL of the joint action
     distribution (independent ``distributions`` and the non-batch dimensions of each add up), at
-    ``theta = theta_old``. The Fisher of each distribution in its own parameters (seed 2.4; Martens 2014, section 9.2):
+    ``theta = theta_old``. The Fisher of each distribution in its own parameters (docs/maths.md §4; Martens 2014, section 9.2):
 
     * ``Categorical(logits l)``: ``diag(p) - p p^T`` over the last dimension (the same for normalised or raw logits),
     * ``Bernoulli(logits l)``: ``p (1 - p)``,

@@ -1,6 +1,6 @@
 """Argument validation shared by the core and by every constructor of the SB3 and TorchRL adapters.
 
-One vocabulary, one policy (DESIGN.md "Conventions"): a bad argument raises ``ValueError`` whose message names the
+One vocabulary, one policy (docs/design.md "Conventions"): a bad argument raises ``ValueError`` whose message names the
 argument, shows the bad value and says how to fix it. The checks return the validated value, normalised to a plain
 Python type, so a constructor can write::
 

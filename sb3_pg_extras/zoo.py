@@ -165,7 +165,7 @@ def _suggest_common(trial: optuna.Trial, discount: bool = True, gae: bool = Fals
 
 
 def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna search space of :class:`~sb3_pg_extras.REINFORCE` (seed section 2.1)."""
+    """Optuna search space of :class:`~sb3_pg_extras.REINFORCE` (docs/maths.md#2-reinforce-and-return-to-go)."""
     params = _suggest_common(trial)
     params["n_steps_pow"] = trial.suggest_int("n_steps_pow", 6, 11)
     params["normalize_returns"] = trial.suggest_categorical("normalize_returns", [True, False])
@@ -177,7 +177,7 @@ def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
 def sample_reinforce_baseline_params(
     trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
 ) -> dict[str, Any]:
-    """Optuna search space of :class:`~sb3_pg_extras.REINFORCEWithBaseline` (seed section 2.3)."""
+    """Optuna search space of :class:`~sb3_pg_extras.REINFORCEWithBaseline` (docs/maths.md#3-baselines-and-gae)."""
     params = _suggest_common(trial)
     params["n_steps_pow"] = trial.suggest_int("n_steps_pow", 6, 11)
     params["batch_size_pow"] = trial.suggest_int("batch_size_pow", 5, 10)
@@ -191,7 +191,7 @@ def sample_reinforce_baseline_params(
 
 
 def sample_trpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna search space of our :class:`~sb3_pg_extras.TRPO` (seed section 2.4): rl-zoo3's TRPO space
+    """Optuna search space of our :class:`~sb3_pg_extras.TRPO` (docs/maths.md §4): rl-zoo3's TRPO space
     (``target_kl`` is the trust-region radius ``delta``) plus the knobs it leaves fixed (``cg_damping``,
     ``line_search_shrinking_factor``)."""
     params = _suggest_common(trial, gae=True)

@@ -1,7 +1,7 @@
 """GRPO groups on any batched TorchRL env, driven by the core's :class:`pg_extras.GroupScheduler`.
 
 For control tasks a GRPO "query" is an initial state: a *group* is ``group_size`` episodes that start from the same
-reset seed (DESIGN.md "GRPO"). :class:`GroupedEnv` wraps a batched env: each time a sub-env resets, it asks the
+reset seed (docs/design.md "GRPO"). :class:`GroupedEnv` wraps a batched env: each time a sub-env resets, it asks the
 scheduler for the next job (group, member, seed) and passes the job's seed in that same reset, so every finished
 episode costs exactly one reset and no sub-env waits for another. Every step is labelled with the ``group_id`` and
 ``episode_id`` of its episode; :class:`~torchrl_pg_extras.GroupBatcher` turns the collected steps into batches of

@@ -1,4 +1,4 @@
-"""GRPO for any environment (seed 2.6; DeepSeekMath; DAPO; Dr. GRPO) as a TorchRL loss module."""
+"""GRPO for any environment (docs/maths.md#6-grpo; DeepSeekMath; DAPO; Dr. GRPO) as a TorchRL loss module."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ __all__ = ["GRPOLoss"]
 class GRPOLoss(PolicyGradientLossBase):
     """Critic-free GRPO loss for discrete and continuous control (not only LLMs).
 
-    Per step ``t`` of episode ``i`` (DESIGN.md "GRPO"), GRPO's objective from the core, kept as separate ``loss_*``
+    Per step ``t`` of episode ``i`` (docs/design.md "GRPO"), GRPO's objective from the core, kept as separate ``loss_*``
     terms as TorchRL losses do:
 
     * ``loss_objective``: PPO-clip on the per-step ratio ``rho = exp(log pi(a|s) - log pi_old(a|s))`` with a low and

@@ -1,4 +1,4 @@
-"""REINFORCE (seed 2.1) and REINFORCE with baseline (seed 2.3) as a TorchRL loss module."""
+"""REINFORCE (docs/maths.md §2) and REINFORCE with baseline (docs/maths.md §3) as a TorchRL loss module."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ __all__ = ["REINFORCELoss"]
 class REINFORCELoss(PolicyGradientLossBase):
     """REINFORCE loss, critic-free or with a learned baseline.
 
-    Without a critic this is pure Monte-Carlo REINFORCE (seed 2.1, Williams 1992): ``loss_actor`` is the mean of
+    Without a critic this is pure Monte-Carlo REINFORCE (docs/maths.md §2, Williams 1992): ``loss_actor`` is the mean of
     ``-log pi(a_t|s_t) G_t`` with ``G_t`` the discounted return-to-go of complete episodes. With a critic it is
-    REINFORCE with baseline (seed 2.3): the advantage is ``G_t - V(s_t)`` and ``loss_value`` regresses ``V(s_t)``
+    REINFORCE with baseline (docs/maths.md §3): the advantage is ``G_t - V(s_t)`` and ``loss_value`` regresses ``V(s_t)``
     on ``G_t``. The log-probabilities are those of the stored actions under the current policy.
 
     The advantage is read from the input (``tensor_keys.advantage``) or, when absent, computed by the value
@@ -40,7 +40,7 @@ class REINFORCELoss(PolicyGradientLossBase):
         critic_coeff (float): weight of ``loss_value``. Defaults to ``1.0``.
         loss_critic_type (str): ``"l2"`` (MSE, default), ``"l1"`` or ``"smooth_l1"``.
         normalize_advantage (bool): standardise the advantage over the valid steps of the batch (a baseline and a
-            scale, seed 2.2). Defaults to ``False``.
+            scale, docs/maths.md#3-baselines-and-gae). Defaults to ``False``.
         separate_losses (bool): parameters shared by actor and critic get no gradient from ``loss_value``.
             Defaults to ``False``.
         functional (bool): functionalise the networks (TorchRL convention). Defaults to ``True``.

@@ -1,4 +1,4 @@
-"""TRPO (seed 2.4; Schulman et al. 2015) as a TorchRL loss module plus a trust-region update and a Trainer stepper."""
+"""TRPO (docs/maths.md §4; Schulman et al. 2015) as a TorchRL loss module plus a trust-region update and a Trainer stepper."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class TRPOLoss(PolicyGradientLossBase):
     """Trust Region Policy Optimization: surrogate, KL and critic loss, and the trust-region policy update.
 
     TRPO maximises the importance-ratio surrogate ``E[pi(a|s) / pi_old(a|s) A]`` subject to
-    ``KL(pi_old || pi) <= max_kl`` (seed 2.4). The constrained step is not a gradient step, so it is exposed as
+    ``KL(pi_old || pi) <= max_kl`` (docs/maths.md §4). The constrained step is not a gradient step, so it is exposed as
     :meth:`trust_region_step` (conjugate gradient on Fisher-vector products, step ``sqrt(2 delta / x^T F x) x``,
     backtracking line search that accepts only an improving step inside the KL bound and otherwise restores the
     parameters: :func:`pg_extras.trust_region_step`). The critic is trained separately by gradient descent on
@@ -193,7 +193,7 @@ class TRPOLoss(PolicyGradientLossBase):
         return self._out(out)
 
     def trust_region_step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """One TRPO policy update on ``tensordict`` (seed 2.4.2, step 3); the actor parameters change in place.
+        """One TRPO policy update on ``tensordict`` (docs/maths.md §4, step 3); the actor parameters change in place.
 
         The advantage is read from the input or computed (and written into ``tensordict``) by the value estimator,
         with the critic as it is now: call this before updating the critic on the same batch. The surrogate is
@@ -274,7 +274,7 @@ class TRPOStepper(OptimizationStepper):
 
     Each call does one trust-region actor update on the sub-batch, then ``critic_updates`` passes of
     gradient descent on ``loss_critic`` with ``critic_optimizer`` (mini-batches of ``critic_batch_size`` valid
-    steps, or the whole sub-batch). The advantage is computed before the critic moves (seed 2.4.2).
+    steps, or the whole sub-batch). The advantage is computed before the critic moves (docs/maths.md §4).
 
     Args:
         loss_module (TRPOLoss): the loss.

@@ -1,8 +1,8 @@
 """Advantage modules with the TorchRL value-estimator interface (call on a tensordict, write ``advantage``).
 
-* :class:`MonteCarloEstimator`: discounted Monte-Carlo returns-to-go ``G_t`` (seed 2.1) that tell termination
-  from truncation, optionally minus a critic baseline ``V(s_t)`` (seed 2.3);
-* :class:`GroupRelativeAdvantage`: GRPO's critic-free group-relative advantages (seed 2.6, DESIGN.md "GRPO").
+* :class:`MonteCarloEstimator`: discounted Monte-Carlo returns-to-go ``G_t`` (docs/maths.md §2) that tell termination
+  from truncation, optionally minus a critic baseline ``V(s_t)`` (docs/maths.md#3-baselines-and-gae);
+* :class:`GroupRelativeAdvantage`: GRPO's critic-free group-relative advantages (docs/maths.md#6-grpo, docs/design.md "GRPO").
 
 Both accept the three layouts TorchRL collectors produce: fixed-frame batches ``[*B, T]`` (time last or named
 ``"time"``), padded complete trajectories ``[E, L]`` with a ``("collector", "mask")`` entry
@@ -181,7 +181,7 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
 
 
 class MonteCarloEstimator(_EpisodeEstimatorBase):
-    """Discounted Monte-Carlo returns-to-go (seed 2.1), optionally with a critic baseline (seed 2.3).
+    """Discounted Monte-Carlo returns-to-go (docs/maths.md §2), optionally with a critic baseline (docs/maths.md §3).
 
     Writes ``value_target = G_t = sum_{k >= t} gamma^(k - t) r_k`` (the sum stops at the end of the episode,
     terminated or truncated) and ``advantage = G_t - V(s_t)`` (``G_t`` without a value network). With
@@ -264,7 +264,7 @@ class MonteCarloEstimator(_EpisodeEstimatorBase):
 
 
 class GroupRelativeAdvantage(_EpisodeEstimatorBase):
-    """Critic-free group-relative advantages (GRPO, seed 2.6; DESIGN.md "GRPO").
+    """Critic-free group-relative advantages (GRPO, docs/maths.md#6-grpo; docs/design.md "GRPO").
 
     Episodes are grouped by the ``group_id`` entry (written by :class:`~torchrl_pg_extras.GroupedEnv`; the label of
     an episode is the one of its first step), or, without that entry, ``group_size`` consecutive episodes form a

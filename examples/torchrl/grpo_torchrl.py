@@ -1,4 +1,4 @@
-"""GRPO (seed 2.6) for control with TorchRL on CartPole-v1 or Pendulum-v1: no critic, same-seed groups.
+"""GRPO (docs/maths.md#6-grpo) for control with TorchRL on CartPole-v1 or Pendulum-v1: no critic, same-seed groups.
 
     python examples/torchrl/grpo_torchrl.py                       # the tuned CartPole settings (reaches 475)
     python examples/torchrl/grpo_torchrl.py --env Pendulum-v1 --frames 1000000 --group-size 4 --lr 1e-3 --constant-lr

@@ -1,4 +1,4 @@
-"""REINFORCE (seed 2.1) / REINFORCE with baseline (seed 2.3) with TorchRL on CartPole-v1 or Pendulum-v1.
+"""REINFORCE (docs/maths.md §2) / REINFORCE with baseline (docs/maths.md §3) with TorchRL on CartPole-v1 or Pendulum-v1.
 
     python examples/torchrl/reinforce_torchrl.py                       # the tuned CartPole settings, no critic
     python examples/torchrl/reinforce_torchrl.py --baseline            # with a learned baseline
@@ -28,7 +28,7 @@ def env_steps(collector) -> int:
 
 def main(argv: list[str] | None = None) -> float:
     p = parser("REINFORCE", frames=100_000, envs=16)
-    p.add_argument("--baseline", action="store_true", help="learn a critic V(s) as baseline (seed 2.3)")
+    p.add_argument("--baseline", action="store_true", help="learn a critic V(s) as baseline (docs/maths.md §3)")
     p.add_argument("--episodes-per-batch", type=int, default=4)
     p.add_argument("--steps-per-poll", type=int, default=8, help="collector frames per poll = num_envs * this")
     p.add_argument("--lr", type=float, default=1e-2)

@@ -1,6 +1,6 @@
 """Critic-free SB3 policies: an actor only, no value head parameters at all.
 
-REINFORCE and GRPO (DESIGN.md) have no critic. SB3's ``ActorCriticPolicy`` always builds ``value_net`` and the
+REINFORCE and GRPO (docs/design.md) have no critic. SB3's ``ActorCriticPolicy`` always builds ``value_net`` and the
 value branch of ``MlpExtractor``; these subclasses build neither, so ``model.policy.parameters()`` holds only actor
 weights. ``forward`` returns zeros in place of values so that SB3's rollout collection keeps working.
 

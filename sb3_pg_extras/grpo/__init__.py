@@ -1,4 +1,4 @@
-"""GRPO for Stable-Baselines3 (seed 2.6, DeepSeekMath; DAPO, Dr. GRPO, RLOO variants)."""
+"""GRPO for Stable-Baselines3 (docs/maths.md#6-grpo, DeepSeekMath; DAPO, Dr. GRPO, RLOO variants)."""
 
 from sb3_pg_extras.grpo.algo import GRPO
 from sb3_pg_extras.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy

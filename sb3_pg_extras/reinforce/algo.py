@@ -19,7 +19,7 @@ SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
 
 
 class REINFORCE(EpisodicOnPolicyAlgorithm):
-    """REINFORCE: ``loss = -mean_t(log pi(a_t|s_t) * G_t) - ent_coef * mean_t(H[pi(.|s_t)])`` (seed 2.1).
+    """REINFORCE: ``loss = -mean_t(log pi(a_t|s_t) * G_t) - ent_coef * mean_t(H[pi(.|s_t)])`` (docs/maths.md §2).
 
     ``G_t = sum_{k >= t} gamma^(k-t) r_k`` is the Monte-Carlo return-to-go of the step's episode, computed by
     :func:`pg_extras.returns_to_go` over *complete* episodes only: an episode still running at the end of a rollout
@@ -36,7 +36,7 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
     :param ent_coef: entropy bonus coefficient (>= 0).
     :param max_grad_norm: gradient-norm clipping (``None``: no clipping).
     :param normalize_returns: standardise ``G_t`` over the batch, ``(G - mean) / std``: a constant baseline plus a
-        step-size scale (seed 2.2 shows the baseline leaves the gradient unbiased); ``False`` is the plain seed 2.1 loss.
+        step-size scale (docs/maths.md §3 shows the baseline leaves the gradient unbiased); ``False``: the plain loss.
     :param carry_over: keep unfinished episodes for the next rollout (``False``: drop them, strictly on-policy).
     :param max_episode_steps: error when an episode runs longer than this without ending (default
         ``max(10 * n_steps, 10_000)``).

@@ -1,4 +1,4 @@
-"""REINFORCE with a learned baseline V(s) (seed 2.3) for Stable-Baselines3."""
+"""REINFORCE with a learned baseline V(s) (docs/maths.md#3-baselines-and-gae) for Stable-Baselines3."""
 
 from sb3_pg_extras.reinforce_baseline.algo import REINFORCEWithBaseline
 from sb3_pg_extras.reinforce_baseline.policies import (

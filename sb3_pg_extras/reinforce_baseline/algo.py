@@ -20,7 +20,7 @@ __all__ = ["REINFORCEWithBaseline"]
 
 
 class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
-    """REINFORCE with a learned state-value baseline (seed 2.3).
+    """REINFORCE with a learned state-value baseline (docs/maths.md#3-baselines-and-gae).
 
     Per rollout, on the complete episodes only (see :class:`~sb3_pg_extras.reinforce.REINFORCE`):
 
@@ -29,7 +29,7 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
     3. ``n_critic_updates`` epochs of MSE regression of ``V_phi(s_t)`` on ``G_t`` in minibatches of ``batch_size``
        with its own optimizer and learning rate ``vf_learning_rate`` (critic parameters only).
 
-    Baseline invariance (seed 2.2): the expected gradient does not depend on ``V``; the critic only reduces variance.
+    Baseline invariance (docs/maths.md §3): the expected gradient does not depend on ``V``; the critic only reduces variance.
 
     :param policy: the policy model to use (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``).
     :param env: the environment to learn from (if registered in Gym, can be str).

@@ -1,7 +1,7 @@
 """Policies of :class:`~sb3_pg_extras.reinforce_baseline.REINFORCEWithBaseline`: an actor and a separately trained V(s).
 
 SB3's ``ActorCriticPolicy`` with the actor and the critic split into two parameter sets and two optimizers
-(seed 2.3: the policy and the baseline are two models updated by two different losses):
+(docs/maths.md#3-baselines-and-gae: the policy and the baseline are two models updated by two different losses):
 
 * ``optimizer`` holds the actor parameters (features extractor, ``mlp_extractor.policy_net``, ``action_net``,
   ``log_std``) and is stepped by the policy-gradient loss;
