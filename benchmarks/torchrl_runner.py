@@ -13,6 +13,12 @@ module and an optimizer loop. The names ``run.py`` dispatches here:
 * ``torchrl_trpo``: :class:`torchrl_pg_extras.TRPOLoss` (GAE, trust-region actor step) driven by
   :class:`~torchrl_pg_extras.TRPOStepper`;
 * ``torchrl_reinforce`` (competitor): :class:`torchrl.objectives.ReinforceLoss` with its default GAE estimator;
+* ``torchrl_mc_ppo`` (competitor, TorchRL's own critic-free recipe): :class:`torchrl.objectives.llm.MCAdvantage`
+  (``trajectory_return="sum"``: each episode's return standardised over its group) and
+  :class:`~torchrl.objectives.ClipPPOLoss` without a critic, on complete episodes from
+  ``Collector(trajs_per_batch=...)``. TorchRL has no same-start groups for control envs, so a group is
+  ``group_size`` consecutive finished episodes (each from its own reset), the setting of de Oliveira et al. 2025;
+  the other hyperparameters are our GRPO's;
 * ``torchrl_ppo`` (competitor): :class:`torchrl.objectives.ClipPPOLoss` with a critic and GAE, RL Zoo's PPO
   hyperparameters (CartPole: 8 envs, n_steps 32, batch 256, 20 epochs, gae_lambda 0.8, gamma 0.98, linear lr 1e-3
   and clip 0.2, Adam eps 1e-5, max_grad_norm 0.5, vf_coef 0.5 as SB3).
@@ -53,13 +59,14 @@ from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, ExplorationType, GymWrapper, set_exploration_type
 from torchrl.objectives import ClipPPOLoss, ReinforceLoss, ValueEstimators
+from torchrl.objectives.llm import MCAdvantage
 
 from benchmarks.common import Curve
 from torchrl_pg_extras import GroupBatcher, GroupedEnv, GroupRelativeAdvantage, GRPOLoss, REINFORCELoss, TRPOLoss, TRPOStepper
 
 __all__ = ["DEFAULTS", "TORCHRL_ALGOS", "config_for", "run_torchrl"]
 
-TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torchrl_reinforce", "torchrl_ppo")
+TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torchrl_reinforce", "torchrl_ppo", "torchrl_mc_ppo")
 
 # Hyperparameters per algorithm and env. Ours were tuned on CartPole-v1 seeds 0-2 (fewest frames to a mean eval
 # return of 475); the competitors keep RL Zoo's (PPO) or TorchRL's defaults (ReinforceLoss: GAE). Pendulum-v1 values
@@ -97,6 +104,12 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                             hidden=64),
         "Pendulum-v1": dict(num_envs=8, steps_per_env=32, lr=1e-3, gamma=0.9, gae_lambda=0.95, max_grad_norm=1.0,
                             hidden=64),
+    },
+    "torchrl_mc_ppo": {  # our GRPO's settings (same groups, epochs, lr): only the grouping and the loss differ
+        "CartPole-v1": dict(num_envs=16, group_size=8, groups_per_batch=1, steps_per_poll=8, epochs=8, lr=3e-3,
+                            lr_linear=True, clip=0.2, max_grad_norm=1.0, hidden=64),
+        "Pendulum-v1": dict(num_envs=16, group_size=4, groups_per_batch=2, steps_per_poll=8, epochs=8, lr=1e-3,
+                            lr_linear=False, clip=0.2, max_grad_norm=1.0, hidden=64),
     },
     "torchrl_ppo": {
         "CartPole-v1": dict(num_envs=8, steps_per_env=32, batch_size=256, epochs=20, gamma=0.98, gae_lambda=0.8, lr=1e-3,
@@ -340,12 +353,46 @@ class _TorchRLPPO(_Pipeline):
                 _clip_grad_and_step(self.optim, _total(self.loss(mb)), self.loss.parameters(), hp["max_grad_norm"])
 
 
+class _TorchRLMCPPO(_Pipeline):
+    """TorchRL's critic-free recipe: ``MCAdvantage`` group advantages, ``ClipPPOLoss(critic_network=None)``."""
+
+    def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
+        env = make_batched_env(env_id, hp["num_envs"], seed)
+        self.actor, _ = _networks(env, hp["hidden"], critic=False)
+        self.loss = ClipPPOLoss(
+            self.actor, None, clip_epsilon=hp["clip"], entropy_bonus=False, normalize_advantage=False, functional=False
+        )
+        self.advantage = MCAdvantage(grpo_size=hp["group_size"], prompt_key="group_id", trajectory_return="sum")
+        self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
+        episodes = hp["group_size"] * hp["groups_per_batch"]
+        self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=episodes)
+        self.groups_seen = 0
+        self.hp = hp
+
+    def batches(self) -> Iterable[TensorDictBase]:
+        return self.collector
+
+    def frames(self) -> int:
+        return int(self.collector.state_dict()["frames"])
+
+    def update(self, batch: TensorDictBase, progress: float) -> None:
+        _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)
+        done = batch["next", "done"].reshape(-1)
+        episode = torch.cumsum(done.long(), 0) - done.long()  # index of each step's episode in the batch
+        batch["group_id"] = self.groups_seen + episode // self.hp["group_size"]
+        self.groups_seen += self.hp["groups_per_batch"]
+        batch = self.advantage.inv(batch)
+        for _ in range(self.hp["epochs"]):
+            _clip_grad_and_step(self.optim, _total(self.loss(batch)), self.loss.parameters(), self.hp["max_grad_norm"])
+
+
 _PIPELINES: dict[str, type[_Pipeline]] = {
     "torchrl_grpo": _GRPO,
     "torchrl_reinforce_pgx": _ReinforcePgx,
     "torchrl_trpo": _TRPO,
     "torchrl_reinforce": _TorchRLReinforce,
     "torchrl_ppo": _TorchRLPPO,
+    "torchrl_mc_ppo": _TorchRLMCPPO,
 }
 
 

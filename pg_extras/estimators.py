@@ -59,6 +59,7 @@ def estimate_advantages(
     group_scale: str = "group",
     rloo: bool = False,
     eps: float = 1e-8,
+    baseline_returns: torch.Tensor | None = None,
 ) -> AdvantageEstimate:
     """Advantages of one batch with the estimator ``estimator``.
 
@@ -74,10 +75,12 @@ def estimate_advantages(
     :param group_ids: ``[T, *B]`` integer group of each step's episode (``group``); every step of an episode carries
         the same id, and the batch must hold whole episodes (each ends with terminated or truncated).
     :param group_mode: one of :data:`pg_extras.ADVANTAGE_MODES` (``group``): ``outcome``, ``process``,
-        ``return_to_go``, ``reinforce_pp``, ``reinforce_pp_baseline``, ``opo``.
+        ``return_to_go``, ``reinforce_pp``, ``reinforce_pp_baseline``, ``opo``, ``remax``.
     :param group_scale: one of :data:`pg_extras.ADVANTAGE_SCALES` (``group``): ``group``, ``batch``, ``none``, ``gpg``.
     :param rloo: leave-one-out baseline (``group``).
     :param eps: relative damping of the group std (``group``; see :func:`pg_extras.group_normalize`).
+    :param baseline_returns: ``[T, *B]`` ReMax's baseline, the greedy episode's return of each step's group
+        (``group`` with ``group_mode="remax"``; read at each episode's first step).
 
     Example::
 
@@ -113,9 +116,19 @@ def estimate_advantages(
             "(collect complete groups, e.g. with pg_extras.GroupScheduler)."
         )
     ep_rewards = layout.to_episodes(time_major)
-    ids = group_ids.reshape(time_major.shape)[layout.start_step, layout.env_index]
+    start = (layout.start_step, layout.env_index)
+    ids = group_ids.reshape(time_major.shape)[start]
+    baseline = None if baseline_returns is None else baseline_returns.reshape(time_major.shape)[start]
     result = group_relative_advantages(
-        ep_rewards, layout.mask, group_ids=ids, mode=group_mode, scale=group_scale, rloo=rloo, gamma=gamma, eps=eps
+        ep_rewards,
+        layout.mask,
+        group_ids=ids,
+        mode=group_mode,
+        scale=group_scale,
+        rloo=rloo,
+        gamma=gamma,
+        eps=eps,
+        baseline_returns=baseline,
     )
     adv = layout.to_steps(result.advantages).reshape(rewards.shape)
     ret = returns_to_go(rewards, terminated, truncated, gamma=gamma)

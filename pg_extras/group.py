@@ -12,11 +12,13 @@ Modes (docs/design.md):
 * ``reinforce_pp`` (REINFORCE++): the returns-to-go ``G_{i,t}`` whitened over every valid step of the batch;
 * ``reinforce_pp_baseline`` (REINFORCE++-baseline): ``G_{i,t} - mean_j G_{j,t}`` (the ``return_to_go`` centring),
   then whitened over the batch;
-* ``opo`` (OPO): ``R_i - sum_j L_j R_j / sum_j L_j``, the length-weighted group mean as baseline.
+* ``opo`` (OPO): ``R_i - sum_j L_j R_j / sum_j L_j``, the length-weighted group mean as baseline;
+* ``remax`` (ReMax): ``R_i - R_greedy(g_i)``, the return of the group's greedy episode as baseline
+  (``baseline_returns``; :func:`remax_advantages`), not normalised.
 
 Scale: ``group`` (std of the group, GRPO), ``batch`` (std over the whole batch), ``none`` (Dr. GRPO), ``gpg``
 (GPG: no std, times ``alpha = B / #(R_i != 0)``). The two REINFORCE++ modes whiten over the batch themselves, so
-``scale`` does not apply to them. :func:`remax_advantages` is ReMax's baseline (the greedy episode's return).
+``scale`` does not apply to them, nor to ``remax``.
 docs/maths.md#12-variants.
 ``rloo=True`` replaces the group mean by the leave-one-out mean ``mean_{j != i}``. Standard deviations are
 unbiased (as in DeepSeekMath / TRL).
@@ -49,10 +51,10 @@ __all__ = [
     "remax_advantages",
 ]
 
-ADVANTAGE_MODES = ("outcome", "process", "return_to_go", "reinforce_pp", "reinforce_pp_baseline", "opo")
+ADVANTAGE_MODES = ("outcome", "process", "return_to_go", "reinforce_pp", "reinforce_pp_baseline", "opo", "remax")
 ADVANTAGE_SCALES = ("group", "batch", "none", "gpg")
-#: the modes that whiten over the batch themselves (``scale`` does not apply)
-_WHITENED_MODES = ("reinforce_pp", "reinforce_pp_baseline")
+#: the modes ``scale`` does not apply to: the two that whiten over the batch themselves, and ReMax (unnormalised)
+_WHITENED_MODES = ("reinforce_pp", "reinforce_pp_baseline", "remax")
 #: a group's values have zero spread when ``max - min <= _ZERO_SPREAD_EPS * finfo(dtype).eps * max|values|``
 _ZERO_SPREAD_EPS = 4.0
 _RESCALE_HINT = "rescale the rewards, e.g. with VecNormalize(norm_reward=True) or a reward scale wrapper"
@@ -281,6 +283,19 @@ def group_normalize(
     return out, stats.zero_spread
 
 
+def _check_remax_arguments(mode: str, baseline_returns: torch.Tensor | None, rloo: bool) -> None:
+    if mode == "remax":
+        if baseline_returns is None:
+            raise ValueError(
+                "mode='remax' needs baseline_returns (the greedy episode's return of each episode's group): collect "
+                "with GroupScheduler(greedy_member=True), as GRPO(advantage_mode='remax') and GroupedEnv do."
+            )
+        if rloo:
+            raise ValueError("rloo=True replaces the group mean; mode='remax' uses the greedy return: pass rloo=False.")
+    elif baseline_returns is not None:
+        raise ValueError(f"baseline_returns is ReMax's greedy return: it needs mode='remax', got mode={mode!r}.")
+
+
 def group_relative_advantages(
     rewards: torch.Tensor,
     mask: torch.Tensor,
@@ -291,6 +306,7 @@ def group_relative_advantages(
     rloo: bool = False,
     gamma: float = 1.0,
     eps: float = 1e-8,
+    baseline_returns: torch.Tensor | None = None,
 ) -> GroupAdvantages:
     """Group-relative advantages for padded episodes (docs/design.md "GRPO", docs/maths.md#6-grpo).
 
@@ -303,13 +319,14 @@ def group_relative_advantages(
     :param group_ids: ``[E]`` integer group label of each episode; or give ``group_size`` for contiguous groups.
     :param group_size: episodes ``[kG, (k+1)G)`` form group ``k``; ``>= 2`` (a group compares episodes) and must
         divide ``E``.
-    :param mode: ``outcome``, ``process``, ``return_to_go``, ``reinforce_pp``, ``reinforce_pp_baseline`` or ``opo``
-        (see the module docstring).
-    :param scale: ``group``, ``batch``, ``none`` or ``gpg`` (ignored by the two ``reinforce_pp`` modes).
+    :param mode: ``outcome``, ``process``, ``return_to_go``, ``reinforce_pp``, ``reinforce_pp_baseline``, ``opo`` or
+        ``remax`` (see the module docstring).
+    :param scale: ``group``, ``batch``, ``none`` or ``gpg`` (ignored by the two ``reinforce_pp`` modes and ``remax``).
     :param rloo: leave-one-out baseline (with ``opo``: the length-weighted mean of the others).
     :param gamma: discount of the episode return (``outcome``, ``opo``, the ``gpg`` count) and of the returns-to-go
         (``return_to_go`` and the ``reinforce_pp`` modes).
     :param eps: relative damping of the std (see :func:`group_normalize`).
+    :param baseline_returns: ``[E]`` the return of each episode's group's greedy episode (``remax`` only, required).
     :return: :class:`GroupAdvantages` with ``advantages [E, L]`` (0 on padding).
     :raises ValueError: on bad arguments, non-finite rewards, or returns / advantages that overflow the dtype.
 
@@ -335,6 +352,7 @@ def group_relative_advantages(
     mask = mask.to(torch.bool)
     rewards = torch.where(mask, rewards, torch.zeros_like(rewards))
     check_finite("rewards", rewards, hint="the environment returned NaN/inf rewards; check it or clip its rewards")
+    _check_remax_arguments(mode, baseline_returns, rloo)
     E = rewards.shape[0]
     if group_ids is None:
         if group_size is None:
@@ -356,6 +374,9 @@ def group_relative_advantages(
             totals, group_ids, episode_valid, inner_scale, rloo, eps, name="returns", weights=lengths
         )
         advantages = torch.where(mask, adv[:, None].expand_as(rewards), torch.zeros_like(rewards))
+    elif mode == "remax":
+        _, zero_std = group_normalize(totals, group_ids, episode_valid, "none", False, eps, name="returns")
+        advantages = remax_advantages(rewards, mask, baseline_returns, gamma)  # type: ignore[arg-type]
     elif mode == "process":
         # One normalisation over all steps of the group: flatten steps into one column per group.
         flat_gid = group_ids[:, None].expand_as(rewards).reshape(-1)

@@ -12,6 +12,10 @@ group size ``G >= 2``; ``N`` need not be a multiple of ``G`` and no slot ever wa
   versions: the loss uses the behaviour log-probs stored at collection time, so PPO-clip / TRPO ratios stay correct.
   The *lag* of a group is ``policy_version - version at which its first member was handed out``; complete groups
   whose lag exceeds ``max_policy_lag`` are dropped (and counted) by :meth:`GroupScheduler.pop_complete`.
+* ``greedy_member=True`` (ReMax, docs/maths.md#remax): every group gets one extra member, played with the policy's
+  deterministic action from the same seed; its job has ``greedy=True`` and member index ``G``. Its return is the
+  group's baseline (:attr:`CompletedGroup.greedy_return`, passed to :meth:`GroupScheduler.finish`); it is not one of
+  the group's training episodes (:attr:`CompletedGroup.episodes` lists the ``G`` sampled ones).
 * An episode that cannot be completed (the env was reset under it, a rollout was interrupted) is *abandoned*: its
   group is dropped, the members still running are discarded when they end, the unassigned ones are never handed out.
 
@@ -42,7 +46,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from pg_extras._checks import check_choice
+from pg_extras.validation import check_bool, check_choice
 
 __all__ = ["CompletedGroup", "GroupHarvest", "GroupJob", "GroupScheduler"]
 
@@ -55,9 +59,10 @@ class GroupJob:
 
     episode: int  # unique id of the episode
     group: int  # unique id of the group
-    member: int  # index of the member in its group, 0 .. G-1
+    member: int  # index of the member in its group, 0 .. G-1 (G: the greedy member)
     seed: int  # reset seed, the same for every member of the group
     version: int  # policy version when the job was handed out
+    greedy: bool = False  # ReMax's greedy member: act with the deterministic action, do not train on it
 
 
 @dataclass
@@ -66,9 +71,11 @@ class CompletedGroup:
 
     group: int
     seed: int | None  # the group's reset seed (None when the harvest was not told it)
-    episodes: list[int]  # episode ids, by member (in the order they started)
+    episodes: list[int]  # episode ids of the sampled members, in the order they started
     first_version: int  # policy version when the first member was handed out (its first step seen)
     lag: int = 0  # policy versions between the first hand-out and the harvest (set by pop_complete)
+    greedy_episode: int | None = None  # the greedy member's episode id (greedy_member=True)
+    greedy_return: float | None = None  # its return, when it was given to end() / finish()
 
 
 def _check_group_size(group_size: int) -> int:
@@ -92,6 +99,8 @@ class _Pending:
     first_version: int
     episodes: list[int] = field(default_factory=list)  # started members, in start order
     finished: list[int] = field(default_factory=list)  # members that ended, in end order
+    greedy_episode: int | None = None
+    greedy_return: float | None = None
 
 
 class GroupHarvest:
@@ -120,6 +129,8 @@ class GroupHarvest:
     :param namespace: size of the id namespaces: ``id // namespace`` says which scheduler labelled an id (give
         scheduler ``k`` the ``id_offset`` ``k * namespace``); dead groups are found per namespace. ``None``: one
         namespace (one scheduler).
+    :param greedy_member: each group has one more member, the greedy one (ReMax): it is started with
+        ``start(..., greedy=True)``, and a group completes when its ``group_size`` sampled members and it have ended.
     :param name: the owner named in error messages.
 
     Example::
@@ -141,13 +152,17 @@ class GroupHarvest:
         max_policy_lag: int | None = None,
         namespace: int | None = None,
         *,
+        greedy_member: bool = False,
         name: str = "GroupHarvest",
     ) -> None:
+        check_bool("greedy_member", greedy_member)
         if namespace is not None and (isinstance(namespace, bool) or not isinstance(namespace, int) or namespace < 1):
             raise ValueError(f"namespace must be an integer >= 1 or None (one namespace), got {namespace!r}.")
         self.group_size = _check_group_size(group_size)
         self.max_policy_lag = _check_max_policy_lag(max_policy_lag)
         self.namespace = namespace
+        self.greedy_member = bool(greedy_member)
+        self.members = self.group_size + int(self.greedy_member)  # episodes started per group
         self.name = name
         self.policy_version = 0
         self._pending: dict[int, _Pending] = {}  # groups not complete yet, by start order
@@ -165,8 +180,11 @@ class GroupHarvest:
         self.groups_abandoned = 0
 
     # ------------------------------------------------------------------ episodes
-    def start(self, episode: int, group: int, seed: int | None = None) -> None:
-        """The first step of ``episode``, a member of ``group`` (reset from ``seed``, if known), was seen."""
+    def start(self, episode: int, group: int, seed: int | None = None, greedy: bool = False) -> None:
+        """The first step of ``episode``, a member of ``group`` (reset from ``seed``, if known), was seen.
+
+        ``greedy``: it is the group's greedy member (``greedy_member=True`` only; one per group).
+        """
         if episode in self._member or episode in self._dropped_running:
             raise ValueError(f"{self.name}: episode {episode} started twice (episode ids must be unique).")
         pending = self._pending.get(group)
@@ -176,7 +194,15 @@ class GroupHarvest:
             pending = self._pending[group] = _Pending(group, seed, self.policy_version)
             ns = self._namespace_of(group)
             self._latest[ns] = max(group, self._latest.get(ns, group))
-        elif len(pending.episodes) == self.group_size:
+        elif len(pending.episodes) == self.members:
+            self._too_many(group)
+        if greedy:
+            if not self.greedy_member:
+                raise ValueError(f"{self.name}: a greedy member was started but greedy_member=False.")
+            if pending.greedy_episode is not None:
+                raise ValueError(f"{self.name}: group {group} got a second greedy member (episode {episode}).")
+            pending.greedy_episode = episode
+        elif self.greedy_member and len(pending.episodes) - int(pending.greedy_episode is not None) == self.group_size:
             self._too_many(group)
         pending.episodes.append(episode)
         self._member[episode] = group
@@ -191,8 +217,11 @@ class GroupHarvest:
     def _namespace_of(self, group: int) -> int:
         return 0 if self.namespace is None else group // self.namespace
 
-    def end(self, episode: int) -> bool:
-        """The last step of ``episode`` was seen. Returns True when this completes its group."""
+    def end(self, episode: int, greedy_return: float | None = None) -> bool:
+        """The last step of ``episode`` was seen. Returns True when this completes its group.
+
+        ``greedy_return``: the return of the group's greedy member, when ``episode`` is it (kept in the group).
+        """
         if episode in self._dropped_running:
             self._dropped_running.discard(episode)
             self._discarded.append(episode)
@@ -201,10 +230,22 @@ class GroupHarvest:
         if pending is None or episode in pending.finished:
             raise KeyError(f"episode {episode} is not a running episode of this {self.name} (not started, or ended twice?)")
         pending.finished.append(episode)
-        if len(pending.finished) < self.group_size:
+        if episode == pending.greedy_episode and greedy_return is not None:
+            pending.greedy_return = float(greedy_return)
+        if len(pending.finished) < self.members:
             return False
         del self._pending[pending.group]
-        self._complete.append(CompletedGroup(pending.group, pending.seed, list(pending.episodes), pending.first_version))
+        sampled = [e for e in pending.episodes if e != pending.greedy_episode]
+        self._complete.append(
+            CompletedGroup(
+                pending.group,
+                pending.seed,
+                sampled,
+                pending.first_version,
+                greedy_episode=pending.greedy_episode,
+                greedy_return=pending.greedy_return,
+            )
+        )
         self._complete_ids.add(pending.group)
         return True
 
@@ -258,7 +299,7 @@ class GroupHarvest:
         """
         dead = {}
         for pending in list(self._pending.values()):
-            if len(pending.episodes) < self.group_size and pending.group < self._latest[self._namespace_of(pending.group)]:
+            if len(pending.episodes) < self.members and pending.group < self._latest[self._namespace_of(pending.group)]:
                 dead[pending.group] = list(pending.episodes)
                 self._drop(pending)
         if self.groups_completed == 0:
@@ -293,6 +334,8 @@ class GroupHarvest:
                 self._forget(done)
                 self.groups_dropped_stale += 1
                 self._discarded.extend(done.episodes)
+                if done.greedy_episode is not None:
+                    self._discarded.append(done.greedy_episode)
                 continue
             out.append(done)
         if len(out) < min_groups:
@@ -307,6 +350,8 @@ class GroupHarvest:
         self._complete_ids.discard(done.group)
         for episode in done.episodes:
             del self._member[episode]
+        if done.greedy_episode is not None:
+            del self._member[done.greedy_episode]
 
     def pop_discarded(self) -> list[int]:
         """Ended episodes whose data must be thrown away (members of dropped or stale groups), since the last call."""
@@ -338,6 +383,8 @@ class GroupScheduler:
     :param max_policy_lag: drop complete groups whose lag exceeds this many policy versions (``None``: no bound).
     :param id_offset: added to every episode and group id, so that the ids of several schedulers (one per collector
         worker) never collide: give worker ``k`` the offset ``k * 2**40``.
+    :param greedy_member: add one greedy member per group (ReMax; see the module docstring): member ``G``, handed out
+        after the ``G`` sampled ones, with ``GroupJob.greedy`` True.
     """
 
     def __init__(
@@ -349,6 +396,7 @@ class GroupScheduler:
         schedule: str = "async",
         max_policy_lag: int | None = None,
         id_offset: int = 0,
+        greedy_member: bool = False,
     ) -> None:
         if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
             raise ValueError(f"num_slots must be an integer >= 1 (the number of envs), got {num_slots!r}.")
@@ -359,7 +407,8 @@ class GroupScheduler:
         self.group_size = group_size
         self.schedule = schedule
         self.id_offset = int(id_offset)
-        self._harvest = GroupHarvest(group_size, max_policy_lag, name="GroupScheduler")
+        self._harvest = GroupHarvest(group_size, max_policy_lag, greedy_member=greedy_member, name="GroupScheduler")
+        self.greedy_member = self._harvest.greedy_member
         self._rng = random.Random(seed)
         self._next_episode = 0
         self._next_group = 0
@@ -413,12 +462,15 @@ class GroupScheduler:
             self._open.append(_Open(self.id_offset + self._next_group, self._rng.randrange(_SEED_LIMIT)))
             self._next_group += 1
         group = self._open[0]
-        job = GroupJob(self.id_offset + self._next_episode, group.group, group.handed_out, group.seed, self.policy_version)
+        greedy = group.handed_out == self.group_size  # only reached with greedy_member: member G
+        job = GroupJob(
+            self.id_offset + self._next_episode, group.group, group.handed_out, group.seed, self.policy_version, greedy
+        )
         self._next_episode += 1
         group.handed_out += 1
-        if group.handed_out == self.group_size:
+        if group.handed_out == self._harvest.members:
             self._open.popleft()
-        self._harvest.start(job.episode, job.group, job.seed)
+        self._harvest.start(job.episode, job.group, job.seed, greedy=greedy)
         self._jobs[job.episode] = job
         return job
 
@@ -435,11 +487,18 @@ class GroupScheduler:
         self.job(episode)
         return self._harvest.is_dropped(episode)
 
-    def finish(self, episode: int) -> bool:
-        """``episode`` ended (terminated or truncated). Returns True when this completes its group."""
-        if self._jobs.pop(episode, None) is None:
+    def finish(self, episode: int, greedy_return: float | None = None) -> bool:
+        """``episode`` ended (terminated or truncated). Returns True when this completes its group.
+
+        ``greedy_return``: the return of a greedy job (``greedy_member=True``), kept as its group's baseline.
+        """
+        job = self._jobs.get(episode)
+        if job is None:
             raise KeyError(f"episode {episode} is not a running job of this scheduler (finished twice?)")
-        return self._harvest.end(episode)
+        if job.greedy and greedy_return is None:
+            raise ValueError(f"episode {episode} is a greedy member: pass its return, finish(episode, greedy_return=R).")
+        del self._jobs[episode]
+        return self._harvest.end(episode, greedy_return if job.greedy else None)
 
     def abandon(self, episode: int) -> None:
         """``episode`` cannot be completed (its env was reset or its steps were lost): drop its whole group."""

@@ -9,7 +9,9 @@ bar, save/load) with one ``collect_rollouts`` override for the estimators that n
 * with ``advantage_estimator="group"`` the episodes are group members handed out by :class:`pg_extras.GroupScheduler`
   (:class:`~sb3_pg_extras.common.group_env.SlotEpisodes`): any number of envs, any group size, no env waits for
   another; a group is trained on once its ``group_size`` members have ended;
-* ``terminated`` and ``truncated`` are recorded separately; critic algorithms store ``V(s_final)`` at truncations.
+* ``terminated`` and ``truncated`` are recorded separately; critic algorithms store ``V(s_final)`` at truncations;
+* ``advantage_mode="remax"``: each group gets one extra, greedy member (the deterministic action, from the group's
+  seed; not stored, not trained on) whose return is the group's baseline (docs/maths.md#remax).
 
 With ``advantage_estimator="gae"`` (TRPO's default) nothing is overridden: SB3's ``collect_rollouts`` and
 ``RolloutBuffer`` run unchanged. ``n_steps`` keeps SB3's meaning (steps per env per rollout, one update per rollout).
@@ -251,8 +253,10 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 seed=self.seed,
                 schedule=self.group_schedule,
                 max_policy_lag=self.max_policy_lag,
+                greedy_member=self.advantage_mode == "remax",
             )
-        self._slots = SlotEpisodes(self.n_envs, scheduler)
+        self._slots = SlotEpisodes(self.n_envs, scheduler, gamma=self.gamma)
+        self._greedy_returns: dict[int, float] = {}  # ReMax: the greedy return of each group of the last rollout
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """Seed python, numpy, torch, the action space, the env and the generator of the groups' reset seeds."""
@@ -328,7 +332,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._current_progress_remaining = min(max(self._current_progress_remaining, 0.0), 1.0)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_slots", "_episode_batch"]
+        return [*super()._excluded_save_params(), "_slots", "_episode_batch", "_greedy_returns"]
 
     # ------------------------------------------------------------------ collection
     def _terminal_values(self, infos: list[dict[str, Any]], truncated: np.ndarray) -> np.ndarray | None:
@@ -376,9 +380,13 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
+            greedy = slots.greedy.copy()
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 actions, _, log_probs = self.policy(obs_tensor)
+                if greedy.any():  # ReMax's greedy members act with the deterministic action
+                    mode = self.policy.get_distribution(obs_tensor).get_actions(deterministic=True)
+                    actions[th.as_tensor(greedy, device=actions.device)] = mode.reshape(actions.shape)[greedy]
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
@@ -390,7 +398,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += env.num_envs
             episode, group = slots.episode.copy(), slots.group.copy()
-            infos, round_end = slots.step(env, dones, infos)
+            infos, round_end = slots.step(env, dones, infos, rewards)
 
             callback.update_locals(locals())
             if not callback.on_step():
@@ -400,6 +408,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             self._update_info_buffer(infos, dones)
             n_steps += 1
             active_steps += int((episode >= 0).sum())
+            episode[greedy] = -1  # a greedy member's steps are not stored: only its return is used
             ended = np.asarray(dones, dtype=bool)
             truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & ended
             rollout_buffer.add(
@@ -425,6 +434,10 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         if slots.scheduler is not None:
             complete = slots.scheduler.pop_complete()
             ready = [e for g in complete for e in g.episodes]
+            if slots.scheduler.greedy_member:
+                self._greedy_returns = {g.group: g.greedy_return for g in complete}
+                greedy_mean = float(np.mean(list(self._greedy_returns.values()))) if complete else float("nan")
+                self.logger.record("rollout/greedy_return_mean", greedy_mean)
             self.logger.record("rollout/group_policy_lag", float(np.mean([g.lag for g in complete])) if complete else 0.0)
             self.logger.record("rollout/groups_dropped_stale", slots.scheduler.groups_dropped_stale)
             self.logger.record("rollout/groups_abandoned", slots.scheduler.groups_abandoned)
@@ -470,11 +483,21 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             group_mode=self.advantage_mode,
             group_scale=self.advantage_scale,
             rloo=self.rloo,
+            baseline_returns=self._greedy_baselines(batch) if self.uses_groups and self.advantage_mode == "remax" else None,
         )
         if self.uses_groups:
             self.logger.record("rollout/frac_zero_std_groups", estimate.frac_zero_std_groups)
             self.logger.record("rollout/group_return_std", estimate.group_return_std)
         return estimate
+
+    def _greedy_baselines(self, batch: EpisodeBatch) -> th.Tensor:
+        """ReMax: the greedy return of each step's group (delivered with the group by the scheduler)."""
+        groups, index = th.unique(batch.group, return_inverse=True)
+        values = [self._greedy_returns.get(g) for g in groups.tolist()]
+        missing = [g for g, v in zip(groups.tolist(), values, strict=True) if v is None]
+        if missing:
+            raise RuntimeError(f"advantage_mode='remax': no greedy return for the groups {missing[:5]} of this batch.")
+        return th.tensor(values, dtype=batch.rewards.dtype, device=batch.rewards.device)[index]
 
     def _chunks(self, n: int) -> list[slice]:
         size = n if self.batch_size is None else self.batch_size

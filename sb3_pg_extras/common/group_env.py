@@ -16,6 +16,11 @@ groups (GRPO, or any algorithm given ``advantage_estimator="group"``) the jobs c
   driven this way: the seeds of a vec-level reset then go through SB3's per-env reset seeds, the one private access
   of this package (:func:`set_reset_seeds`).
 
+With ``GroupScheduler(greedy_member=True)`` (ReMax) a slot playing a greedy job has ``greedy[slot]`` True: the
+algorithm acts with the deterministic action there and does not store its steps; :meth:`SlotEpisodes.step` sums its
+discounted return (``gamma``) and hands it to the scheduler, which delivers it with the group
+(:attr:`pg_extras.CompletedGroup.greedy_return`). Its episode statistics are kept out of SB3's ``ep_info_buffer``.
+
 Example::
 
     >>> from stable_baselines3.common.env_util import make_vec_env
@@ -114,10 +119,15 @@ class SlotEpisodes:
 
     :param num_envs: number of env slots.
     :param scheduler: the group scheduler (``None``: no groups; episode ids are a counter and resets are unseeded).
+    :param gamma: discount of the greedy members' returns (``scheduler.greedy_member``).
     """
 
-    def __init__(self, num_envs: int, scheduler: GroupScheduler | None = None) -> None:
+    def __init__(self, num_envs: int, scheduler: GroupScheduler | None = None, gamma: float = 1.0) -> None:
         self.num_envs = num_envs
+        self.gamma = float(gamma)
+        self.greedy = np.zeros(num_envs, dtype=bool)  # the slot plays a greedy member (ReMax)
+        self._greedy_return = np.zeros(num_envs, dtype=np.float64)
+        self._greedy_discount = np.ones(num_envs, dtype=np.float64)
         self.scheduler = scheduler
         self.lockstep = scheduler is not None and scheduler.schedule == "lockstep"
         self.episode = np.full(num_envs, -1, dtype=np.int64)  # current episode of each slot (-1: waiting)
@@ -162,19 +172,35 @@ class SlotEpisodes:
             self._reserve(env, slot)
 
     # ------------------------------------------------------------------ steps
-    def step(self, env: VecEnv, dones: np.ndarray, infos: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    def step(
+        self, env: VecEnv, dones: np.ndarray, infos: list[dict[str, Any]], rewards: np.ndarray | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
         """After ``env.step``: end the finished episodes and start the next ones.
 
+        :param rewards: this step's rewards (needed when a slot plays a greedy member).
         :return: ``(infos, round_end)``; in lockstep the infos of waiting slots are stripped of their episode
             statistics, and ``round_end`` says that the caller must reset the env (:meth:`prepare_reset` first).
+            Infos of greedy members that ended are stripped too (``"greedy_episode": True``).
         """
         waiting = self.episode < 0  # lockstep: slots whose episode of the round is over
         ended = np.flatnonzero(np.asarray(dones, dtype=bool) & ~waiting)
         if self.scheduler is None:
             self.episode[ended] = self._new_ids(len(ended))
             return infos, False
+        greedy_ended: list[int] = []
+        if self.greedy.any():
+            if rewards is None:
+                raise ValueError("SlotEpisodes.step needs the rewards while a slot plays a greedy member.")
+            reward = np.asarray(rewards, dtype=np.float64).reshape(self.num_envs)
+            self._greedy_return += np.where(self.greedy, self._greedy_discount * reward, 0.0)
+            self._greedy_discount *= np.where(self.greedy, self.gamma, 1.0)
         for slot in ended:
-            self.scheduler.finish(int(self.episode[slot]))
+            if self.greedy[slot]:
+                greedy_ended.append(int(slot))
+                self.scheduler.finish(int(self.episode[slot]), greedy_return=float(self._greedy_return[slot]))
+            else:
+                self.scheduler.finish(int(self.episode[slot]))
+            self._clear_greedy(slot)
             if self.lockstep:
                 self.episode[slot] = self.group[slot] = -1
             else:
@@ -182,6 +208,10 @@ class SlotEpisodes:
                 assert job is not None
                 self._set_job(slot, job)
                 self._reserve(env, slot)
+        if greedy_ended:
+            infos = list(infos)
+            for slot in greedy_ended:
+                infos[slot] = {k: v for k, v in infos[slot].items() if k not in _WAITING_INFO_KEYS} | {"greedy_episode": True}
         if not self.lockstep:
             return infos, False
         if waiting.any():
@@ -220,10 +250,18 @@ class SlotEpisodes:
         self._next = [None] * self.num_envs
         self.episode[:] = -1
         self.group[:] = -1
+        for slot in range(self.num_envs):
+            self._clear_greedy(slot)
+
+    def _clear_greedy(self, slot: int) -> None:
+        self.greedy[slot] = False
+        self._greedy_return[slot] = 0.0
+        self._greedy_discount[slot] = 1.0
 
     def _set_job(self, slot: int, job: GroupJob) -> None:
         self.episode[slot] = job.episode
         self.group[slot] = job.group
+        self.greedy[slot] = job.greedy
 
     def _set_jobs(self, jobs: list[GroupJob | None]) -> None:
         for slot, job in enumerate(jobs):

@@ -301,3 +301,42 @@ def test_property_harvest_from_labels_matches_the_scheduler(num_slots, group_siz
     assert got == want and (want or sched.groups_dropped_stale)
     assert (labels.groups_completed, labels.groups_dropped_stale) == (sched.groups_completed, sched.groups_dropped_stale)
     assert sorted(labels.pop_discarded()) == sorted(sched.pop_discarded())
+
+
+# -- ReMax's greedy member ---------------------------------------------------------------------------------------------
+
+
+def test_greedy_member_is_one_extra_job_per_group_with_the_group_seed():
+    sched = GroupScheduler(num_slots=2, group_size=2, seed=3, greedy_member=True)
+    jobs = [sched.assign(0), sched.assign(1)]
+    sched.finish(jobs[0].episode)
+    jobs.append(sched.assign(0))  # the third member of group 0 is the greedy one
+    assert [(j.group, j.member, j.greedy) for j in jobs] == [(0, 0, False), (0, 1, False), (0, 2, True)]
+    assert len({j.seed for j in jobs}) == 1
+    sched.finish(jobs[1].episode)
+    with pytest.raises(ValueError, match="greedy_return"):
+        sched.finish(jobs[2].episode)  # a greedy member must deliver its return
+    assert sched.finish(jobs[2].episode, greedy_return=7.5)
+    (done,) = sched.pop_complete()
+    assert done.episodes == [jobs[0].episode, jobs[1].episode]  # the training episodes: the sampled members only
+    assert done.greedy_episode == jobs[2].episode and done.greedy_return == 7.5
+
+
+def test_greedy_member_of_a_stale_group_is_discarded_with_it():
+    sched = GroupScheduler(num_slots=3, group_size=2, seed=0, max_policy_lag=0, greedy_member=True)
+    jobs = [sched.assign(s) for s in range(3)]
+    sched.new_policy_version()
+    for j in jobs:
+        sched.finish(j.episode, greedy_return=1.0 if j.greedy else None)
+    assert sched.pop_complete() == []
+    assert sorted(sched.pop_discarded()) == sorted(j.episode for j in jobs)
+
+
+def test_harvest_rejects_a_greedy_member_it_was_not_told_about():
+    harvest = GroupHarvest(group_size=2)
+    with pytest.raises(ValueError, match="greedy_member=False"):
+        harvest.start(0, group=0, greedy=True)
+    harvest = GroupHarvest(group_size=2, greedy_member=True)
+    harvest.start(0, group=0, greedy=True)
+    with pytest.raises(ValueError, match="second greedy"):
+        harvest.start(1, group=0, greedy=True)

@@ -284,6 +284,34 @@ def test_remax_baseline_is_the_greedy_return_of_the_group():
         remax_advantages(rewards, mask, t(1.0))
 
 
+def test_remax_mode_of_the_group_estimator_uses_the_greedy_return_per_group():
+    rewards, mask = padded([[1.0, 1.0, 1.0], [1.0], [2.0], [1.0, 1.0]])
+    gid = torch.tensor([0, 0, 1, 1])
+    baseline = t(2.0, 3.0)[gid]
+    out = group_relative_advantages(rewards, mask, group_ids=gid, mode="remax", baseline_returns=baseline)
+    torch.testing.assert_close(out.advantages, remax_advantages(rewards, mask, baseline))  # unnormalised, any scale
+    # the flat estimator interface reads the baseline at each episode's first step
+    r, term = rewards[mask], torch.zeros(int(mask.sum()), dtype=torch.bool)
+    term[torch.cumsum(mask.sum(1), 0) - 1] = True
+    per_step = baseline[:, None].expand_as(rewards)[mask]
+    est = estimate_advantages(
+        "group",
+        r,
+        term,
+        group_ids=gid[:, None].expand_as(rewards)[mask],
+        group_mode="remax",
+        gamma=1.0,
+        baseline_returns=per_step,
+    )
+    torch.testing.assert_close(est.advantages, out.advantages[mask])
+    with pytest.raises(ValueError, match="baseline_returns"):
+        group_relative_advantages(rewards, mask, group_ids=gid, mode="remax")
+    with pytest.raises(ValueError, match="rloo"):
+        group_relative_advantages(rewards, mask, group_ids=gid, mode="remax", rloo=True, baseline_returns=baseline)
+    with pytest.raises(ValueError, match="mode='remax'"):
+        group_relative_advantages(rewards, mask, group_ids=gid, baseline_returns=baseline)
+
+
 # -- dynamic sampling, truncation mask, top-entropy steps --------------------------------------------------------------
 
 

@@ -86,6 +86,7 @@ VARIANTS = {
     "k3_plus": dict(beta=0.1, kl_estimator="k3+"),
     "bias_corrected_kl": dict(beta=0.1, use_bias_correction_kl=True),
     "ref_mixing": dict(beta=0.1, ref_update_interval=4, ref_model_mixup_alpha=0.5),
+    "remax": dict(advantage_mode="remax"),
 }
 
 
@@ -103,6 +104,7 @@ def test_each_variant_learns_the_seek_task(name):
         dict(advantage_estimator="group", group_size=4, advantage_mode="reinforce_pp"),
         dict(advantage_estimator="group", group_size=4, advantage_mode="opo", advantage_scale="gpg"),
         dict(mask_truncated_completions=True),
+        dict(advantage_estimator="group", group_size=4, advantage_mode="remax"),
     ],
 )
 def test_reinforce_with_variants_learns_the_seek_task(kwargs):
@@ -240,3 +242,55 @@ def test_variant_options_survive_save_load(tmp_path):
         saved = getattr(loaded, key)
         assert (tuple(saved) if key == "keep_return_bounds" else saved) == value, key  # (JSON stores a list)
     loaded.learn(32)
+
+
+def test_remax_greedy_member_acts_deterministically_is_not_trained_on_and_gives_the_baseline():
+    model = GRPO(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=3, seed=0),
+        group_size=2,
+        n_steps=200,
+        advantage_mode="remax",
+        seed=0,
+        **SMALL,
+    )
+    scheduler = model._slots.scheduler
+    assert scheduler.greedy_member
+    completed = []
+    pop = scheduler.pop_complete
+    scheduler.pop_complete = lambda: completed.extend(pop()) or list(completed)
+    model.train = lambda: None  # no update: every episode of the rollout is played by the initial policy
+    model.learn(600)
+    assert len(completed) >= 3
+    batch = model._episode_batch
+    assert set(batch.episode.tolist()) == {e for g in completed for e in g.episodes}  # the sampled members only
+    greedy_ids = {g.greedy_episode for g in completed}
+    assert greedy_ids.isdisjoint(batch.episode.tolist())
+    for g in completed:  # the greedy return is the deterministic policy's episode from the group's seed
+        env = gym.make("CartPole-v1")
+        obs, _ = env.reset(seed=g.seed)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(int(action))
+            total, done = total + reward, terminated or truncated
+        assert g.greedy_return == pytest.approx(total)
+    baselines = model._greedy_baselines(batch)
+    by_group = {g.group: g.greedy_return for g in completed}
+    assert baselines.tolist() == pytest.approx([by_group[int(k)] for k in batch.group])
+
+
+def test_remax_on_cartpole_beats_the_initial_policy():
+    model = GRPO(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=4, seed=0),
+        group_size=4,
+        n_steps=128,
+        advantage_mode="remax",
+        learning_rate=3e-3,
+        seed=0,
+        **SMALL,
+    )
+    model.learn(12_000)
+    mean, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=9), n_eval_episodes=5)
+    assert mean > 100
