@@ -62,6 +62,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "kl_k3_plus": {"beta": 0.04, "kl_estimator": "k3+"},
     "kl_bias_corrected": {"beta": 0.04, "use_bias_correction_kl": True},
     "ref_mixing": {"beta": 0.04, "ref_update_interval": 32, "ref_model_mixup_alpha": 0.6},
+    "remax": {"advantage_mode": "remax"},
 }
 COLUMNS = ["env", "variant", "seed", "budget", "steps_to_threshold", "final_return", "train_return", "wall_s", "options"]
 

@@ -62,7 +62,16 @@ from torchrl.objectives import ClipPPOLoss, ReinforceLoss, ValueEstimators
 from torchrl.objectives.llm import MCAdvantage
 
 from benchmarks.common import Curve
-from torchrl_pg_extras import GroupBatcher, GroupedEnv, GroupRelativeAdvantage, GRPOLoss, REINFORCELoss, TRPOLoss, TRPOStepper
+from torchrl_pg_extras import (
+    GreedyMemberPolicy,
+    GroupBatcher,
+    GroupedEnv,
+    GroupRelativeAdvantage,
+    GRPOLoss,
+    REINFORCELoss,
+    TRPOLoss,
+    TRPOStepper,
+)
 
 __all__ = ["DEFAULTS", "TORCHRL_ALGOS", "config_for", "run_torchrl"]
 
@@ -73,7 +82,10 @@ TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torch
 # are reasonable starting points, not tuned.
 # fmt: off
 _GRPO_COMMON = dict(clip=0.2, clip_high=None, beta=0.0, entropy_coeff=0.0, mode="return_to_go", scale="group", rloo=False,
-                    gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64, max_policy_lag=None)
+                    gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64, max_policy_lag=None,
+                    # the variants of docs/maths.md#12-variants, off (plain GRPO); e.g. --set dynamic_sampling=True
+                    importance_sampling_level="token", mask_truncated_completions=False, top_entropy_quantile=1.0,
+                    dynamic_sampling=False, keep_return_bounds=None)
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "torchrl_grpo": {
         # tuned (seeds 0-4, eval every 2.5k, budget 100k): GroupedEnv's asynchronous groups of 8 same-seed episodes,
@@ -223,7 +235,8 @@ def _networks(env: EnvBase, hidden: int, critic: bool):
 
 class _GRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
-        env = GroupedEnv(make_batched_env(env_id, hp["num_envs"], seed), hp["group_size"], seed=seed)
+        remax = hp["mode"] == "remax"  # ReMax: one greedy member per group, played with the deterministic action
+        env = GroupedEnv(make_batched_env(env_id, hp["num_envs"], seed), hp["group_size"], seed=seed, greedy_member=remax)
         self.actor, _ = _networks(env, hp["hidden"], critic=False)
         self.loss = GRPOLoss(
             self.actor,
@@ -232,6 +245,9 @@ class _GRPO(_Pipeline):
             kl_coeff=hp["beta"],
             entropy_coeff=hp["entropy_coeff"],
             loss_aggregation=hp["loss_aggregation"],
+            importance_sampling_level=hp["importance_sampling_level"],
+            mask_truncated_completions=hp["mask_truncated_completions"],
+            top_entropy_quantile=hp["top_entropy_quantile"],
             functional=False,  # the actor is used as it is (no functional parameter swap per call)
         )
         self.advantage = GroupRelativeAdvantage(
@@ -239,9 +255,16 @@ class _GRPO(_Pipeline):
         )
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
         # compact_obs: no ("next", observation) copies (GRPO has no critic to bootstrap), fewer entries to batch
-        self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_poll"], compact_obs=True)
+        policy = GreedyMemberPolicy(self.actor) if remax else self.actor
+        self.collector = _collector(env, policy, hp["num_envs"] * hp["steps_per_poll"], compact_obs=True)
         self.groups = GroupBatcher(  # "cat": whole episodes one after another, no padding to build
-            self.collector, groups_per_batch=hp["groups_per_batch"], max_policy_lag=hp["max_policy_lag"], traj_format="cat"
+            self.collector,
+            groups_per_batch=hp["groups_per_batch"],
+            max_policy_lag=hp["max_policy_lag"],
+            traj_format="cat",
+            dynamic_sampling=hp["dynamic_sampling"],  # DAPO: hold back the groups without a signal, keep collecting
+            keep_return_bounds=hp["keep_return_bounds"],
+            gamma=hp["gamma"],
         )
         self.hp = hp
 

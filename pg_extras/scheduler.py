@@ -490,14 +490,12 @@ class GroupScheduler:
     def finish(self, episode: int, greedy_return: float | None = None) -> bool:
         """``episode`` ended (terminated or truncated). Returns True when this completes its group.
 
-        ``greedy_return``: the return of a greedy job (``greedy_member=True``), kept as its group's baseline.
+        ``greedy_return``: the return of a greedy job (``greedy_member=True``), kept as its group's baseline
+        (``CompletedGroup.greedy_return``; ``None`` when the consumer computes it from the episode's steps itself).
         """
-        job = self._jobs.get(episode)
+        job = self._jobs.pop(episode, None)
         if job is None:
             raise KeyError(f"episode {episode} is not a running job of this scheduler (finished twice?)")
-        if job.greedy and greedy_return is None:
-            raise ValueError(f"episode {episode} is a greedy member: pass its return, finish(episode, greedy_return=R).")
-        del self._jobs[episode]
         return self._harvest.end(episode, greedy_return if job.greedy else None)
 
     def abandon(self, episode: int) -> None:

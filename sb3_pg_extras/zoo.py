@@ -206,14 +206,15 @@ def sample_trpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
 
 
 def _suggest_group(trial: optuna.Trial) -> dict[str, Any]:
-    """The group-relative advantage options (docs/maths.md#6-grpo, #12-variants: REINFORCE++, OPO, GPG); any group
-    size works with any number of envs."""
-    modes = ["outcome", "return_to_go", "process", "reinforce_pp", "reinforce_pp_baseline", "opo"]
+    """The group-relative advantage options (docs/maths.md#6-grpo, #12-variants: REINFORCE++, OPO, GPG, ReMax); any
+    group size works with any number of envs. ReMax's baseline is the greedy return, so it has no ``rloo``."""
+    modes = ["outcome", "return_to_go", "process", "reinforce_pp", "reinforce_pp_baseline", "opo", "remax"]
+    mode = trial.suggest_categorical("advantage_mode", modes)
     return {
         "group_size": trial.suggest_categorical("group_size", [2, 4, 8, 16]),
-        "advantage_mode": trial.suggest_categorical("advantage_mode", modes),
+        "advantage_mode": mode,
         "advantage_scale": trial.suggest_categorical("advantage_scale", ["group", "batch", "none", "gpg"]),
-        "rloo": trial.suggest_categorical("rloo", [False, True]),
+        "rloo": False if mode == "remax" else trial.suggest_categorical("rloo", [False, True]),
     }
 
 

@@ -14,7 +14,7 @@ The maths is the shared core's (:mod:`pg_extras`). Example::
 from pg_extras.version import __version__
 from torchrl_pg_extras._base import PolicyGradientKeys
 from torchrl_pg_extras.collectors import GroupBatcher
-from torchrl_pg_extras.envs import ID_NAMESPACE, GroupedEnv
+from torchrl_pg_extras.envs import ID_NAMESPACE, GreedyMemberPolicy, GroupedEnv
 from torchrl_pg_extras.grpo import GRPOLoss
 from torchrl_pg_extras.reinforce import REINFORCELoss
 from torchrl_pg_extras.trpo import TRPOLoss, TRPOStepper
@@ -23,6 +23,7 @@ from torchrl_pg_extras.value import GroupRelativeAdvantage, MonteCarloEstimator
 __all__ = [
     "ID_NAMESPACE",
     "GRPOLoss",
+    "GreedyMemberPolicy",
     "GroupBatcher",
     "GroupRelativeAdvantage",
     "GroupedEnv",

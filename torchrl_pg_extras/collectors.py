@@ -7,6 +7,8 @@ complete, bounds how many policy versions a group may span, and counts every env
 groups are complete, their lag, the stale and dead ones, is :class:`pg_extras.GroupHarvest`'s bookkeeping, driven
 from the steps' labels (the :class:`~pg_extras.GroupScheduler` lives in the env, maybe in a worker process); the
 batcher does the tensor work: keeping the steps, gathering and padding whole groups, counting env steps.
+With ``dynamic_sampling`` it also holds back the groups without a signal (DAPO's dynamic sampling, decided by
+:func:`pg_extras.informative_groups`) and keeps collecting until a batch is full of informative groups.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from tensordict import TensorDictBase, pad_sequence
 from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase, TransformedEnv
 
-from pg_extras import CompletedGroup, GroupHarvest
-from pg_extras.validation import check_bool, check_choice, check_int
+from pg_extras import CompletedGroup, GroupHarvest, informative_groups, returns_to_go
+from pg_extras.validation import check_bool, check_choice, check_float, check_int
+from pg_extras.variants import check_return_bounds
 from torchrl_pg_extras.envs import ID_NAMESPACE, GroupedEnv
 
 __all__ = ["GroupBatcher"]
@@ -48,6 +51,17 @@ class GroupBatcher:
     **Env steps.** :attr:`env_steps` counts every env step the collector delivered (including the steps of episodes
     still running and of groups held back or dropped): it is the count to budget and report progress with.
 
+    **Dynamic sampling** (DAPO, arXiv:2503.14476 eq. 11; docs/maths.md#dynamic-sampling). With
+    ``dynamic_sampling=True`` a complete group whose discounted returns (``gamma``) have zero spread is dropped (its
+    advantages would all be 0: it only dilutes the loss), and with ``keep_return_bounds=(low, high)`` (TorchRL
+    ``MCAdvantage``'s name) so is a group whose mean return is outside ``[low, high]``; the decision is
+    :func:`pg_extras.informative_groups`'. The batcher keeps collecting until ``groups_per_batch`` informative groups
+    are complete, so every batch is full, which is what DAPO does (SB3's ``GRPO`` instead trains each rollout on the
+    informative groups it has). The dropped groups are counted in :attr:`groups_dropped_uninformative` (and in
+    :attr:`stats`); their env steps still count in :attr:`env_steps`. Pass ``gamma`` equal to the advantage
+    module's. :class:`~torchrl_pg_extras.GroupRelativeAdvantage` takes the same two options to filter a batch it is
+    given without collecting more.
+
     Args:
         collector (iterable of TensorDict): the collector (or any iterable of such batches).
         group_size (int, optional): episodes per group. ``None`` (default): the ``group_size`` of the collector's
@@ -68,11 +82,23 @@ class GroupBatcher:
         mask_key (NestedKey): the validity mask of padded batches (read on input, written on output). Defaults to
             ``("collector", "mask")``.
         done_key (NestedKey): the end-of-episode flag. Defaults to ``("next", "done")``.
+        dynamic_sampling (bool): drop the complete groups whose returns have zero spread and keep collecting (see
+            above). Defaults to ``False``.
+        keep_return_bounds (tuple, optional): ``(low, high)``: also drop the groups whose mean return is outside
+            ``[low, high]`` (either may be ``None``). Defaults to ``None``.
+        gamma (float): discount of the returns that decide (the advantage module's ``gamma``). Defaults to ``1.0``.
+        reward_key (NestedKey): the reward read by the filter. Defaults to ``("next", "reward")``.
+        greedy_member (bool, optional): the groups have ReMax's greedy member (``GroupedEnv(greedy_member=True)``):
+            a group is complete when it has ended too, and its episode is yielded after the group's ``group_size``
+            sampled ones (``greedy_key`` True on its steps; ``GroupRelativeAdvantage(mode="remax")`` reads it and
+            leaves it out of the loss). ``None`` (default): the env's; ``False`` when the env is out of reach.
+        greedy_key (NestedKey): the greedy flag written by :class:`GroupedEnv`. Defaults to ``"greedy"``.
 
     Yields:
-        TensorDict of batch size ``[groups_per_batch * group_size, L]``: one episode per row, the members of each
-        group in consecutive rows (by member index), zero-padded along time (:func:`tensordict.pad_sequence`), with
-        ``mask_key`` marking the valid steps; with ``traj_format="cat"``, ``[sum T_i]``: the same episodes one after
+        TensorDict of batch size ``[groups_per_batch * group_size, L]`` (``group_size + 1`` rows per group with the
+        greedy member): one episode per row, the members of each group in consecutive rows (by member index, the
+        greedy one last), zero-padded along time (:func:`tensordict.pad_sequence`), with ``mask_key`` marking the
+        valid steps; with ``traj_format="cat"``, ``[sum T_i]``: the same episodes one after
         another.
 
     Examples:
@@ -87,6 +113,11 @@ class GroupBatcher:
         (4, True)
         >>> batcher.env_steps >= int(batch["collector", "mask"].sum())  # running episodes count too
         True
+        >>> collector.shutdown()
+        >>> collector = Collector(env, None, frames_per_batch=30, auto_register_policy_transforms=False)
+        >>> dapo = GroupBatcher(collector, groups_per_batch=2, dynamic_sampling=True)  # DAPO: informative groups only
+        >>> next(iter(dapo)).shape[0], dapo.groups_dropped_uninformative >= 0  # held-back groups are counted
+        (4, True)
         >>> collector.shutdown()
     """
 
@@ -103,6 +134,12 @@ class GroupBatcher:
         episode_id_key: NestedKey = "episode_id",
         mask_key: NestedKey = ("collector", "mask"),
         done_key: NestedKey = ("next", "done"),
+        dynamic_sampling: bool = False,
+        keep_return_bounds: tuple[float | None, float | None] | None = None,
+        gamma: float = 1.0,
+        reward_key: NestedKey = ("next", "reward"),
+        greedy_member: bool | None = None,
+        greedy_key: NestedKey = "greedy",
     ) -> None:
         if collector is None or not hasattr(collector, "__iter__"):
             raise TypeError(
@@ -114,6 +151,10 @@ class GroupBatcher:
         auto_version = check_bool("auto_version", auto_version)
         check_choice("traj_format", traj_format, ("padded", "cat"), hint="as Collector's traj_format")
         group_size = check_int("group_size", group_size, minimum=2, allow_none=True, hint="the GroupedEnv's group_size")
+        dynamic_sampling = check_bool("dynamic_sampling", dynamic_sampling)
+        keep_return_bounds = check_return_bounds(keep_return_bounds)
+        gamma = check_float("gamma", gamma, low=0.0, high=1.0, hint="the advantage module's discount, e.g. 1.0")
+        greedy_member = check_bool("greedy_member", greedy_member, allow_none=True)
         env = _grouped_env_of(collector)
         if env is not None:
             if group_size is not None and group_size != env.group_size:
@@ -122,12 +163,22 @@ class GroupBatcher:
                     f"its groups would never fill. Pass group_size={env.group_size} (or leave it out)."
                 )
             group_size = env.group_size
+            if greedy_member is not None and greedy_member != env.greedy_member:
+                raise ValueError(
+                    f"GroupBatcher(greedy_member={greedy_member}) over a GroupedEnv with greedy_member="
+                    f"{env.greedy_member}: leave greedy_member out (it is read from the env)."
+                )
+            greedy_member = env.greedy_member
         elif group_size is None:
             raise ValueError(
                 "GroupBatcher could not find the GroupedEnv of this collector (its env lives in worker processes or "
                 "is not a GroupedEnv): pass group_size=<the GroupedEnv's group_size>."
             )
-        self._harvest = GroupHarvest(group_size, max_policy_lag, ID_NAMESPACE, name="GroupBatcher")
+        self.greedy_member = bool(greedy_member)
+        self.greedy_key = greedy_key
+        self._harvest = GroupHarvest(
+            group_size, max_policy_lag, ID_NAMESPACE, greedy_member=self.greedy_member, name="GroupBatcher"
+        )
         self.collector = collector
         self.group_size = group_size
         self.groups_per_batch = groups_per_batch
@@ -137,6 +188,13 @@ class GroupBatcher:
         self.episode_id_key = episode_id_key
         self.mask_key = mask_key
         self.done_key = done_key
+        self.dynamic_sampling = dynamic_sampling
+        self.keep_return_bounds = keep_return_bounds
+        self.gamma = float(gamma)
+        self.reward_key = reward_key
+        self.groups_dropped_uninformative = 0  # groups dropped by dynamic sampling / keep_return_bounds (cumulative)
+        self._ready: list[CompletedGroup] = []  # informative complete groups waiting for a full batch
+        self._ready_steps: list[tuple[TensorDictBase, torch.Tensor]] = []  # their steps and episode ids
         self.env_steps = 0
         self.last_max_lag = 0
         self._chunks: list[TensorDictBase] = []  # kept steps (of pending groups), in collection order
@@ -171,7 +229,8 @@ class GroupBatcher:
 
     @property
     def groups_yielded(self) -> int:
-        return self._harvest.groups_completed
+        # the harvest counts every complete group handed over, including the ones dropped or held back here
+        return self._harvest.groups_completed - self.groups_dropped_uninformative - len(self._ready)
 
     @property
     def groups_dropped_stale(self) -> int:
@@ -183,13 +242,18 @@ class GroupBatcher:
 
     @property
     def num_pending(self) -> int:
-        """Steps kept for groups that are not complete yet."""
-        return sum(c.shape[0] for c in self._chunks)
+        """Steps kept for groups that are not yielded yet (incomplete, or informative and waiting for a full batch)."""
+        return sum(c.shape[0] for c in self._chunks) + sum(steps.shape[0] for steps, _ in self._ready_steps)
+
+    @property
+    def _filters(self) -> bool:
+        return self.dynamic_sampling or self.keep_return_bounds is not None
 
     @property
     def stats(self) -> dict[str, float]:
-        """Counters to log: env steps, policy version, groups yielded / dropped as stale / abandoned, last lag."""
-        return {
+        """Counters to log: env steps, policy version, groups yielded / dropped as stale / abandoned, last lag (and
+        groups dropped as uninformative, with ``dynamic_sampling`` or ``keep_return_bounds``)."""
+        stats = {
             "env_steps": float(self.env_steps),
             "policy_version": float(self.policy_version),
             "groups_yielded": float(self.groups_yielded),
@@ -197,6 +261,9 @@ class GroupBatcher:
             "groups_abandoned": float(self.groups_abandoned),
             "group_lag_max": float(self.last_max_lag),
         }
+        if self._filters:
+            stats["groups_dropped_uninformative"] = float(self.groups_dropped_uninformative)
+        return stats
 
     # -- intake -------------------------------------------------------------------------------------------
     def add(self, batch: TensorDictBase) -> None:
@@ -237,8 +304,17 @@ class GroupBatcher:
         new = [e for e in torch.unique(eid).tolist() if not harvest.tracks(e)]
         if new:
             first = (eid.unsqueeze(0) == torch.tensor(new, dtype=eid.dtype).unsqueeze(1)).to(torch.int8).argmax(1)
-            for episode, group in zip(new, gid[first].tolist(), strict=True):
-                harvest.start(episode, group)
+            greedy = [False] * len(new)
+            if self.greedy_member:
+                flag = flat.get(self.greedy_key, default=None)
+                if flag is None:
+                    raise KeyError(
+                        f"GroupBatcher(greedy_member=True): no {self.greedy_key!r} entry in the collected data: build the "
+                        "collector on GroupedEnv(env, group_size, greedy_member=True)."
+                    )
+                greedy = flag.reshape(-1)[first].tolist()
+            for episode, group, is_greedy in zip(new, gid[first].tolist(), greedy, strict=True):
+                harvest.start(episode, group, greedy=bool(is_greedy))
         for episode in eid[done].tolist():
             harvest.end(episode)
         self._chunks.append(flat)
@@ -264,21 +340,82 @@ class GroupBatcher:
         return store[taken], ids[taken]
 
     # -- output -------------------------------------------------------------------------------------------
-    def _emit(self, groups: list[CompletedGroup]) -> TensorDictBase:
-        episodes = [e for g in groups for e in sorted(g.episodes)]
-        steps, ids = self._take(episodes)
+    def _order(self, steps: TensorDictBase, ids: torch.Tensor, episodes: list[int]) -> tuple[TensorDictBase, torch.Tensor]:
+        """``steps`` episode after episode in the order of ``episodes`` (each in time order), and the episode lengths."""
         order_ids = torch.tensor(episodes, dtype=ids.dtype)
         sorter = torch.argsort(order_ids)
         rank = sorter[torch.searchsorted(order_ids[sorter], ids)]  # output row of each step
         order = torch.argsort(rank, stable=True)  # stable: each episode's steps stay in time order
+        return steps[order], torch.bincount(rank, minlength=len(episodes))
+
+    @staticmethod
+    def _members(group: CompletedGroup) -> list[int]:
+        """The episodes of ``group`` in output order: the sampled members, then the greedy one (if any)."""
+        return sorted(group.episodes) + ([] if group.greedy_episode is None else [group.greedy_episode])
+
+    def _emit(self, groups: list[CompletedGroup], taken: tuple[TensorDictBase, torch.Tensor] | None = None) -> TensorDictBase:
+        episodes = [e for g in groups for e in self._members(g)]
+        steps, ids = self._take(episodes) if taken is None else taken
+        ordered, lengths = self._order(steps, ids, episodes)
         if self.traj_format == "cat":
-            batch = steps[order]
+            batch = ordered
         else:
-            lengths = torch.bincount(rank, minlength=len(episodes))
-            batch = pad_sequence(list(steps[order].split(lengths.tolist())), pad_dim=0)
+            batch = pad_sequence(list(ordered.split(lengths.tolist())), pad_dim=0)
             batch.set(self.mask_key, torch.arange(batch.shape[1]).unsqueeze(0) < lengths.unsqueeze(1))
         self.last_max_lag = max(g.lag for g in groups)
         return batch
+
+    def _informative(self, groups: list[CompletedGroup]) -> None:
+        """Take the steps of ``groups`` out: keep the informative groups in :attr:`_ready`, drop the others (DAPO)."""
+        episodes = [e for g in groups for e in self._members(g)]
+        steps, ids = self._take(episodes)
+        ordered, lengths = self._order(steps, ids, episodes)
+        reward = ordered.get(self.reward_key, default=None)
+        if reward is None:
+            raise KeyError(
+                f"GroupBatcher(dynamic_sampling=...): no reward {self.reward_key!r} in the collected data: name it with "
+                "reward_key=..."
+            )
+        ends = torch.cumsum(lengths, 0)
+        done = torch.zeros(int(ends[-1]), dtype=torch.bool)
+        done[ends - 1] = True
+        # the discounted return of each episode: its return-to-go at its first step
+        returns = returns_to_go(reward.reshape(-1), done, gamma=self.gamma)[ends - lengths]
+        sampled = torch.tensor([e != g.greedy_episode for g in groups for e in self._members(g)])
+        group_of = torch.tensor([g.group for g in groups for _ in g.episodes], dtype=torch.int64)
+        keep, dropped = informative_groups(
+            returns[sampled], group_of, self.keep_return_bounds, drop_zero_spread=self.dynamic_sampling
+        )  # the sampled members decide (the greedy one is the baseline, not a member)
+        self.groups_dropped_uninformative += dropped
+        sizes = torch.tensor([len(g.episodes) for g in groups])
+        first = torch.cumsum(sizes, 0) - sizes  # each group's first episode
+        kept = [g for g, k in zip(groups, keep[first].tolist(), strict=True) if k]
+        if kept:
+            kept_ids = torch.tensor([e for g in kept for e in self._members(g)], dtype=ids.dtype)
+            in_kept = torch.isin(ids, kept_ids)
+            self._ready += kept
+            self._ready_steps.append((steps[in_kept], ids[in_kept]))
+
+    def _next_groups(self) -> tuple[list[CompletedGroup], tuple[TensorDictBase, torch.Tensor] | None] | None:
+        """The groups of the next batch (and their steps when already taken out), or ``None`` when not enough."""
+        n = self.groups_per_batch
+        if not self._filters:  # all or none; stale groups met on the way are dropped
+            groups = self._harvest.pop_complete(n, min_groups=n)
+            self._discard()
+            return (groups, None) if groups else None
+        # DAPO: take the complete groups out one batch's worth at a time, drop the uninformative ones, keep the
+        # others until n are there (no yield, so no policy version, happens between a group's harvest and its batch)
+        while len(self._ready) < n:
+            groups = self._harvest.pop_complete(n - len(self._ready))
+            self._discard()
+            if not groups:
+                return None
+            self._informative(groups)
+        groups, self._ready = self._ready, []
+        parts, self._ready_steps = self._ready_steps, []
+        steps = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        ids = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        return groups, (steps, ids)
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         for batch in self.collector:
@@ -286,12 +423,10 @@ class GroupBatcher:
                 continue
             self.add(batch)
             while True:
-                n = self.groups_per_batch  # all or none; stale groups met on the way are dropped
-                groups = self._harvest.pop_complete(n, min_groups=n)
-                self._discard()
-                if not groups:
+                popped = self._next_groups()
+                if popped is None:
                     break
-                yield self._emit(groups)
+                yield self._emit(*popped)
                 if self.auto_version:
                     self.new_policy_version()
 

@@ -5,7 +5,8 @@ reset seed (docs/design.md "GRPO"). :class:`GroupedEnv` wraps a batched env: eac
 scheduler for the next job (group, member, seed) and passes the job's seed in that same reset, so every finished
 episode costs exactly one reset and no sub-env waits for another. Every step is labelled with the ``group_id`` and
 ``episode_id`` of its episode; :class:`~torchrl_pg_extras.GroupBatcher` turns the collected steps into batches of
-whole groups.
+whole groups. With ``greedy_member=True`` (ReMax) each group has one more member, flagged ``greedy``, that
+:class:`GreedyMemberPolicy` plays with the deterministic action.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.data import Composite, Unbounded
-from torchrl.envs import EnvBase, Transform, TransformedEnv
+from torchrl.data import Binary, Composite, Unbounded
+from torchrl.envs import EnvBase, ExplorationType, Transform, TransformedEnv, set_exploration_type
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from pg_extras import GroupScheduler
-from pg_extras.validation import check_int
+from pg_extras.validation import check_bool, check_int
 
-__all__ = ["ID_NAMESPACE", "GroupedEnv"]
+__all__ = ["ID_NAMESPACE", "GreedyMemberPolicy", "GroupedEnv"]
 
 #: Episode and group ids of one :class:`GroupedEnv` lie in ``[k * ID_NAMESPACE, (k + 1) * ID_NAMESPACE)`` for its
 #: ``id_offset = k * ID_NAMESPACE``: give collector worker ``k`` that offset (``id // ID_NAMESPACE`` is the worker).
@@ -68,6 +70,10 @@ class GroupedEnv(TransformedEnv):
         group_id_key (NestedKey): where the group label is written. Defaults to ``"group_id"``.
         episode_id_key (NestedKey): where the episode label is written. Defaults to ``"episode_id"``.
         seed_kwarg (str): the seed keyword of the sub-envs' ``reset``. Defaults to ``"seed"``.
+        greedy_member (bool): ReMax (docs/maths.md#remax): one more member per group, played from the group's seed
+            with the deterministic action; its steps carry ``greedy`` True (wrap the collector's actor in
+            :class:`GreedyMemberPolicy`, and use ``GroupRelativeAdvantage(mode="remax")``). Defaults to ``False``.
+        greedy_key (NestedKey): where the greedy flag is written (``greedy_member=True``). Defaults to ``"greedy"``.
 
     Attributes:
         scheduler (pg_extras.GroupScheduler): the scheduler (its counters say how many groups were completed or
@@ -103,6 +109,8 @@ class GroupedEnv(TransformedEnv):
         group_id_key: NestedKey = "group_id",
         episode_id_key: NestedKey = "episode_id",
         seed_kwarg: str = "seed",
+        greedy_member: bool = False,
+        greedy_key: NestedKey = "greedy",
     ) -> None:
         if not isinstance(base_env, EnvBase):
             raise TypeError(f"GroupedEnv needs a TorchRL env (EnvBase), got {type(base_env).__name__}.")
@@ -119,8 +127,12 @@ class GroupedEnv(TransformedEnv):
         inner = _innermost(base_env)
         _check_no_native_autoreset(inner)
         num_slots = batch_size[0] if batch_size else 1
-        scheduler = GroupScheduler(num_slots, group_size, seed=seed, schedule=schedule, id_offset=id_offset)
-        engine = _GroupLabels(scheduler, group_id_key, episode_id_key, max_episode_steps)
+        greedy_member = check_bool("greedy_member", greedy_member)
+        scheduler = GroupScheduler(
+            num_slots, group_size, seed=seed, schedule=schedule, id_offset=id_offset, greedy_member=greedy_member
+        )
+        greedy_key = greedy_key if greedy_member else None
+        engine = _GroupLabels(scheduler, group_id_key, episode_id_key, max_episode_steps, greedy_key)
         super().__init__(base_env, engine)
         self.__dict__["_engine"] = engine  # also self.transform (or its first element): not registered twice
         self._seed_kwarg = seed_kwarg
@@ -143,6 +155,10 @@ class GroupedEnv(TransformedEnv):
     @property
     def env_steps(self) -> int:
         return self._engine.env_steps
+
+    @property
+    def greedy_member(self) -> bool:
+        return self._engine.scheduler.greedy_member
 
     def set_seed(self, seed: int | None = None, static_seed: bool = False) -> int | None:
         """Seed the sub-envs (as any TorchRL env) and the scheduler's generator of group seeds."""
@@ -206,10 +222,17 @@ class _GroupLabels(Transform):
     invertible = False
 
     def __init__(
-        self, scheduler: GroupScheduler, group_id_key: NestedKey, episode_id_key: NestedKey, max_episode_steps: int | None
+        self,
+        scheduler: GroupScheduler,
+        group_id_key: NestedKey,
+        episode_id_key: NestedKey,
+        max_episode_steps: int | None,
+        greedy_key: NestedKey | None = None,
     ) -> None:
-        super().__init__(in_keys=[], out_keys=[group_id_key, episode_id_key])
+        out_keys = [group_id_key, episode_id_key] + ([greedy_key] if greedy_key is not None else [])
+        super().__init__(in_keys=[], out_keys=out_keys)
         self.scheduler = scheduler
+        self.greedy_key = greedy_key
         self.group_id_key = group_id_key
         self.episode_id_key = episode_id_key
         self.max_episode_steps = max_episode_steps
@@ -217,6 +240,7 @@ class _GroupLabels(Transform):
         self.num_slots = n
         self.episode = [-1] * n  # running episode of each sub-env (-1: none)
         self.group = [-1] * n
+        self.greedy = [False] * n
         self.env_steps = 0
         # episode lengths without a per-step tensor op: length of sub-env i = self._t - self._start[i]
         self._t = 0
@@ -224,6 +248,7 @@ class _GroupLabels(Transform):
         self._oldest_start = 0
         self._has_idle = False
         self._group_label = self._episode_label = torch.full((n, 1), -1, dtype=torch.int64)  # replaced, never mutated
+        self._greedy_label = torch.zeros((n, 1), dtype=torch.bool)
 
     def start_jobs(self, mask: torch.Tensor | None) -> list[int | None]:
         """End the episodes of the sub-envs in ``mask`` (``None``: all, abandoned) and start their next jobs."""
@@ -242,19 +267,24 @@ class _GroupLabels(Transform):
             job = sched.assign(slot)
             if job is None:  # lockstep: this sub-env waits for the round to end (throw-away episode)
                 self.episode[slot] = self.group[slot] = -1
+                self.greedy[slot] = False
             else:
                 self.episode[slot], self.group[slot], seeds[slot] = job.episode, job.group, job.seed
+                self.greedy[slot] = job.greedy
             self._start[slot] = self._t
         self._oldest_start = min(self._start)
         self._has_idle = min(self.episode) < 0
         self._group_label = torch.tensor(self.group, dtype=torch.int64).unsqueeze(-1)
         self._episode_label = torch.tensor(self.episode, dtype=torch.int64).unsqueeze(-1)
+        self._greedy_label = torch.tensor(self.greedy, dtype=torch.bool).unsqueeze(-1)
         return seeds
 
     def _labels(self, td: TensorDictBase) -> TensorDictBase:
         shape = (*td.batch_size, 1)
         td.set(self.group_id_key, self._group_label.view(shape).to(td.device))
         td.set(self.episode_id_key, self._episode_label.view(shape).to(td.device))
+        if self.greedy_key is not None:
+            td.set(self.greedy_key, self._greedy_label.view(shape).to(td.device))
         return td
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
@@ -290,4 +320,47 @@ class _GroupLabels(Transform):
         shape = (*observation_spec.shape, 1)
         for key in (self.group_id_key, self.episode_id_key):
             observation_spec[key] = Unbounded(shape=shape, dtype=torch.int64, device=observation_spec.device)
+        if self.greedy_key is not None:
+            observation_spec[self.greedy_key] = Binary(n=1, shape=shape, dtype=torch.bool, device=observation_spec.device)
         return observation_spec
+
+
+class GreedyMemberPolicy(TensorDictModuleBase):
+    """The collector's policy for ReMax groups: the actor's sampled action, except where ``greedy`` is True, where it
+    takes the actor's deterministic action (``ExplorationType.DETERMINISTIC``: argmax / mode) — the greedy member of
+    :class:`GroupedEnv` (``greedy_member=True``). The loss keeps using the actor itself.
+
+    Args:
+        actor: the policy (e.g. a :class:`~torchrl.modules.ProbabilisticActor`).
+        greedy_key (NestedKey): the flag written by :class:`GroupedEnv`. Defaults to ``"greedy"``.
+        action_key (NestedKey): the action the actor writes. Defaults to ``"action"``.
+
+    Examples:
+        >>> from torchrl.envs import GymEnv, SerialEnv
+        >>> from torchrl_pg_extras import GroupedEnv
+        >>> env = GroupedEnv(SerialEnv(3, lambda: GymEnv("CartPole-v1")), group_size=2, seed=0, id_offset=0,
+        ...                  greedy_member=True)
+        >>> env.reset()["greedy"].squeeze(-1).tolist()  # member 2 of group 0 is its greedy one
+        [False, False, True]
+        >>> env.close()
+    """
+
+    def __init__(self, actor: TensorDictModuleBase, greedy_key: NestedKey = "greedy", action_key: NestedKey = "action"):
+        super().__init__()
+        self.actor = actor
+        self.greedy_key = greedy_key
+        self.action_key = action_key
+        self.in_keys = [*actor.in_keys, greedy_key]
+        self.out_keys = list(actor.out_keys)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        greedy = tensordict.get(self.greedy_key, default=None)
+        if greedy is None or not bool(greedy.any()):
+            return self.actor(tensordict)
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            mode = self.actor(tensordict.select(*self.actor.in_keys).clone(False)).get(self.action_key)
+        out = self.actor(tensordict)
+        action = out.get(self.action_key)
+        flag = greedy.reshape(*greedy.shape[: tensordict.batch_dims], *([1] * (action.dim() - tensordict.batch_dims)))
+        out.set(self.action_key, torch.where(flag.to(action.device), mode, action))
+        return out

@@ -1,28 +1,37 @@
-"""GRPO for any environment (docs/maths.md#6-grpo; DeepSeekMath; DAPO; Dr. GRPO) as a TorchRL loss module."""
+"""GRPO for any environment (docs/maths.md#6-grpo; DeepSeekMath; DAPO; Dr. GRPO) as a TorchRL loss module.
+
+The variants of docs/maths.md#12-variants are options of :class:`GRPOLoss`, each one call into the core: the ratio
+rules and bounds (:func:`pg_extras.policy_loss`), GSPO's sequence-level ratio (``importance_sampling_level``), the
+truncated-episode mask (:func:`pg_extras.mask_truncated_episodes`) and the top-entropy mask
+(:func:`pg_extras.top_entropy_mask`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict import TensorDict, TensorDictBase, TensorDictParams, is_tensor_collection
 from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
 from pg_extras import (
+    IMPORTANCE_SAMPLING_LEVELS,
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
     EpisodeLayout,
     aggregate_loss,
     kl_estimate,
+    mask_truncated_episodes,
     mix_parameters_,
     policy_loss,
     ratio_rule_options,
     regularized_loss,
+    top_entropy_mask,
 )
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase
-from torchrl_pg_extras._utils import get_required, time_dim, to_time_major
+from torchrl_pg_extras._utils import _sum_leaves, _to_batch, as_batch, from_time_major, get_required, time_dim, to_time_major
 
 __all__ = ["GRPOLoss"]
 
@@ -69,6 +78,25 @@ class GRPOLoss(PolicyGradientLossBase):
         sapo_temperature_neg (float): SAPO temperature where it is not. Defaults to 1.05.
         kl_estimator (str): ``"k3"`` (default), ``"k1"``, ``"k2"`` or ``"k3+"`` (k3's value, k2's gradient).
         use_bias_correction_kl (bool): multiply the KL by the importance ratio (TRL). Defaults to ``False``.
+        importance_sampling_level (str): ``"token"`` (default: one ratio per step) or ``"sequence"`` (GSPO, Zheng et
+            al. 2025, arXiv:2507.18071; TRL's option): one ratio per episode, ``exp(mean_t(log pi - log pi_old))``
+            over its valid steps, clipped at the episode level (docs/maths.md#sequence-level-ratio-gspo). The episode
+            of each step is the ``episode_id`` entry (:class:`~torchrl_pg_extras.GroupedEnv`'s label, kept by
+            :class:`~torchrl_pg_extras.GroupBatcher` in both its ``"padded"`` and ``"cat"`` layouts; e.g.
+            ``set_keys(episode_id=("collector", "traj_ids"))`` for a collector with ``track_traj_ids=True``), or,
+            without that entry, the episodes delimited by ``("next", "done")`` along time (a padded row, or the
+            segments of a ``"cat"`` / fixed-frame batch).
+        mask_truncated_completions (bool): leave the episodes that ended by truncation (``("next", "truncated")``,
+            else ``done & ~terminated``) out of every ``loss_*`` term and its denominators (TRL's option, DAPO's
+            overlong filtering; :func:`pg_extras.mask_truncated_episodes`, docs/maths.md#masking-truncated-episodes).
+            They stay in the group statistics: the advantage module has already used every episode, as SB3's
+            ``GRPO(mask_truncated_completions=True)`` does. Defaults to ``False``.
+        top_entropy_quantile (float): keep in ``loss_objective`` only the steps whose policy entropy is in the top
+            fraction of the steps in the loss, in ``(0, 1]`` (TRL's option; Wang et al. 2025, arXiv:2506.01939;
+            :func:`pg_extras.top_entropy_mask`, docs/maths.md#top-entropy-steps). The entropy is the distribution's
+            closed form, else ``-log pi(a|s)`` of the stored action (as SB3's ``GRPO``); the other steps get no
+            policy-gradient term but stay in the denominators and in the KL / entropy terms. ``1.0`` (default): every
+            step.
         max_length (int, optional): Dr. GRPO's constant ``max_length`` (default: the padded length of the batch).
         functional (bool): functionalise the actor (TorchRL convention). Defaults to ``True``.
         reduction (str): ``"mean"`` (default: ``loss_aggregation``), ``"sum"`` (sum over valid steps) or
@@ -76,7 +104,8 @@ class GRPOLoss(PolicyGradientLossBase):
 
     Outputs: ``loss_objective``, ``clip_fraction``, ``kl_approx`` (k3 estimate of ``KL(pi_old || pi)``),
     ``loss_kl_to_ref`` and ``kl_to_ref`` (when ``kl_coeff > 0``), ``loss_entropy`` and ``entropy`` (when
-    ``entropy_coeff > 0``).
+    ``entropy_coeff > 0``), ``entropy_mask_fraction`` (share of the steps in the loss that the top-entropy mask
+    keeps, when ``top_entropy_quantile < 1``).
 
     Examples:
         >>> import torch
@@ -100,6 +129,12 @@ class GRPOLoss(PolicyGradientLossBase):
         >>> out = loss(data)
         >>> (out["loss_objective"] + out["loss_kl_to_ref"]).backward()
         >>> loss.update_reference()  # refresh pi_ref, e.g. every few hundred updates
+        >>> gspo = GRPOLoss(actor, importance_sampling_level="sequence", mask_truncated_completions=True,
+        ...                 top_entropy_quantile=0.5)  # GSPO, TRL's truncation and top-entropy masks
+        >>> gspo.make_value_estimator(GroupRelativeAdvantage(group_size=2))  # doctest: +ELLIPSIS
+        GRPOLoss(...)
+        >>> sorted(gspo(data).keys())
+        ['clip_fraction', 'entropy_mask_fraction', 'kl_approx', 'loss_objective']
     """
 
     @dataclass
@@ -109,9 +144,13 @@ class GRPOLoss(PolicyGradientLossBase):
 
         Attributes:
             group_id (NestedKey): group label (for the advantage module). Defaults to ``"group_id"``.
+            episode_id (NestedKey): integer episode label of each step, read by
+                ``importance_sampling_level="sequence"`` when present (:class:`~torchrl_pg_extras.GroupedEnv`'s).
+                Defaults to ``"episode_id"``.
         """
 
         group_id: NestedKey = "group_id"
+        episode_id: NestedKey = "episode_id"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -134,6 +173,9 @@ class GRPOLoss(PolicyGradientLossBase):
         clip_ratio_c: float | None = None,
         sapo_temperature_pos: float = 1.0,
         sapo_temperature_neg: float = 1.05,
+        importance_sampling_level: str = "token",
+        mask_truncated_completions: bool = False,
+        top_entropy_quantile: float = 1.0,
         functional: bool = True,
         reduction: str | None = None,
     ) -> None:
@@ -142,6 +184,12 @@ class GRPOLoss(PolicyGradientLossBase):
         kl_coeff = check_float("kl_coeff", kl_coeff, low=0.0, hint="beta, e.g. 0.04")
         check_choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
         max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
+        check_choice("importance_sampling_level", importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
+        mask_truncated_completions = check_bool("mask_truncated_completions", mask_truncated_completions)
+        top_entropy_quantile = check_float(
+            "top_entropy_quantile", top_entropy_quantile, 0.0, 1.0, low_inclusive=False,
+            hint="the fraction of steps kept in the policy loss, e.g. 0.2; 1.0 keeps every step",
+        )  # fmt: skip
         super().__init__(actor_network, None, functional=functional, reduction=reduction, entropy_coeff=entropy_coeff)
         self.clip_epsilon = float(clip_epsilon)
         self.clip_epsilon_high = None if clip_epsilon_high is None else float(clip_epsilon_high)
@@ -151,11 +199,23 @@ class GRPOLoss(PolicyGradientLossBase):
         self.rule_options = ratio_rule_options(update_rule, delta, clip_ratio_c, sapo_temperature_pos, sapo_temperature_neg)
         self.kl_estimator = check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         self.use_bias_correction_kl = check_bool("use_bias_correction_kl", use_bias_correction_kl)
+        self.importance_sampling_level = importance_sampling_level
+        self.mask_truncated_completions = mask_truncated_completions
+        self.top_entropy_quantile = float(top_entropy_quantile)
         self.register_coeff_buffer("kl_coeff", float(kl_coeff), device=self._default_device)
         self._has_kl = float(kl_coeff) > 0
         self.reference_actor_network_params = TensorDictParams(self._current_actor_params().data.clone(), no_convert=True)
 
     _loss_out_keys = ("loss_objective", "clip_fraction", "kl_approx")
+
+    @property
+    def out_keys(self) -> list[str]:
+        keys = super().out_keys
+        return [*keys, "entropy_mask_fraction"] if self.top_entropy_quantile < 1.0 else keys
+
+    @out_keys.setter
+    def out_keys(self, values) -> None:
+        pass  # derived from the configuration
 
     def _current_actor_params(self) -> TensorDictBase:
         if self.functional:
@@ -177,26 +237,89 @@ class GRPOLoss(PolicyGradientLossBase):
             "loss.make_value_estimator(GroupRelativeAdvantage(group_size=...))."
         )
 
-    def _episode_aggregator(self, tensordict: TensorDictBase, mask: torch.Tensor | None, device: torch.device):
-        """Return ``x [*B, T] -> scalar`` that applies ``loss_aggregation`` over the valid steps (0 when none is)."""
+    def _episode_aggregator(
+        self,
+        tensordict: TensorDictBase,
+        mask: torch.Tensor | None,
+        device: torch.device,
+        loss_mask: torch.Tensor | None = None,
+    ):
+        """Return ``x [*B, T] -> scalar`` that applies ``loss_aggregation`` over the steps in the loss (0 when none is).
+
+        ``mask``: the valid steps, which say which episodes the batch holds (``dr_grpo``'s episode count);
+        ``loss_mask``: the steps in the loss (default ``mask``; without the truncated episodes, whose rows stay).
+        """
         shape = tensordict.batch_size
         valid = torch.ones(shape, dtype=torch.bool, device=device) if mask is None else mask
-        if not bool(valid.any()):  # an all-padding batch: no step to average over, and no gradient
-            return lambda x: torch.where(valid, x, torch.zeros_like(x)).sum()
+        in_loss = valid if loss_mask is None else loss_mask
+        if not bool(in_loss.any()):  # an all-padding batch: no step to average over, and no gradient
+            return lambda x: torch.where(in_loss, x, torch.zeros_like(x)).sum()
         if self.loss_aggregation in ("bnpo", "dapo") or tensordict.batch_dims == 0:
-            return lambda x: aggregate_loss(x.reshape(-1), valid.reshape(-1), self.loss_aggregation)
-        tdim = time_dim(tensordict, owner=self)
-        done = get_required(tensordict, ("next", self.tensor_keys.done), "done", "GRPOLoss")
-        layout = EpisodeLayout.from_dones(to_time_major(done, shape, tdim, "done"))
-        ep_mask = layout.mask & layout.to_episodes(to_time_major(valid, shape, tdim, "mask"), fill=False)
-        keep = ep_mask.any(1)
-        ep_mask = ep_mask[keep]
+            return lambda x: aggregate_loss(x.reshape(-1), in_loss.reshape(-1), self.loss_aggregation)
+        layout, tdim = self._episodes(tensordict)
+        keep = (layout.mask & layout.to_episodes(to_time_major(valid, shape, tdim, "mask"), fill=False)).any(1)
+        ep_mask = (layout.mask & layout.to_episodes(to_time_major(in_loss, shape, tdim, "mask"), fill=False))[keep]
 
         def aggregate(x: torch.Tensor) -> torch.Tensor:
             x_e = layout.to_episodes(to_time_major(x, shape, tdim))[keep]
             return aggregate_loss(x_e, ep_mask, self.loss_aggregation, self.max_length)
 
         return aggregate
+
+    def _episodes(self, tensordict: TensorDictBase) -> tuple[EpisodeLayout, int]:
+        """The episodes of the batch, delimited by ``("next", "done")`` along time, and the time dimension."""
+        tdim = time_dim(tensordict, owner=self)
+        done = get_required(tensordict, ("next", self.tensor_keys.done), "done", type(self).__name__)
+        return EpisodeLayout.from_dones(to_time_major(done, tensordict.batch_size, tdim, "done")), tdim
+
+    def _episode_index(self, tensordict: TensorDictBase, mask: torch.Tensor | None) -> torch.Tensor:
+        """``[*B]`` integer episode of every step for GSPO (``-1`` on the steps out of the loss: they join no episode).
+
+        The ``episode_id`` entry when present (any layout), else the episodes delimited by ``done`` along time.
+        """
+        shape = tensordict.batch_size
+        episode = tensordict.get(self.tensor_keys.episode_id, default=None)
+        if episode is not None:
+            if episode.is_floating_point() or episode.dtype == torch.bool:
+                raise TypeError(
+                    f"GRPOLoss: the episode label {self.tensor_keys.episode_id!r} has dtype {episode.dtype}; episode "
+                    "labels must be integers (GroupedEnv writes int64 labels): cast them, or name another entry with "
+                    "set_keys(episode_id=...)."
+                )
+            episode = as_batch(episode, shape, "episode_id").to(torch.int64)
+        else:
+            layout, tdim = self._episodes(tensordict)
+            episode = from_time_major(layout.episode_index, shape, tdim).reshape(shape)
+        return episode if mask is None else torch.where(mask, episode, torch.full_like(episode, -1))
+
+    def _loss_mask(self, tensordict: TensorDictBase, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The steps in the loss: the valid ones, without the truncated episodes (``mask_truncated_completions``)."""
+        if not self.mask_truncated_completions:
+            return mask
+        shape = tensordict.batch_size
+        layout, tdim = self._episodes(tensordict)
+        truncated = tensordict.get(("next", self.tensor_keys.truncated), default=None)
+        if truncated is None:  # as the advantage modules: a done that is not a termination is a truncation
+            terminated = get_required(tensordict, ("next", self.tensor_keys.terminated), "truncated", type(self).__name__)
+            done = tensordict.get(("next", self.tensor_keys.done))
+            truncated = done.to(torch.bool) & ~terminated.to(torch.bool)
+        valid = torch.ones(shape, dtype=torch.bool, device=truncated.device) if mask is None else mask
+        ep_valid = layout.to_episodes(to_time_major(valid, shape, tdim, "mask"), fill=False)
+        ep_truncated = layout.to_episodes(to_time_major(truncated.to(torch.bool), shape, tdim, "truncated"), fill=False)
+        kept = mask_truncated_episodes(layout.mask & ep_valid, ep_truncated)
+        return from_time_major(layout.to_steps(kept), shape, tdim).reshape(shape)
+
+    @staticmethod
+    def _step_entropy(dist, shape: torch.Size, log_prob: torch.Tensor) -> torch.Tensor:
+        """The entropy the top-entropy mask ranks: closed form, else ``-log pi(a|s)`` of the stored action (SB3's)."""
+        try:
+            entropy = dist.entropy()
+        except NotImplementedError:
+            return -log_prob.detach()
+        if is_tensor_collection(entropy):
+            return _sum_leaves(entropy, shape).detach()
+        entropy = _to_batch(entropy, shape).detach()
+        return entropy if bool(torch.isfinite(entropy).all()) else -log_prob.detach()
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -205,15 +328,35 @@ class GRPOLoss(PolicyGradientLossBase):
         dist = self._dist(tensordict)
         log_prob = self._log_prob(dist, tensordict, mask)
         old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
+        loss_mask = self._loss_mask(tensordict, mask)
+        level = {}
+        if self.importance_sampling_level != "token":  # GSPO: one ratio per episode
+            level = dict(importance_sampling_level=self.importance_sampling_level)
+            level["episode_index"] = self._episode_index(tensordict, mask)
         # GRPO's per-step objective (pg_extras.policy_loss + pg_extras.regularized_loss), kept as separate loss_* terms
         objective, clipped = policy_loss(
-            self.update_rule, log_prob, old_log_prob, advantage, self.clip_epsilon, self.clip_epsilon_high, **self.rule_options
+            self.update_rule,
+            log_prob,
+            old_log_prob,
+            advantage,
+            self.clip_epsilon,
+            self.clip_epsilon_high,
+            **self.rule_options,
+            **level,
         )
-        terms = {"loss_objective": objective}
         diagnostics = {
             "clip_fraction": self._mean(clipped.to(log_prob.dtype), tensordict),
             "kl_approx": self._mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), tensordict),
         }
+        if self.top_entropy_quantile < 1.0:  # the policy-gradient term of the high-entropy steps only (TRL)
+            in_loss = torch.ones_like(objective, dtype=torch.bool) if loss_mask is None else loss_mask
+            entropy = self._step_entropy(dist, tensordict.batch_size, log_prob)
+            entropy = torch.where(in_loss, entropy, torch.zeros_like(entropy))  # padding may hold anything
+            keep = top_entropy_mask(entropy, self.top_entropy_quantile, in_loss)
+            objective = torch.where(keep, objective, torch.zeros_like(objective))
+            fraction = keep.sum().to(log_prob.dtype) / in_loss.sum().clamp(min=1)
+            diagnostics["entropy_mask_fraction"] = fraction
+        terms = {"loss_objective": objective}
         if self._has_kl:
             with torch.no_grad():
                 ref_log_prob = self._log_prob(self._dist(tensordict, self.reference_actor_network_params), tensordict, mask)
@@ -232,8 +375,10 @@ class GRPOLoss(PolicyGradientLossBase):
             terms["loss_entropy"] = self._entropy_term(entropy)
             diagnostics["entropy"] = self._mean(entropy, tensordict)
         if self.reduction == "mean":
-            aggregate = self._episode_aggregator(tensordict, mask, log_prob.device)
+            aggregate = self._episode_aggregator(tensordict, mask, log_prob.device, loss_mask)
             terms = {k: aggregate(v) for k, v in terms.items()}
         else:
+            if loss_mask is not mask:  # truncated episodes leave the loss
+                terms = {k: torch.where(loss_mask, v, torch.zeros_like(v)) for k, v in terms.items()}
             terms = {k: self._reduce_loss(v, tensordict) for k, v in terms.items()}
         return self._out({**terms, **diagnostics})

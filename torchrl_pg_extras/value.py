@@ -25,8 +25,17 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.objectives.value import ValueEstimatorBase
 
-from pg_extras import ADVANTAGE_MODES, ADVANTAGE_SCALES, EpisodeLayout, complete_episode_mask, estimate_advantages
+from pg_extras import (
+    ADVANTAGE_MODES,
+    ADVANTAGE_SCALES,
+    EpisodeLayout,
+    complete_episode_mask,
+    estimate_advantages,
+    informative_groups,
+    returns_to_go,
+)
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
+from pg_extras.variants import check_return_bounds
 from torchrl_pg_extras._base import PolicyGradientKeys
 from torchrl_pg_extras._utils import from_time_major, gather_mask, get_required, time_dim, to_time_major
 
@@ -70,12 +79,15 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
 
         Attributes:
             group_id (NestedKey): per-step group label (:class:`GroupRelativeAdvantage`). Defaults to ``"group_id"``.
+            greedy (NestedKey): ReMax's greedy-member flag (``GroupRelativeAdvantage(mode="remax")``, written by
+                ``GroupedEnv(greedy_member=True)``). Defaults to ``"greedy"``.
             mask (NestedKey): input validity mask (padding). Defaults to ``("collector", "mask")``.
             valid (NestedKey): output validity mask. Defaults to ``"shifted_valid"`` (read by TorchRL losses).
             steps_to_next_obs (NestedKey): accepted for compatibility with TorchRL losses; unused.
         """
 
         group_id: NestedKey = "group_id"
+        greedy: NestedKey = "greedy"
         mask: NestedKey = ("collector", "mask")
         valid: NestedKey = "shifted_valid"
         steps_to_next_obs: NestedKey = "steps_to_next_obs"
@@ -275,11 +287,28 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
     * ``mode="process"``: per-step rewards normalised over the group, summed from ``t`` on;
     * ``mode="return_to_go"``: ``(G_{i,t} - mean_j G_{j,t}) / std_j G_{j,t}`` over the members running at ``t``;
     * ``scale``: ``"group"`` (GRPO), ``"batch"``, ``"none"`` (Dr. GRPO); ``rloo``: leave-one-out baseline;
+    * ``mode="remax"`` (ReMax, docs/maths.md#remax): ``R_i - R_greedy``, the baseline being the discounted return of
+      the group's greedy episode (the steps flagged ``greedy``: ``GroupedEnv(greedy_member=True)`` with
+      :class:`~torchrl_pg_extras.GreedyMemberPolicy`); the greedy episode gets ``valid`` False (no loss term), and
+      ``group_size`` counts the sampled members only;
     * and the other modes / scales of :data:`pg_extras.ADVANTAGE_MODES` / :data:`pg_extras.ADVANTAGE_SCALES`.
 
     A group whose returns have zero spread (relative to their scale) gets advantage 0, never NaN; :attr:`last_stats`
     records the share of such groups and the mean within-group return std. The value target (written for
     interoperability) is the discounted return-to-go.
+
+    **Dynamic sampling** (DAPO, arXiv:2503.14476 eq. 11; docs/maths.md#dynamic-sampling): with
+    ``dynamic_sampling=True`` the groups whose (discounted) returns have zero spread are dropped, and with
+    ``keep_return_bounds=(low, high)`` (TorchRL ``MCAdvantage``'s name) so are those whose mean return is outside
+    ``[low, high]`` (:func:`pg_extras.informative_groups`, as SB3's ``GRPO``). A dropped group's steps get advantage 0
+    and ``valid`` False, so the losses leave them out of every term and denominator (``loss_mask_key="auto"`` reads
+    ``valid``), and the advantages of the other groups are computed without them (as SB3's ``GRPO``, which drops them
+    before the update). This filters the groups of the batch it is given, so a batch may train on fewer groups (or
+    none: then every step is invalid and the loss is 0; skip that update, an optimizer with momentum would still
+    move). To *keep collecting until the batch is full* of informative groups, DAPO's procedure, pass the same
+    options to :class:`~torchrl_pg_extras.GroupBatcher` instead. :attr:`groups_dropped_uninformative` counts the
+    dropped groups (cumulative); :attr:`last_stats` then also has ``groups_dropped_uninformative`` and
+    ``frac_groups_dropped_uninformative`` (this batch).
 
     Args:
         group_size (int, optional): expected episodes per group. With a ``group_id`` entry, every group must have
@@ -294,6 +323,9 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         eps (float): damping of the group std (:func:`pg_extras.group_normalize`). Defaults to ``1e-8``.
         incomplete (str): ``"raise"`` (default) rejects episodes that do not end in the batch and groups with a
             wrong number of episodes; ``"mask"`` drops them (``valid`` False, advantage 0).
+        dynamic_sampling (bool): drop the groups whose returns have zero spread (see above). Defaults to ``False``.
+        keep_return_bounds (tuple, optional): ``(low, high)``: also drop the groups whose mean return is outside
+            ``[low, high]``; either may be ``None`` (unbounded). Defaults to ``None``.
         time_dim (int, optional): the time dimension (default: named ``"time"``, else the last one).
 
     Examples:
@@ -311,6 +343,11 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 [-0.7071,  0.0000],
                 [ 0.7071,  0.0000],
                 [-0.7071,  0.0000]])
+        >>> td["next", "reward"][2, 0] = 1.0  # group 1 (rows 2, 3): both returns 1, no signal
+        >>> est = GroupRelativeAdvantage(group_size=2, dynamic_sampling=True)
+        >>> _ = est(td)
+        >>> td["shifted_valid"].squeeze(-1)[:, 0].tolist(), est.groups_dropped_uninformative
+        ([True, True, False, False], 1)
     """
 
     def __init__(
@@ -323,9 +360,13 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         gamma: float = 1.0,
         eps: float = 1e-8,
         incomplete: str = "raise",
+        dynamic_sampling: bool = False,
+        keep_return_bounds: tuple[float | None, float | None] | None = None,
         time_dim: int | None = None,
         device: torch.device | None = None,
     ) -> None:
+        dynamic_sampling = check_bool("dynamic_sampling", dynamic_sampling)
+        keep_return_bounds = check_return_bounds(keep_return_bounds)
         eps = check_float("eps", eps, low=0.0, low_inclusive=False, hint="the damping of the group std, e.g. 1e-8")
         group_size = check_int("group_size", group_size, minimum=2, allow_none=True, hint="episodes per group")
         check_choice("mode", mode, ADVANTAGE_MODES)
@@ -339,12 +380,16 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         self.rloo = rloo
         self.gamma = gamma
         self.eps = eps
+        self.dynamic_sampling = dynamic_sampling
+        self.keep_return_bounds = keep_return_bounds
+        self.groups_dropped_uninformative = 0  # groups dropped by dynamic sampling / keep_return_bounds (cumulative)
         self.last_stats: dict[str, float] = {}
 
     @property
     def in_keys(self):
         keys = super().in_keys
-        return keys if self.group_size is not None else [*keys, self.tensor_keys.group_id]
+        keys = keys if self.group_size is not None else [*keys, self.tensor_keys.group_id]
+        return [*keys, self.tensor_keys.greedy] if self.mode == "remax" else keys
 
     def _episode_groups(self, tensordict: TensorDictBase, layout: EpisodeLayout, keep: torch.Tensor, ep_mask, tdim):
         """Group label of every episode (``[E]`` int64) and the episodes to keep (whole groups only)."""
@@ -396,7 +441,16 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
         incomplete = has_steps & ~layout.complete
         if self.incomplete == "raise" and bool(incomplete.any()):
             raise self._incomplete(valid & layout.step_mask(incomplete), reward, done)
-        ep_gid, keep = self._episode_groups(tensordict, layout, has_steps & layout.complete, ep_mask, tdim)
+        whole = has_steps & layout.complete
+        greedy_ep = self._greedy_episodes(tensordict, layout, tdim) & whole if self.mode == "remax" else None
+        sampled = whole if greedy_ep is None else whole & ~greedy_ep
+        ep_gid, keep = self._episode_groups(tensordict, layout, sampled, ep_mask, tdim)
+        baseline = None
+        if greedy_ep is not None:
+            keep, baseline = self._greedy_baselines(reward, done, layout, ep_gid, keep, greedy_ep)
+        filtered = self._informative(reward, done, layout, ep_gid, keep) if self._filters else None
+        if filtered is not None:
+            keep, dropped_stats = filtered
         valid = valid & layout.step_mask(keep)
         # the kept episodes as one flat stream of whole episodes (column by column, time in order): the core's layout
         flat = valid.t()
@@ -409,11 +463,12 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 term.t()[flat],
                 trunc.t()[flat],
                 gamma=self.gamma,
-                group_ids=layout.to_steps(ep_gid[:, None].expand(layout.mask.shape)).t()[flat],
+                group_ids=self._per_step(layout, ep_gid)[flat],
                 group_mode=self.mode,
                 group_scale=self.scale,
                 rloo=self.rloo,
                 eps=self.eps,
+                baseline_returns=None if baseline is None else self._per_step(layout, baseline)[flat],
             )
             advantage.t()[flat] = est.advantages
             returns.t()[flat] = est.returns
@@ -423,5 +478,72 @@ class GroupRelativeAdvantage(_EpisodeEstimatorBase):
                 "num_groups": float(torch.unique(ep_gid[keep]).numel()),
                 "num_episodes": float(keep.sum()),
             }
+        if filtered is not None:
+            stats.update(dropped_stats)
         self.last_stats = stats
         return advantage, returns, valid
+
+    @staticmethod
+    def _per_step(layout: EpisodeLayout, per_episode: torch.Tensor) -> torch.Tensor:
+        """``[E]`` -> the ``[L, N]``-transposed per-step layout the core is fed with (``.t()`` of the time-major one)."""
+        return layout.to_steps(per_episode[:, None].expand(layout.mask.shape)).t()
+
+    def _greedy_episodes(self, tensordict: TensorDictBase, layout: EpisodeLayout, tdim) -> torch.Tensor:
+        """``[E]`` bool: the episodes flagged as a group's greedy member (ReMax)."""
+        flag = tensordict.get(self.tensor_keys.greedy, default=None)
+        if flag is None:
+            raise KeyError(
+                f"{type(self).__name__}(mode='remax'): no greedy flag {self.tensor_keys.greedy!r} in the input: collect with "
+                "GroupedEnv(env, group_size, greedy_member=True) and GreedyMemberPolicy(actor), or rename the key with "
+                "set_keys(greedy=...)."
+            )
+        steps = to_time_major(flag, tensordict.batch_size, tdim, "greedy").to(torch.bool)
+        return layout.to_episodes(steps, fill=False)[:, 0]
+
+    def _greedy_baselines(self, reward, done, layout: EpisodeLayout, ep_gid, keep, greedy_ep):
+        """ReMax: the greedy return of each kept episode's group (``[E]``); groups without a greedy episode are dropped
+        (``incomplete="mask"``) or raise."""
+        returns = layout.to_episodes(returns_to_go(reward, done, gamma=self.gamma))[:, 0]
+        baseline = torch.full_like(returns, float("nan"))
+        greedy_idx = greedy_ep.nonzero().squeeze(1)
+        if greedy_idx.numel():
+            labels = ep_gid[greedy_idx]
+            if labels.unique().numel() != labels.numel():
+                raise ValueError(f"{type(self).__name__}(mode='remax'): a group has two greedy episodes in the batch.")
+            labels, order = torch.sort(labels)
+            pos = torch.searchsorted(labels, ep_gid.contiguous()).clamp(max=labels.numel() - 1)
+            baseline = torch.where(labels[pos] == ep_gid, returns[greedy_idx[order[pos]]], baseline)
+        missing = keep & torch.isnan(baseline)
+        if bool(missing.any()):
+            if self.incomplete == "raise":
+                raise ValueError(
+                    f"{type(self).__name__}(mode='remax'): {int(missing.sum())} episodes belong to groups without a greedy "
+                    "episode in the batch: feed whole groups with GroupBatcher over GroupedEnv(greedy_member=True), or pass "
+                    "incomplete='mask'."
+                )
+            keep = keep & ~missing
+        return keep, torch.nan_to_num(baseline)
+
+    @property
+    def _filters(self) -> bool:
+        return self.dynamic_sampling or self.keep_return_bounds is not None
+
+    def _informative(self, reward, done, layout: EpisodeLayout, ep_gid: torch.Tensor, keep: torch.Tensor):
+        """DAPO's dynamic sampling: ``keep`` without the uninformative groups (:func:`pg_extras.informative_groups`)."""
+        n_groups = int(torch.unique(ep_gid[keep]).numel())
+        dropped = 0
+        if n_groups:
+            # the discounted return of each episode: its return-to-go at its first step (as SB3's GRPO)
+            returns = layout.to_episodes(returns_to_go(reward, done, gamma=self.gamma))[:, 0]
+            kept_idx = keep.nonzero().squeeze(1)
+            informative, dropped = informative_groups(
+                returns[kept_idx], ep_gid[kept_idx], self.keep_return_bounds, drop_zero_spread=self.dynamic_sampling
+            )
+            keep = keep.clone()
+            keep[kept_idx[~informative]] = False
+        self.groups_dropped_uninformative += dropped
+        stats = {
+            "groups_dropped_uninformative": float(self.groups_dropped_uninformative),
+            "frac_groups_dropped_uninformative": dropped / max(n_groups, 1),
+        }
+        return keep, stats

@@ -75,27 +75,32 @@ def device_of(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_env(env_name: str, num_envs: int, seed: int, group_size: int | None = None, worker: int = 0) -> EnvBase:
+def make_env(
+    env_name: str, num_envs: int, seed: int, group_size: int | None = None, worker: int = 0, greedy_member: bool = False
+) -> EnvBase:
     """A gymnasium vector env (sync, ``AutoresetMode.DISABLED``: TorchRL drives the resets) with episode returns.
 
     ``group_size`` wraps it in :class:`~torchrl_pg_extras.GroupedEnv` (GRPO groups of same-seed episodes, ids in the
-    namespace of collector worker ``worker``).
+    namespace of collector worker ``worker``; ``greedy_member``: ReMax's extra greedy member per group).
     """
     vec = gym.make_vec(
         env_name, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
     )
     env: EnvBase = GymWrapper(vec, categorical_action_encoding=True)
     if group_size is not None:
-        env = GroupedEnv(env, group_size, seed=seed, id_offset=worker * ID_NAMESPACE)
+        env = GroupedEnv(env, group_size, seed=seed, id_offset=worker * ID_NAMESPACE, greedy_member=greedy_member)
     env = TransformedEnv(env, RewardSum())
     env.set_seed(seed)
     return env
 
 
-def env_factories(args, group_size: int | None = None) -> list[Callable[[], EnvBase]]:
+def env_factories(args, group_size: int | None = None, greedy_member: bool = False) -> list[Callable[[], EnvBase]]:
     """One picklable env constructor per collector worker, each with its own seed and group-id namespace."""
     workers = 1 if args.backend == "serial" else args.workers
-    return [functools.partial(make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size, i) for i in range(workers)]
+    return [
+        functools.partial(make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size, i, greedy_member)
+        for i in range(workers)
+    ]
 
 
 def make_actor(env: EnvBase, hidden: int, device: torch.device) -> ProbabilisticActor:
@@ -140,6 +145,7 @@ def make_collector(
     group_size: int | None = None,
     trajs_per_batch: int | None = None,
     device: torch.device | None = None,
+    greedy_member: bool = False,
 ):
     """A ``Collector`` on ``--backend``: in this process, or ``--workers`` worker processes / Ray actors.
 
@@ -157,7 +163,7 @@ def make_collector(
     )
     if trajs_per_batch is not None:
         kwargs.update(trajs_per_batch=trajs_per_batch, traj_format="padded")
-    factories = env_factories(args, group_size)
+    factories = env_factories(args, group_size, greedy_member)
     if args.backend == "serial":
         return Collector(factories[0](), policy, **kwargs)
     if args.backend == "ray":

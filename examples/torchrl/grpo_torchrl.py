@@ -3,12 +3,16 @@
     python examples/torchrl/grpo_torchrl.py                       # the tuned CartPole settings (reaches 475)
     python examples/torchrl/grpo_torchrl.py --env Pendulum-v1 --frames 1000000 --group-size 4 --lr 1e-3 --constant-lr
     python examples/torchrl/grpo_torchrl.py --clip-high 0.28 --loss-aggregation dapo   # DAPO flavour
+    python examples/torchrl/grpo_torchrl.py --dynamic-sampling --keep-return-bounds 20 none  # DAPO dynamic sampling
+    python examples/torchrl/grpo_torchrl.py --importance-sampling-level sequence   # GSPO
+    python examples/torchrl/grpo_torchrl.py --top-entropy-quantile 0.2 --mask-truncated-completions  # TRL's masks
     python examples/torchrl/grpo_torchrl.py --backend process --workers 2
 
 ``GroupedEnv`` hands each sub-env that resets the next member of a group (the core's ``GroupScheduler``), with the
 group's seed in that same reset; ``GroupBatcher`` turns the collector's steps into batches of whole groups and counts
 env steps and policy versions; ``GroupRelativeAdvantage`` computes the group-relative advantages; ``GRPOLoss`` does
-the rest. The defaults are the tuned settings of ``benchmarks/torchrl_runner.py`` (``DEFAULTS["torchrl_grpo"]``).
+the rest. The defaults are the tuned settings of ``benchmarks/torchrl_runner.py`` (``DEFAULTS["torchrl_grpo"]``);
+the variant flags (docs/maths.md#12-variants) default to plain GRPO.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from __future__ import annotations
 import torch
 from _common import Progress, episode_returns, make_actor, make_collector, make_env, parser, scalars, setup
 
-from torchrl_pg_extras import GroupBatcher, GroupRelativeAdvantage, GRPOLoss
+from torchrl_pg_extras import GreedyMemberPolicy, GroupBatcher, GroupRelativeAdvantage, GRPOLoss
+
+
+def _bound(text: str) -> float | None:
+    """A ``--keep-return-bounds`` end: a number, or ``none`` (unbounded)."""
+    return None if text.lower() == "none" else float(text)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -32,13 +41,27 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--beta", type=float, default=0.0, help="weight of the k3 KL to the reference policy")
     p.add_argument("--ref-update-interval", type=int, default=None, help="refresh pi_ref every N updates")
     p.add_argument("--entropy-coeff", type=float, default=0.0)
-    p.add_argument("--mode", default="return_to_go", choices=["outcome", "process", "return_to_go"])
+    p.add_argument(
+        "--mode",
+        default="return_to_go",
+        choices=["outcome", "process", "return_to_go", "remax"],
+        help="remax: one extra greedy member per group, its return is the baseline",
+    )
     p.add_argument("--scale", default="group", choices=["group", "batch", "none"])
     p.add_argument("--rloo", action="store_true")
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--loss-aggregation", default="bnpo", choices=["grpo", "bnpo", "dapo", "dr_grpo"])
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--max-policy-lag", type=int, default=None, help="drop groups spanning more policy versions")
+    # the variants of docs/maths.md#12-variants (TRL / DAPO names)
+    p.add_argument("--importance-sampling-level", default="token", choices=["token", "sequence"], help="sequence: GSPO")
+    p.add_argument("--mask-truncated-completions", action="store_true", help="truncated episodes leave the loss")
+    p.add_argument("--top-entropy-quantile", type=float, default=1.0, help="policy-gradient term on the top fraction")
+    p.add_argument("--dynamic-sampling", action="store_true", help="DAPO: collect until every group has a signal")
+    p.add_argument(
+        "--keep-return-bounds", nargs=2, type=_bound, default=None, metavar=("LOW", "HIGH"),
+        help="DAPO: also drop the groups whose mean return is outside [LOW, HIGH] ('none': unbounded)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     device = setup(args)
 
@@ -53,15 +76,34 @@ def main(argv: list[str] | None = None) -> float:
         kl_coeff=args.beta,
         entropy_coeff=args.entropy_coeff,
         loss_aggregation=args.loss_aggregation,
+        importance_sampling_level=args.importance_sampling_level,
+        mask_truncated_completions=args.mask_truncated_completions,
+        top_entropy_quantile=args.top_entropy_quantile,
     )
     advantage = GroupRelativeAdvantage(args.group_size, mode=args.mode, scale=args.scale, rloo=args.rloo, gamma=args.gamma)
     optim = torch.optim.Adam(loss.parameters(), lr=args.lr)
 
     # ALGO LOGIC: collection of whole groups
+    remax = args.mode == "remax"  # the greedy member acts with the deterministic action (GreedyMemberPolicy)
     collector = make_collector(
-        args, actor, frames_per_batch=args.num_envs * args.steps_per_poll, group_size=args.group_size, device=device
+        args,
+        GreedyMemberPolicy(actor) if remax else actor,
+        frames_per_batch=args.num_envs * args.steps_per_poll,
+        group_size=args.group_size,
+        device=device,
+        greedy_member=remax,
     )
-    batches = GroupBatcher(collector, args.group_size, args.groups_per_batch, max_policy_lag=args.max_policy_lag)
+    bounds = None if args.keep_return_bounds is None else tuple(args.keep_return_bounds)
+    batches = GroupBatcher(  # dynamic sampling: hold back the groups without a signal, keep collecting
+        collector,
+        args.group_size,
+        args.groups_per_batch,
+        max_policy_lag=args.max_policy_lag,
+        dynamic_sampling=args.dynamic_sampling,
+        keep_return_bounds=bounds,
+        gamma=args.gamma,
+        greedy_member=remax,
+    )
     progress = Progress(args, "grpo")
     updates = 0
     for batch in batches:  # each batch requested after a yield is one policy version later

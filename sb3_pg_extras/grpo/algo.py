@@ -79,7 +79,9 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param n_envs: number of envs to make when ``env`` is an id (default: ``group_size``).
     :param advantage_mode: ``"outcome"``, ``"process"`` or ``"return_to_go"`` (docs/maths.md#6-grpo);
         ``"reinforce_pp"`` / ``"reinforce_pp_baseline"`` (REINFORCE++: returns-to-go whitened over the batch, after
-        the group's per-step mean for ``-baseline``) or ``"opo"`` (OPO's length-weighted baseline).
+        the group's per-step mean for ``-baseline``), ``"opo"`` (OPO's length-weighted baseline) or ``"remax"`` (ReMax:
+        one extra episode per group played with the deterministic action from the group's seed, not trained on; its
+        return is the baseline, docs/maths.md#remax; it costs env steps and ignores ``advantage_scale``).
     :param advantage_scale: ``"group"`` (GRPO), ``"batch"``, ``"none"`` (Dr. GRPO) or ``"gpg"`` (GPG: no std, times
         ``B / #(R != 0)``); the REINFORCE++ modes whiten themselves and ignore it.
     :param rloo: leave-one-out baseline ``r_i - mean_{j != i} r_j`` instead of the group mean.

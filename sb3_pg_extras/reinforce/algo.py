@@ -44,7 +44,8 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
         ``group_size`` episodes from one reset seed, docs/maths.md#6-grpo: group-relative REINFORCE).
     :param group_size: episodes per group (``advantage_estimator="group"``).
     :param advantage_mode: group advantages: ``"outcome"``, ``"process"``, ``"return_to_go"``, ``"reinforce_pp"``,
-        ``"reinforce_pp_baseline"`` (REINFORCE++) or ``"opo"`` (docs/maths.md#12-variants).
+        ``"reinforce_pp_baseline"`` (REINFORCE++), ``"opo"`` or ``"remax"`` (ReMax: one extra greedy episode per group,
+        its return is the baseline; docs/maths.md#12-variants).
     :param advantage_scale: group advantages: ``"group"``, ``"batch"``, ``"none"`` or ``"gpg"``.
     :param rloo: group advantages: leave-one-out baseline.
     :param group_schedule: ``"async"`` or ``"lockstep"`` (see :class:`~sb3_pg_extras.GRPO`).

@@ -148,7 +148,8 @@ class TRPO(EpisodicOnPolicyAlgorithm):
         on ``G_t``, docs/maths.md#3-baselines-and-gae); ``"group"``: critic-free TRPO on group-relative advantages
         (docs/maths.md#6-grpo): the policy has no value head, nothing is fitted or saved for a critic.
     :param group_size: episodes per group (``advantage_estimator="group"``).
-    :param advantage_mode: group advantages: ``"outcome"``, ``"process"`` or ``"return_to_go"``.
+    :param advantage_mode: group advantages: ``"outcome"``, ``"process"``, ``"return_to_go"`` or any other mode of
+        :class:`~sb3_pg_extras.GRPO` (e.g. ``"remax"``: one extra greedy episode per group as the baseline).
     :param advantage_scale: group advantages: ``"group"``, ``"batch"`` or ``"none"``.
     :param rloo: group advantages: leave-one-out baseline.
     :param group_schedule: ``"async"`` or ``"lockstep"`` (see :class:`~sb3_pg_extras.GRPO`).
