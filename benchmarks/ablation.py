@@ -1,7 +1,8 @@
 """Ablation of the GRPO variants (docs/maths.md#12-variants) on control tasks: each variant against plain GRPO.
 
 Every run is SB3 ``GRPO`` built by rl-zoo3's ``ExperimentManager`` from ``zoo_configs/grpo.yml``'s entry for the env
-(wrappers, normalisation and schedules exactly as ``python -m sb3_pg_extras.zoo train``) plus the variant's options,
+(wrappers, normalisation and schedules exactly as ``python -m sb3_pg_extras.zoo train``) with the variants that entry
+may switch on switched off (``PLAIN``: plain GRPO is the baseline) plus the variant's options,
 trained for ``--budget`` env steps. Recorded per run:
 
 * ``steps_to_threshold``: the first evaluation (every ``--eval-every`` env steps, ``--search-episodes`` deterministic
@@ -64,6 +65,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "ref_mixing": {"beta": 0.04, "ref_update_interval": 32, "ref_model_mixup_alpha": 0.6},
     "remax": {"advantage_mode": "remax"},
 }
+#: every run starts from plain GRPO: options a zoo entry may switch on (Acrobot-v1's dynamic sampling, adopted because
+#: of this ablation) are switched off unless the variant sets them
+PLAIN: dict[str, object] = {"dynamic_sampling": False}
 COLUMNS = ["env", "variant", "seed", "budget", "steps_to_threshold", "final_return", "train_return", "wall_s", "options"]
 
 
@@ -111,7 +115,7 @@ def run_one(
             seed=seed,
             verbose=0,
             config=config_path("ours", "grpo.yml"),
-            hyperparams=dict(VARIANTS[variant]),
+            hyperparams={**PLAIN, **VARIANTS[variant]},
             device="cpu",
         )
         with contextlib.redirect_stdout(io.StringIO()):
