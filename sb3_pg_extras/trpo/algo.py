@@ -92,8 +92,10 @@ class TRPO(EpisodicOnPolicyAlgorithm):
     Same constructor arguments, defaults, logger keys and save format as ``sb3_contrib.TRPO``, with these differences:
 
     * the KL is ``KL(pi_old || pi)`` (as in the paper), where sb3-contrib uses ``KL(pi || pi_old)``; it is the exact
-      KL of the joint action distribution: summed over Box / MultiBinary dimensions and MultiDiscrete sub-actions
-      (sb3-contrib averages over them, so its bound is looser by the action dimension there);
+      KL of the joint action distribution: summed over MultiDiscrete sub-actions (as sb3-contrib) and over Box /
+      MultiBinary dimensions (sb3-contrib averages over those, so its bound is looser by the action dimension there).
+      The Hessian at ``theta_old``, hence the step, is the same; only the line search's KL test differs (by third-order
+      terms: it can accept one backtracking step more or fewer than sb3-contrib, either way);
     * actor and critic parameters are told apart structurally (the parameters the action distribution's autograd
       graph reaches are the actor), not by the substring ``"value"`` in parameter names;
     * the Fisher-vector products are the Gauss-Newton form ``J^T M J v``, equal at ``theta_old`` to the Hessian of the

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import types
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import sb3_contrib.trpo.trpo as contrib_trpo
+import stable_baselines3.common.policies as sb3_policies
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import TRPO as ContribTRPO
@@ -390,6 +393,64 @@ def test_reachable_parameters_follows_the_graph_not_names():
     out = value(th.ones(1, 3)).tanh().sum() * 2
     assert reachable_parameters([out], [*other.parameters(), *value.parameters()]) == list(value.parameters())
     assert reachable_parameters([th.ones(2)], list(value.parameters())) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The same update as sb3-contrib's
+# ----------------------------------------------------------------------------------------------------------------------
+def _one_update_each(env_id: str, monkeypatch, **kwargs) -> tuple[dict, dict, dict, TRPO, ContribTRPO]:
+    """sb3-contrib's TRPO and ours from the same weights, one ``train()`` each on the same rollout (collected once).
+
+    In float64 (SB3's ``preprocess_obs`` casts observations to float32, so it is patched), with sb3-contrib's conjugate
+    gradient started at ``x0 = 0`` instead of ``1e-4 * randn`` and its default ``cg_damping=0.1``: the two differ only
+    by rounding then, and a well-damped CG does not amplify it. (With ``cg_damping=1e-3`` the Fisher is so
+    ill-conditioned that 15 CG iterations turn relative perturbations of 1e-15 of the gradient into 1e-5 to 1e-3 of
+    ``s^T F s``, measured, in float64 and in either implementation.) One critic minibatch (the whole rollout) makes the
+    critic independent of the shuffle, which SB3 draws from numpy and we from torch.
+    """
+    hyper = {**dict(n_steps=128, batch_size=256, gae_lambda=0.98, n_critic_updates=3), **kwargs}
+    monkeypatch.setattr(sb3_policies, "preprocess_obs", lambda obs, *args, **kw: obs.double())
+    solver = contrib_trpo.conjugate_gradient_solver
+
+    def zero_start(matvec, b, max_iter=10, residual_tol=1e-10):
+        with monkeypatch.context() as patch:
+            patch.setattr(th, "randn_like", th.zeros_like)
+            return solver(matvec, b, max_iter, residual_tol)
+
+    monkeypatch.setattr(contrib_trpo, "conjugate_gradient_solver", zero_start)
+    theirs = ContribTRPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, **hyper)
+    ours = TRPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, **hyper)
+    theirs.policy.double()
+    ours.policy.double()
+    ours.policy.load_state_dict(theirs.policy.state_dict())
+    ours._setup_learn(ours.n_steps * ours.n_envs)  # (the logger)
+    _, callback = theirs._setup_learn(theirs.n_steps * theirs.n_envs)
+    theirs.collect_rollouts(theirs.env, callback, theirs.rollout_buffer, theirs.n_steps)
+    buffer = theirs.rollout_buffer
+    for name in ("observations", "actions", "rewards", "values", "log_probs", "advantages", "returns"):
+        setattr(buffer, name, getattr(buffer, name).astype(np.float64))
+    ours.rollout_buffer = copy.deepcopy(buffer)
+    before = copy.deepcopy(theirs.policy.state_dict())
+    for model in (theirs, ours):
+        th.manual_seed(0)
+        np.random.seed(0)
+        model.train()
+    return before, theirs.policy.state_dict(), ours.policy.state_dict(), ours, theirs
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_one_update_equals_sb3_contribs_from_the_same_state_and_rollout(env_id, monkeypatch):
+    # The surrogate and its gradient, advantage normalisation, Fisher-vector products (our MLP fast path), CG, the
+    # step length sqrt(2 target_kl / s^T F s), the accepted line-search fraction, which parameters are the actor
+    # (log_std too), and the critic's epochs: each parameter ends where sb3-contrib's does, to float64 rounding.
+    before, theirs, ours, model, contrib = _one_update_each(env_id, monkeypatch)
+    assert model.last_trust_region_result.accepted
+    assert contrib.logger.name_to_value["train/is_line_search_success"] == 1.0
+    assert set(ours) == set(theirs) == set(before)
+    for name in before:
+        step = theirs[name] - before[name]
+        assert step.abs().max() > 0, name  # every parameter moved (actor by the step, critic by Adam)
+        th.testing.assert_close(ours[name], theirs[name], rtol=0, atol=2e-6 * step.abs().max().item(), msg=name)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
