@@ -210,12 +210,14 @@ def _suggest_group(trial: optuna.Trial) -> dict[str, Any]:
     group size works with any number of envs. ReMax's baseline is the greedy return, so it has no ``rloo``."""
     modes = ["outcome", "return_to_go", "process", "reinforce_pp", "reinforce_pp_baseline", "opo", "remax"]
     mode = trial.suggest_categorical("advantage_mode", modes)
-    return {
+    params = {
         "group_size": trial.suggest_categorical("group_size", [2, 4, 8, 16]),
         "advantage_mode": mode,
         "advantage_scale": trial.suggest_categorical("advantage_scale", ["group", "batch", "none", "gpg"]),
-        "rloo": False if mode == "remax" else trial.suggest_categorical("rloo", [False, True]),
     }
+    if mode != "remax":  # rloo keeps its default (False) with remax
+        params["rloo"] = trial.suggest_categorical("rloo", [False, True])
+    return params
 
 
 def sample_grpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
