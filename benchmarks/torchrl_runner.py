@@ -233,6 +233,17 @@ def _networks(env: EnvBase, hidden: int, critic: bool):
     return common.make_actor(env, hidden, cpu), (common.make_critic(env, hidden, cpu) if critic else None)
 
 
+class _EpisodePipeline(_Pipeline):
+    """A pipeline on a trajectory collector (``trajs_per_batch``): batches of complete episodes."""
+
+    def batches(self) -> Iterable[TensorDictBase]:
+        return self.collector
+
+    def frames(self) -> int:
+        # trajectory batches hold only finished episodes: the collector's public state counts every frame it stepped
+        return int(self.collector.state_dict()["frames"])
+
+
 class _GRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         remax = hp["mode"] == "remax"  # ReMax: one greedy member per group, played with the deterministic action
@@ -281,7 +292,7 @@ class _GRPO(_Pipeline):
             _clip_grad_and_step(self.optim, _total(self.loss(batch)), self.loss.parameters(), self.hp["max_grad_norm"])
 
 
-class _ReinforcePgx(_Pipeline):
+class _ReinforcePgx(_EpisodePipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
         self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"])
@@ -293,13 +304,6 @@ class _ReinforcePgx(_Pipeline):
             env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=hp["episodes_per_batch"]
         )
         self.hp = hp
-
-    def batches(self) -> Iterable[TensorDictBase]:
-        return self.collector
-
-    def frames(self) -> int:
-        # trajectory batches hold only finished episodes: the collector's public state counts every frame it stepped
-        return int(self.collector.state_dict()["frames"])
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
         _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)
@@ -376,7 +380,7 @@ class _TorchRLPPO(_Pipeline):
                 _clip_grad_and_step(self.optim, _total(self.loss(mb)), self.loss.parameters(), hp["max_grad_norm"])
 
 
-class _TorchRLMCPPO(_Pipeline):
+class _TorchRLMCPPO(_EpisodePipeline):
     """TorchRL's critic-free recipe: ``MCAdvantage`` group advantages, ``ClipPPOLoss(critic_network=None)``."""
 
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
@@ -391,12 +395,6 @@ class _TorchRLMCPPO(_Pipeline):
         self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=episodes)
         self.groups_seen = 0
         self.hp = hp
-
-    def batches(self) -> Iterable[TensorDictBase]:
-        return self.collector
-
-    def frames(self) -> int:
-        return int(self.collector.state_dict()["frames"])
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
         _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)
