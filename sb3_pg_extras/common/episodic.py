@@ -383,10 +383,14 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             greedy = slots.greedy.copy()
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, _, log_probs = self.policy(obs_tensor)
-                if greedy.any():  # ReMax's greedy members act with the deterministic action
-                    mode = self.policy.get_distribution(obs_tensor).get_actions(deterministic=True)
-                    actions[th.as_tensor(greedy, device=actions.device)] = mode.reshape(actions.shape)[greedy]
+                if greedy.any():  # ReMax's greedy members act with the deterministic action: one forward pass
+                    distribution = self.policy.get_distribution(obs_tensor)
+                    flag = th.as_tensor(greedy, device=self.device).reshape(-1, *[1] * (len(self.action_space.shape)))
+                    actions = th.where(flag, distribution.get_actions(deterministic=True), distribution.get_actions())
+                    log_probs = distribution.log_prob(actions)
+                    actions = actions.reshape((-1, *self.action_space.shape))
+                else:
+                    actions, _, log_probs = self.policy(obs_tensor)
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
