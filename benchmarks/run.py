@@ -884,7 +884,9 @@ def page(report: Report, figure_names: set[str], assets: str) -> str:
         "env steps and at the end; the final return is the last evaluation. env-steps/s: training only (evaluation "
         "excluded), median over seeds, one torch thread per run" + _load_note(report) + ".",
         "- Hyperparameters: ours from `zoo_configs/`, SB3 PPO / A2C and sb3-contrib TRPO from rl-zoo3's own files, "
-        "TorchRL pipelines from `benchmarks/torchrl_runner.py`.",
+        "TorchRL pipelines from `benchmarks/torchrl_runner.py`. Ours were tuned on seeds 0-4 only "
+        "(`python -m sb3_pg_extras.zoo optimize`, and `python -m benchmarks.tune` for a few candidates on five seeds, "
+        "rows in `docs/benchmarks/tuning/`); the comments in `zoo_configs/` say what was tried.",
         "- CIs: 95 % stratified bootstrap (rliable, "
         f"{BOOTSTRAP_REPS} resamples). Normalised score: (return - random policy) / (best final return of the env in "
         "this grid - random policy), random-policy returns in `benchmarks/run.py` (`RANDOM_RETURNS`).",

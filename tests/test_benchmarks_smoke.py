@@ -180,3 +180,21 @@ def test_bad_names_are_rejected():
         run_torchrl("torchrl_a3c", "CartPole-v1", 0, 100, 100)
     with pytest.raises(ValueError, match="learning_rate"):
         run_torchrl("torchrl_ppo", "CartPole-v1", 0, 100, 100, hyperparams={"learning_rate": 1e-3})
+
+
+def test_tune_runs_each_candidate_once_and_resumes(tmp_path, capsys):
+    from benchmarks import tune
+
+    out = tmp_path / "tune.csv"
+    argv = ["--algo", "reinforce", "--env", "CartPole-v1", "--budget", "600", "--seeds", "0", "1", "--out", str(out)]
+    tune.main([*argv, "base={}", 'lr={"learning_rate": 0.01}'])
+    rows = out.read_text().splitlines()
+    assert len(rows) == 1 + 4 and rows[0].startswith("name,overrides,seed,final")
+    assert '| lr | `{"learning_rate": 0.01}` |' in capsys.readouterr().out
+    tune.main([*argv, "base={}"])  # cached: no new row
+    assert len(out.read_text().splitlines()) == 5
+    with pytest.raises(SystemExit):
+        tune.main([*argv[:-5], "--seeds", "100", "--out", str(out), "base={}"])  # the grid's held-out seeds
+    for bad in ("base", "base=[1]", "base={nope"):
+        with pytest.raises(SystemExit):
+            tune.main([*argv, bad])
