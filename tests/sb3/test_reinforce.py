@@ -250,6 +250,7 @@ def test_truncation_bootstrap_of_baseline():
 
 def test_baseline_critic_loss_decreases_and_steps_are_separate():
     image_env = RewardedImageEnv(screen_height=36, screen_width=36, n_channels=1)
+    image_env.observation_space.seed(0)  # FakeImageEnv's noise images come from its observation space
     kwargs = dict(features_extractor_kwargs=dict(features_dim=8))  # shared CNN features extractor
     model = REINFORCEWithBaseline(
         "CnnPolicy", image_env, n_steps=40, n_critic_updates=4, vf_learning_rate=3e-2, seed=0, policy_kwargs=kwargs
@@ -277,8 +278,10 @@ def test_baseline_critic_loss_decreases_and_steps_are_separate():
         assert all(th.equal(a, b) for a, b in zip(actor_before, actor, strict=True)), "a critic step moved an actor parameter"
         assert not all(th.equal(a, b) for a, b in zip(critic_before, critic, strict=True))
         losses.append(critic_mse())
-    assert all(b < a for a, b in itertools.pairwise(losses)), losses
-    assert losses[-1] < 0.5 * losses[0]
+    # noise images say nothing of the step, so the MSE floor is the variance of the returns (about 8): strictly
+    # decreasing while far above it, then within reach of it
+    assert all(b < a for a, b in itertools.pairwise(losses[:6])), losses
+    assert losses[-1] < 0.5 * losses[0] and min(losses) < 1.5 * float(returns.var(unbiased=False)), losses
     assert model.logger.name_to_value["train/value_loss"] > 0
     del model.policy.optimizer.step
     # and the actor step does not move the critic
