@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import json
 import math
@@ -38,6 +37,8 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as a script or with -m from elsewhere: the repository's benchmarks package first
     sys.path.insert(0, str(_ROOT))
+
+from benchmarks.common import append_row, read_rows  # noqa: E402
 
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}
 BUDGETS = {"CartPole-v1": 30_000, "Acrobot-v1": 120_000}
@@ -143,23 +144,6 @@ def run_one(
     }
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def append_row(path: Path, row: dict[str, object]) -> None:
-    new = not path.is_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
@@ -216,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 every = args.eval_every or EVAL_EVERY[env_id]
                 row = run_one(env_id, variant, seed, budget, every, args.search_episodes, args.eval_episodes)
-                append_row(args.out, row)
+                append_row(args.out, row, COLUMNS)
                 print(", ".join(f"{k}={row[k]}" for k in COLUMNS[:-1]), flush=True)
     table = summarize(read_rows(args.out))
     args.summary.parent.mkdir(parents=True, exist_ok=True)

@@ -90,3 +90,22 @@ def read_run(path: Path) -> RunRecord:
     if not curve.steps:
         raise ValueError(f"{path}: no evaluation rows")
     return RunRecord(meta, curve)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a results CSV written by :func:`append_row` (none if it does not exist yet)."""
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def append_row(path: Path, row: dict[str, object], fieldnames: list[str]) -> None:
+    """Append one run's row to a results CSV (header first on a new file), so a stopped search resumes from it."""
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

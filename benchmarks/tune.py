@@ -14,12 +14,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import time
 from pathlib import Path
 
+from benchmarks.common import append_row, read_rows
 from benchmarks.run import ENVS, EVAL_EVERY
 from benchmarks.sb3_runner import SB3_ALGOS, run_sb3
 
@@ -66,11 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     budget = args.budget or ENVS.get(args.env)
     if budget is None:
         parser.error(f"no default budget for {args.env}: pass --budget")
-    done = set()
-    if args.out.exists():
-        with args.out.open() as f:
-            done = {(r["name"], int(r["seed"])) for r in csv.DictReader(f)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["name"], int(r["seed"])) for r in read_rows(args.out)}
     for name, overrides in args.candidates:
         for seed in args.seeds:
             if (name, seed) in done:
@@ -85,15 +81,9 @@ def main(argv: list[str] | None = None) -> None:
                 "curve": json.dumps([round(x, 1) for x in curve.mean]),
                 "wall_s": round(time.perf_counter() - start, 1),
             }
-            new = not args.out.exists()
-            with args.out.open("a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=FIELDS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_row(args.out, row, FIELDS)
             print(f"{name} seed {seed}: final {row['final']:.1f}", flush=True)
-    with args.out.open() as f:
-        print(summarize(list(csv.DictReader(f))))
+    print(summarize(read_rows(args.out)))
 
 
 if __name__ == "__main__":
