@@ -63,6 +63,14 @@ ENVS: dict[str, int] = {
     "MountainCarContinuous-v0": 50_000,
     "LunarLander-v3": 200_000,
 }
+# The MuJoCo suite (``--suite mujoco``): rl-zoo3's 1M-step TRPO budget, its own page and cache under docs/mujoco/.
+MUJOCO_ENVS: dict[str, int] = {
+    "Hopper-v5": 1_000_000,
+    "HalfCheetah-v5": 1_000_000,
+    "Walker2d-v5": 1_000_000,
+    "Swimmer-v5": 1_000_000,
+    "Ant-v5": 1_000_000,
+}
 THRESHOLDS: dict[str, float] = {
     "CartPole-v1": 475.0,
     "Acrobot-v1": -100.0,
@@ -70,11 +78,18 @@ THRESHOLDS: dict[str, float] = {
     "Pendulum-v1": -200.0,
     "MountainCarContinuous-v0": 90.0,
     "LunarLander-v3": 200.0,
+    # gymnasium's reward_threshold where it has one; Walker2d has none: 3000, between sb3-contrib's 200k and 1M results
+    "Hopper-v5": 3800.0,
+    "HalfCheetah-v5": 4800.0,
+    "Walker2d-v5": 3000.0,
+    "Swimmer-v5": 360.0,
+    "Ant-v5": 6000.0,
 }
 # Mean return of a uniformly random policy, the 0 of the normalised scores. Measured with gymnasium 1.x: 100 episodes,
 # env.reset(seed=i) for i in 0..99, actions env.action_space.sample() after env.action_space.seed(0) (std in brackets):
 # CartPole 23.7 (12.2), Acrobot -497.1 (19.1), MountainCar -200.0 (0), Pendulum -1207.6 (293.7),
-# MountainCarContinuous -33.3 (0.9: the action cost of 999 uniform actions), LunarLander -192.0 (114.6).
+# MountainCarContinuous -33.3 (0.9: the action cost of 999 uniform actions), LunarLander -192.0 (114.6); with mujoco
+# 4.0: Hopper -v5 16.7 (17.6), HalfCheetah 282.5 below zero (72.3), Walker2d 1.8 (7.7), Swimmer 0.8 (9.3), Ant -48.0 (83.0).
 RANDOM_RETURNS: dict[str, float] = {
     "CartPole-v1": 23.7,
     "Acrobot-v1": -497.1,
@@ -82,12 +97,35 @@ RANDOM_RETURNS: dict[str, float] = {
     "Pendulum-v1": -1207.6,
     "MountainCarContinuous-v0": -33.3,
     "LunarLander-v3": -192.0,
+    "Hopper-v5": 16.7,
+    "HalfCheetah-v5": -282.5,
+    "Walker2d-v5": 1.8,
+    "Swimmer-v5": 0.8,
+    "Ant-v5": -48.0,
 }
 SEEDS = (100, 101, 102, 103, 104)
 # how the runners evaluate (a cached run made otherwise does not count): one deterministic episode per sub-env of a
 # separate vectorised env seeded from seed + 10000 (benchmarks/sb3_runner.py, benchmarks/torchrl_runner.py)
 EVAL_PROTOCOL = "vec-env-seed+10000"
 EVAL_EVERY, EVAL_EPISODES = 5_000, 10
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A grid's defaults: envs with their budgets, held-out seeds, evaluation period and output folder."""
+
+    envs: dict[str, int]
+    seeds: tuple[int, ...]
+    eval_every: int
+    out: Path
+    default_envs: tuple[str, ...]
+
+
+SUITES: dict[str, Suite] = {
+    "classic": Suite(ENVS, SEEDS, EVAL_EVERY, Path("docs"), tuple(ENVS)),
+    # 1M steps a run (about 10 minutes per run and core here): 3 held-out seeds, an evaluation every 10k steps
+    "mujoco": Suite(MUJOCO_ENVS, SEEDS[:3], 10_000, Path("docs/mujoco"), ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")),
+}
 
 OURS = tuple(ALGORITHMS)  # reinforce, reinforce_baseline, trpo, trpo_group (critic-free TRPO), grpo
 OURS_TORCHRL = ("torchrl_grpo", "torchrl_trpo")
@@ -209,6 +247,7 @@ class Grid:
     eval_episodes: int
     stop_at_threshold: bool
     out: Path
+    suite: str = "classic"
 
     @property
     def cache(self) -> Path:
@@ -249,22 +288,23 @@ class Grid:
 
     def command(self) -> str:
         """The command line that reproduces this grid."""
-        parts = ["python -m benchmarks.run"]
-        if self.envs != list(ENVS):
+        suite = SUITES[self.suite]
+        parts = ["python -m benchmarks.run"] + ([f"--suite {self.suite}"] if self.suite != "classic" else [])
+        if self.envs != list(suite.default_envs):
             parts.append("--envs " + " ".join(self.envs))
         if self.algos != list(GRID_ALGOS):
             parts.append("--algos " + " ".join(self.algos))
-        if self.seeds != list(SEEDS):
+        if self.seeds != list(suite.seeds):
             parts.append("--seeds " + " ".join(map(str, self.seeds)))
-        if any(self.budgets[e] != ENVS.get(e) for e in self.envs):
+        if any(self.budgets[e] != suite.envs.get(e) for e in self.envs):
             parts.append(f"--budget {self.budgets[self.envs[0]]}")
-        if self.eval_every != EVAL_EVERY:
+        if self.eval_every != suite.eval_every:
             parts.append(f"--eval-every {self.eval_every}")
         if self.eval_episodes != EVAL_EPISODES:
             parts.append(f"--eval-episodes {self.eval_episodes}")
         if self.stop_at_threshold:
             parts.append("--stop-at-threshold")
-        if self.out != Path("docs"):
+        if self.out != suite.out:
             parts.append(f"--out {self.out}")
         return " ".join(parts)
 
@@ -1066,11 +1106,14 @@ def write_report(grid: Grid) -> Report | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--suite", choices=list(SUITES), default="classic", help="classic control (default) or MuJoCo (docs/mujoco/)"
+    )
     parser.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(ENVS)}")
     parser.add_argument("--algos", nargs="+", default=None, help=f"default: {' '.join(GRID_ALGOS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 100-104")
     parser.add_argument("--budget", type=int, default=None, help="env steps per run on every env (default: ENVS)")
-    parser.add_argument("--eval-every", type=int, default=EVAL_EVERY)
+    parser.add_argument("--eval-every", type=int, default=None, help=f"default: {EVAL_EVERY} (MuJoCo: 10000)")
     parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES)
     parser.add_argument("--stop-at-threshold", action="store_true", help="stop a run at its first evaluation >= threshold")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (>1 makes env-steps/s less comparable)")
@@ -1088,19 +1131,22 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = args.seeds or [100, 101, 102]
         args.stop_at_threshold = True
         args.out = args.out or Path("benchmarks/results/quick")
-    envs = args.envs or list(ENVS)
-    unknown = [e for e in envs if e not in ENVS and args.budget is None]
+    suite = SUITES[args.suite]
+    envs = args.envs or list(suite.default_envs)
+    budgets = {**ENVS, **MUJOCO_ENVS}
+    unknown = [e for e in envs if e not in budgets and args.budget is None]
     if unknown:
         parser.error(f"no default budget for {unknown}: pass --budget")
     grid = Grid(
         envs=envs,
         algos=args.algos or list(GRID_ALGOS),
-        seeds=args.seeds or list(SEEDS),
-        budgets={e: args.budget or ENVS[e] for e in envs},
-        eval_every=args.eval_every,
+        seeds=args.seeds or list(suite.seeds),
+        budgets={e: args.budget or budgets[e] for e in envs},
+        eval_every=args.eval_every or suite.eval_every,
         eval_episodes=args.eval_episodes,
         stop_at_threshold=args.stop_at_threshold,
-        out=args.out or Path("docs"),
+        out=args.out or suite.out,
+        suite=args.suite,
     )
     if args.list:
         jobs, skipped = grid.jobs()

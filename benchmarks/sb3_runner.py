@@ -54,11 +54,17 @@ def config_path(source: str, key: str) -> str:
 
 
 def zoo_entry(name: str, env_id: str) -> dict | None:
-    """The hyperparameters ``run_sb3(name, env_id, ...)`` starts from (the env's entry of the YAML file), None if absent."""
+    """The hyperparameters ``run_sb3(name, env_id, ...)`` starts from (the env's entry of the YAML file), None if absent.
+
+    rl-zoo3's own files tune the MuJoCo envs under ``-v4`` only: for the peers a ``-v5`` env takes its ``-v4`` entry
+    (the same settings rl-zoo3 users run; our ``zoo_configs/`` have both names).
+    """
     _, source, key = SB3_ALGOS[name]
     with open(config_path(source, key)) as f:
         table = yaml.safe_load(f)  # as rl-zoo3 reads them
     entry = table.get(env_id)
+    if entry is None and source == "zoo" and env_id.endswith("-v5"):
+        entry = table.get(env_id[: -len("-v5")] + "-v4")
     return dict(entry) if isinstance(entry, dict) else None
 
 
@@ -120,12 +126,18 @@ def run_sb3(
     from rl_zoo3.utils import ALGOS
 
     class_path, source, key = SB3_ALGOS[name]
-    if zoo_entry(name, env_id) is None:
+    entry = zoo_entry(name, env_id)
+    if entry is None:
         raise ValueError(f"{config_path(source, key)} has no entry for {env_id}")
     zoo_key = f"bench_{name}"
     ALGOS[zoo_key] = load_class(class_path)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as log_folder:
+        config = config_path(source, key)
+        with open(config) as f:
+            if env_id not in yaml.safe_load(f):  # a -v5 env on rl-zoo3's -v4 entry: a file with that entry alone
+                config = str(Path(log_folder) / key)
+                Path(config).write_text(yaml.safe_dump({env_id: entry}))
         manager = ExperimentManager(
             argparse.Namespace(),
             zoo_key,
@@ -135,7 +147,7 @@ def run_sb3(
             eval_freq=-1,
             seed=seed,
             verbose=0,
-            config=config_path(source, key),
+            config=config,
             hyperparams=hyperparams,
             device="cpu",
         )

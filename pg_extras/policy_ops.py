@@ -1,11 +1,13 @@
-"""What a trust-region update needs from a policy: its surrogate, its joint KL and which parameters are the actor.
+"""What a trust-region update needs from a policy: its surrogate, its KL and which parameters are the actor.
 
 Pure torch (no RL-framework import); the SB3 ``TRPO`` and TorchRL's ``TRPOLoss`` both call these
 (docs/maths.md#4-importance-ratio-and-trpo; Schulman et al. 2015, https://arxiv.org/abs/1502.05477):
 
 * :func:`trust_region_surrogate`: ``mean(rho * A)``, the importance-ratio surrogate TRPO maximises;
-* :func:`joint_kl`: the exact ``KL(pi_old || pi)`` of the joint action distribution (independent components and
-  action dimensions add up), averaged over the batch: the trust-region constraint;
+* :func:`action_kl`: the exact ``KL(pi_old || pi)`` of the action distribution, averaged over the batch: the
+  trust-region constraint. ``kl_reduction="mean"`` (the default, sb3-contrib's convention) averages the per-dimension
+  KLs of a Box / MultiBinary action; ``"joint"`` sums them (the KL of the joint distribution); independent components
+  (MultiDiscrete sub-actions) add up in both. :func:`joint_kl` is ``action_kl(..., kl_reduction="joint")``;
 * :func:`reachable_parameters`: the parameters an output depends on (the actor / critic split, by the graph);
 * :func:`sample_categorical`, :func:`sample_diag_gaussian` and :func:`diag_gaussian_log_prob`: a policy's rollout
   step (action and its log-probability) without building distribution objects, with torch's random draws.
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.distributions import Categorical, Distribution
+from torch.distributions import Categorical, Distribution, OneHotCategorical
 from torch.nn import functional as F
 
 from pg_extras._checks import check_choice, check_same_shape
@@ -26,6 +28,10 @@ from pg_extras.kl import categorical_kl, exact_kl
 from pg_extras.surrogate import aggregate_loss, importance_ratio
 
 __all__ = [
+    "DEFAULT_KL_REDUCTION",
+    "KL_REDUCTIONS",
+    "action_dims",
+    "action_kl",
     "diag_gaussian_log_prob",
     "joint_kl",
     "reachable_parameters",
@@ -35,6 +41,11 @@ __all__ = [
 ]
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+#: How the trust-region KL reduces over the dimensions of one action component (docs/maths.md#kl-reduction):
+#: ``"mean"`` averages them (sb3-contrib's ``kl_divergence(...).mean()``), ``"joint"`` sums them (the exact joint KL).
+KL_REDUCTIONS = ("mean", "joint")
+#: The one default of every trust-region KL (core, SB3 ``TRPO``, TorchRL ``TRPOLoss``): sb3-contrib's convention.
+DEFAULT_KL_REDUCTION = "mean"
 
 
 def trust_region_surrogate(
@@ -68,39 +79,63 @@ def trust_region_surrogate(
     return aggregate_loss(per_step.reshape(-1), mask.reshape(-1), "bnpo")
 
 
-def joint_kl(
+def action_dims(dist: Distribution, batch_dims: int = 1) -> int:
+    """How many action dimensions one sample of ``dist`` has: what ``kl_reduction="mean"`` divides its KL by.
+
+    The dimensions of the batch shape after the first ``batch_dims`` times the event size; a categorical
+    (``Categorical`` or ``OneHotCategorical``, whose event is one one-hot vector) is one action dimension per batch
+    entry. ``Normal`` of batch shape ``[B, 3]``: 3; ``Independent(Normal([B, 3]), 1)``: 3; ``Categorical([B])``: 1.
+
+    Example::
+
+        >>> action_dims(torch.distributions.Normal(torch.zeros(5, 3), torch.ones(5, 3)))
+        3
+    """
+    size = math.prod(dist.batch_shape[batch_dims:])
+    if isinstance(dist, (Categorical, OneHotCategorical)):
+        return size
+    return size * math.prod(dist.event_shape)
+
+
+def action_kl(
     old: Sequence[Distribution],
     new: Sequence[Distribution],
     batch_dims: int = 1,
     mask: torch.Tensor | None = None,
     reduction: str = "mean",
     num_samples: int = 0,
+    kl_reduction: str = DEFAULT_KL_REDUCTION,
 ) -> torch.Tensor:
-    """Exact ``KL(pi_old(.|s) || pi(.|s))`` of a joint action distribution, averaged over the batch (docs/maths.md#exact-kl).
+    """Exact ``KL(pi_old(.|s) || pi(.|s))`` of an action distribution, averaged over the batch (docs/maths.md#exact-kl).
 
     A policy's action distribution is given as independent components (one ``Categorical`` per MultiDiscrete
-    sub-action, a ``Normal`` over a Box, ...): their KLs add up, and so do the dimensions of each component's KL
-    after the first ``batch_dims`` (a ``Normal`` of batch shape ``[B, d]`` contributes the sum over ``d``). Categoricals
-    use the lean :func:`pg_extras.categorical_kl` (so that its double backward is cheap); other pairs use torch's
-    closed forms (:func:`pg_extras.exact_kl`). This is TRPO's constraint ``mean_s KL <= delta`` when ``old`` are
-    detached copies of ``new`` at ``theta_old``.
+    sub-action, a ``Normal`` over a Box, ...): their KLs add up. Within one component the KL of each action dimension
+    (the dimensions after the first ``batch_dims`` and the event dimensions, :func:`action_dims`) is averaged
+    (``kl_reduction="mean"``, sb3-contrib's ``kl_divergence(...).mean()``, the default) or summed (``"joint"``: the KL
+    of the joint distribution, ``"mean"`` times the action dimension for a diagonal Gaussian; docs/maths.md#kl-reduction).
+    Categoricals use the lean :func:`pg_extras.categorical_kl` (so that its double backward is cheap); other pairs use
+    torch's closed forms (:func:`pg_extras.exact_kl`). This is TRPO's constraint ``mean_s KL <= delta`` when ``old``
+    are detached copies of ``new`` at ``theta_old``.
 
     :param old: the behaviour / old distributions (detached).
     :param new: the current distributions, one per component of ``old``, same batch shape.
-    :param batch_dims: leading dimensions that index samples (the rest are summed).
+    :param batch_dims: leading dimensions that index samples (the rest are action dimensions).
     :param mask: optional bool ``[*B]`` (the first ``batch_dims`` dimensions): the mean runs over the ``True`` samples.
     :param reduction: ``"mean"`` (scalar) or ``"none"`` (per-sample ``[*B]``; ``mask`` is then ignored).
     :param num_samples: for pairs without a closed form, estimate with this many samples (``k3``); 0: raise.
+    :param kl_reduction: ``"mean"`` or ``"joint"``, over the action dimensions of each component (see above).
     :return: scalar mean KL (or ``[*B]`` per-sample KL).
 
     Example::
 
-        >>> old = [Categorical(logits=torch.zeros(2, 3)), Categorical(logits=torch.zeros(2, 2))]
-        >>> new = [Categorical(logits=torch.tensor([[1.0, 0.0, 0.0]] * 2)), Categorical(logits=torch.zeros(2, 2))]
-        >>> joint_kl(old, new)
-        tensor(0.1195)
+        >>> from torch.distributions import Normal
+        >>> old = [Normal(torch.zeros(2, 3), torch.ones(2, 3))]
+        >>> new = [Normal(torch.tensor([[1.0, 0.0, 0.0]] * 2), torch.ones(2, 3))]
+        >>> action_kl(old, new), action_kl(old, new, kl_reduction="joint")  # 0.5 / 3 and 0.5
+        (tensor(0.1667), tensor(0.5000))
     """
     check_choice("reduction", reduction, ("mean", "none"))
+    check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS)
     if batch_dims < 0:
         raise ValueError(f"batch_dims must be >= 0, got {batch_dims}.")
     if len(old) != len(new) or not old:
@@ -119,6 +154,8 @@ def joint_kl(
             )
         if kl.dim() > batch_dims:
             kl = kl.reshape(*kl.shape[:batch_dims], -1).sum(-1)
+        if kl_reduction == "mean":
+            kl = kl / max(action_dims(p, batch_dims), 1)
         if total is not None and kl.shape != total.shape:
             raise ValueError(
                 f"the components have batch shapes {tuple(total.shape)} and {tuple(kl.shape)}: pass distributions over "
@@ -132,6 +169,26 @@ def joint_kl(
         return total.mean()
     check_same_shape("kl", total, mask=mask)
     return aggregate_loss(total.reshape(-1), mask.reshape(-1), "bnpo")
+
+
+def joint_kl(
+    old: Sequence[Distribution],
+    new: Sequence[Distribution],
+    batch_dims: int = 1,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    num_samples: int = 0,
+) -> torch.Tensor:
+    """The exact KL of the joint action distribution: :func:`action_kl` with ``kl_reduction="joint"``.
+
+    Example::
+
+        >>> old = [Categorical(logits=torch.zeros(2, 3)), Categorical(logits=torch.zeros(2, 2))]
+        >>> new = [Categorical(logits=torch.tensor([[1.0, 0.0, 0.0]] * 2)), Categorical(logits=torch.zeros(2, 2))]
+        >>> joint_kl(old, new)
+        tensor(0.1195)
+    """
+    return action_kl(old, new, batch_dims, mask, reduction, num_samples, kl_reduction="joint")
 
 
 def reachable_parameters(outputs: Sequence[torch.Tensor], params: Sequence[Any]) -> list[Any]:

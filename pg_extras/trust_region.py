@@ -24,9 +24,9 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 from torch.nn.utils import parameters_to_vector
 
-from pg_extras._checks import check_finite, check_float, check_nonnegative
+from pg_extras._checks import check_choice, check_finite, check_float, check_nonnegative
 from pg_extras.mlp import MlpLinearization, mlp_layers
-from pg_extras.policy_ops import reachable_parameters
+from pg_extras.policy_ops import DEFAULT_KL_REDUCTION, KL_REDUCTIONS, action_dims, reachable_parameters
 
 __all__ = [
     "TrustRegionResult",
@@ -216,12 +216,15 @@ def distribution_fisher(
     distributions: Sequence[Distribution],
     batch_dims: int = 1,
     weights: torch.Tensor | None = None,
+    kl_reduction: str = DEFAULT_KL_REDUCTION,
 ) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], list[torch.Tensor]]] | None:
     """The distribution parameters and the Fisher ``M`` of the mean KL in them: the ``M`` of ``J^T M J``.
 
-    The constraint is ``mean over the batch of KL(pi_old(.|s) || pi_theta(.|s))``, the KL of the joint action
-    distribution (independent ``distributions`` and the non-batch dimensions of each add up), at
-    ``theta = theta_old``. The Fisher of each distribution in its own parameters (docs/maths.md §4; Martens 2014, section 9.2):
+    The constraint is ``mean over the batch of KL(pi_old(.|s) || pi_theta(.|s))`` as :func:`pg_extras.action_kl`
+    reduces it (independent ``distributions`` add up; the action dimensions of each are averaged for
+    ``kl_reduction="mean"``, so its ``M`` is divided by their number, or summed for ``"joint"``;
+    docs/maths.md#kl-reduction), at ``theta = theta_old``. The Fisher of each distribution in its own parameters
+    (docs/maths.md §4; Martens 2014, section 9.2):
 
     * ``Categorical(logits l)``: ``diag(p) - p p^T`` over the last dimension (the same for normalised or raw logits),
     * ``Bernoulli(logits l)``: ``p (1 - p)``,
@@ -230,6 +233,7 @@ def distribution_fisher(
     :param distributions: the action distribution(s) at ``theta_old``; batch shape ``[*B, ...]``.
     :param batch_dims: the first ``batch_dims`` dimensions of the batch shape are averaged over (the rest summed).
     :param weights: optional ``[*B]`` weights of the batch average (e.g. ``mask / mask.sum()``); default ``1 / |B|``.
+    :param kl_reduction: ``"mean"`` (default) or ``"joint"``, as in :func:`pg_extras.action_kl`.
     :return: ``(outputs, output_fisher)``: the parameter tensors that require grad, in order (``[logits]`` for a
         Categorical / Bernoulli, ``[loc, scale]`` for a Normal, a fixed ``scale`` left out) and ``[u_1, ...] -> [M_1 u_1,
         ...]`` on tangents shaped like them; ``None`` if a distribution type is not supported.
@@ -244,19 +248,21 @@ def distribution_fisher(
     """
     if batch_dims < 0:
         raise ValueError(f"batch_dims must be >= 0, got {batch_dims}.")
+    check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS)
     # (output, elementwise Fisher weight, probabilities for the Categorical's -p p^T term or None, batch shape)
     terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Size]] = []
     for dist in distributions:
         dist = _unwrap(dist)
         lead = dist.batch_shape[:batch_dims]
+        scale = 1.0 / max(action_dims(dist, batch_dims), 1) if kl_reduction == "mean" else 1.0
         if type(dist) is Categorical:
             probs = torch.softmax(dist.logits.detach(), -1)
-            terms.append((dist.logits, probs, probs, lead))
+            terms.append((dist.logits, probs * scale, probs, lead))
         elif type(dist) is Bernoulli:
             p = torch.sigmoid(dist.logits.detach())
-            terms.append((dist.logits, p * (1 - p), None, lead))
+            terms.append((dist.logits, p * (1 - p) * scale, None, lead))
         elif type(dist) is Normal:
-            inv_var = dist.scale.detach().pow(-2)
+            inv_var = dist.scale.detach().pow(-2) * scale
             terms += [(dist.loc, inv_var, None, lead), (dist.scale, 2.0 * inv_var, None, lead)]
         else:
             return None
@@ -299,6 +305,7 @@ def distribution_fvp_fn(
     damping: float = 0.0,
     batch_dims: int = 1,
     weights: torch.Tensor | None = None,
+    kl_reduction: str = DEFAULT_KL_REDUCTION,
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Gauss-Newton Fisher-vector product ``v -> J^T M J v + damping v`` of a policy's action distribution(s).
 
@@ -311,6 +318,7 @@ def distribution_fvp_fn(
     :param damping: added ``damping * v``.
     :param batch_dims: see :func:`distribution_fisher`.
     :param weights: see :func:`distribution_fisher`.
+    :param kl_reduction: see :func:`distribution_fisher`.
     :return: the product function on flat vectors, or ``None`` if a distribution type is not supported (then use
         :func:`fisher_vector_product_fn` on the KL).
 
@@ -324,7 +332,7 @@ def distribution_fvp_fn(
         torch.Size([16])
     """
     check_nonnegative("damping", damping)
-    fisher = distribution_fisher(distributions, batch_dims, weights)
+    fisher = distribution_fisher(distributions, batch_dims, weights, kl_reduction)
     if fisher is None:
         return None
     outputs, output_fisher = fisher

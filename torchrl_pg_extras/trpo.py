@@ -11,16 +11,18 @@ from torchrl.objectives.value import GAE
 from torchrl.trainers import OptimizationStepper
 
 from pg_extras import (
+    DEFAULT_KL_REDUCTION,
+    KL_REDUCTIONS,
     TrustRegionSettings,
+    action_kl,
     distribution_fisher,
     gauss_newton_fvp_fn,
-    joint_kl,
     kl_estimate,
     mlp_fvp_fn,
     policy_loss,
     trust_region_surrogate,
 )
-from pg_extras.validation import check_bool, check_float, check_int
+from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase, _valid_only
 from torchrl_pg_extras._utils import actor_context, log_prob_of
 
@@ -55,6 +57,10 @@ class TRPOLoss(PolicyGradientLossBase):
         line_search_max_iter (int): backtracking tries. Defaults to ``10``.
         kl_samples (int): Monte-Carlo samples for the KL of distributions without a closed form (0: raise).
             Defaults to ``16``.
+        kl_reduction (str): how the KL reduces over the action dimensions: ``"mean"`` (sb3-contrib's convention: the
+            per-dimension KLs of a Box / MultiBinary action are averaged) or ``"joint"`` (summed: the exact KL of the
+            joint distribution, ``"mean"`` times the action dimension for a diagonal Gaussian;
+            docs/maths.md#kl-reduction). Defaults to ``"mean"``, as SB3's ``TRPO`` and the core.
         normalize_advantage (bool): standardise the advantage over the valid steps (as sb3-contrib).
             Defaults to ``True``.
         gamma, lmbda (float): discount and lambda of the default GAE estimator. Defaults to ``0.99``, ``0.95``.
@@ -108,6 +114,7 @@ class TRPOLoss(PolicyGradientLossBase):
         cg_max_steps: int = 15,
         cg_damping: float = 0.1,
         kl_samples: int = 16,
+        kl_reduction: str = DEFAULT_KL_REDUCTION,
         normalize_advantage: bool = True,
         gamma: float = 0.99,
         lmbda: float = 0.95,
@@ -131,6 +138,7 @@ class TRPOLoss(PolicyGradientLossBase):
             hint="e.g. 0.8",
         )
         kl_samples = check_int("kl_samples", kl_samples, minimum=0)
+        kl_reduction = check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS)
         normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
         gamma = check_float("gamma", gamma, low=0.0, high=1.0)
         lmbda = check_float("lmbda", lmbda, low=0.0, high=1.0)
@@ -156,6 +164,7 @@ class TRPOLoss(PolicyGradientLossBase):
         self.line_search_shrinking_factor = float(line_search_shrinking_factor)
         self.line_search_max_iter = line_search_max_iter
         self.kl_samples = kl_samples
+        self.kl_reduction = kl_reduction
         self.normalize_advantage = normalize_advantage
         self.gamma = float(gamma)
         self.lmbda = float(lmbda)
@@ -197,7 +206,7 @@ class TRPOLoss(PolicyGradientLossBase):
 
         The advantage is read from the input or computed (and written into ``tensordict``) by the value estimator,
         with the critic as it is now: call this before updating the critic on the same batch. The surrogate is
-        :func:`pg_extras.trust_region_surrogate`, the constraint :func:`pg_extras.joint_kl`, the step
+        :func:`pg_extras.trust_region_surrogate`, the constraint :func:`pg_extras.action_kl`, the step
         :func:`pg_extras.trust_region_step` with the Gauss-Newton Fisher-vector product (:func:`pg_extras.mlp_fvp_fn`
         for an MLP policy, else :func:`pg_extras.distribution_fvp_fn`; double backward of the KL for other
         distributions).
@@ -217,7 +226,10 @@ class TRPOLoss(PolicyGradientLossBase):
 
         def objective(dist, log_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             surrogate = trust_region_surrogate(log_prob, old_log_prob.to(log_prob.dtype), advantage, mask)
-            return surrogate, joint_kl([old_dist], [dist], batch_dims=td.batch_dims, mask=mask, num_samples=self.kl_samples)
+            kl = action_kl(
+                [old_dist], [dist], td.batch_dims, mask, num_samples=self.kl_samples, kl_reduction=self.kl_reduction
+            )
+            return surrogate, kl
 
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:  # at a trial point: non-finite values are rejected, not raised
             dist = self._dist(td)
@@ -245,7 +257,7 @@ class TRPOLoss(PolicyGradientLossBase):
     def _fisher_product(self, td: TensorDictBase, dist, mask: torch.Tensor | None, params: list[torch.Tensor]):
         """The Gauss-Newton Fisher-vector product of the mean KL at the current parameters, or ``None``."""
         weights = None if mask is None else mask.to(torch.get_default_dtype()) / mask.sum().clamp(min=1)
-        fisher = distribution_fisher([dist], td.batch_dims, weights)
+        fisher = distribution_fisher([dist], td.batch_dims, weights, self.kl_reduction)
         if fisher is None:  # e.g. TanhNormal: trust_region_step falls back to the double backward of the KL
             return None
         net, inputs = self._policy_mlp(td)

@@ -3,7 +3,7 @@
 Maths: docs/maths.md#4-importance-ratio-and-trpo and Schulman et al. 2015, "Trust Region Policy Optimization"
 (https://arxiv.org/abs/1502.05477). The rollouts are SB3's own (``OnPolicyAlgorithm.collect_rollouts`` and the
 buffer's ``compute_returns_and_advantage``); the policy step is :func:`pg_extras.trust_region_step` on
-:func:`pg_extras.trust_region_surrogate` and :func:`pg_extras.joint_kl`, with Gauss-Newton Fisher-vector products
+:func:`pg_extras.trust_region_surrogate` and :func:`pg_extras.action_kl`, with Gauss-Newton Fisher-vector products
 from :func:`pg_extras.mlp_fvp_fn` (MLP actors, no autograd) or :func:`pg_extras.gauss_newton_fvp_fn`. This module
 only moves data between SB3 and the core.
 """
@@ -25,12 +25,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from pg_extras import (
+    DEFAULT_KL_REDUCTION,
+    KL_REDUCTIONS,
     TrustRegionResult,
     TrustRegionSettings,
+    action_kl,
     distribution_fisher,
     explained_variance,
     gauss_newton_fvp_fn,
-    joint_kl,
     mlp_fvp_fn,
     reachable_parameters,
     standardize,
@@ -91,11 +93,12 @@ class TRPO(EpisodicOnPolicyAlgorithm):
 
     Same constructor arguments, defaults, logger keys and save format as ``sb3_contrib.TRPO``, with these differences:
 
-    * the KL is ``KL(pi_old || pi)`` (as in the paper), where sb3-contrib uses ``KL(pi || pi_old)``; it is the exact
-      KL of the joint action distribution: summed over MultiDiscrete sub-actions (as sb3-contrib) and over Box /
-      MultiBinary dimensions (sb3-contrib averages over those, so its bound is looser by the action dimension there).
-      The Hessian at ``theta_old``, hence the step, is the same; only the line search's KL test differs (by third-order
-      terms: it can accept one backtracking step more or fewer than sb3-contrib, either way);
+    * the KL is ``KL(pi_old || pi)`` (as in the paper), where sb3-contrib uses ``KL(pi || pi_old)``; both have the same
+      Hessian at ``theta_old``, hence the same step; only the line search's KL test differs (by third-order terms: it
+      can accept one backtracking step more or fewer than sb3-contrib, either way). Over the action dimensions the KL
+      is reduced as sb3-contrib does by default (``kl_reduction="mean"``: averaged over Box / MultiBinary dimensions,
+      summed over MultiDiscrete sub-actions), so ``target_kl`` and ``cg_damping`` mean what rl-zoo3's tuned values
+      assume; ``kl_reduction="joint"`` is the exact KL of the joint action distribution (docs/maths.md#kl-reduction);
     * actor and critic parameters are told apart structurally (the parameters the action distribution's autograd
       graph reaches are the actor), not by the substring ``"value"`` in parameter names;
     * the Fisher-vector products are the Gauss-Newton form ``J^T M J v``, equal at ``theta_old`` to the Hessian of the
@@ -157,6 +160,11 @@ class TRPO(EpisodicOnPolicyAlgorithm):
     :param group_schedule: ``"async"`` or ``"lockstep"`` (see :class:`~sb3_pg_extras.GRPO`).
     :param max_policy_lag: drop groups whose members span more than this many updates.
     :param max_episode_steps: ``"mc"`` / ``"group"``: raise when an episode runs this many steps without ending.
+    :param kl_reduction: how the KL of one update reduces over the action dimensions: ``"mean"`` (default,
+        sb3-contrib's: the per-dimension KLs of a Box / MultiBinary action are averaged) or ``"joint"`` (summed: the
+        exact KL of the joint distribution, so the same ``target_kl`` is a radius ``action_dim`` times smaller, and the
+        same ``cg_damping`` is relatively ``action_dim`` times weaker; docs/maths.md#kl-reduction). One-dimensional and
+        Discrete / MultiDiscrete actions are the same either way.
 
     Example::
 
@@ -208,8 +216,10 @@ class TRPO(EpisodicOnPolicyAlgorithm):
         group_schedule: str = "async",
         max_policy_lag: int | None = 16,
         max_episode_steps: int | None = None,
+        kl_reduction: str = DEFAULT_KL_REDUCTION,
     ):
         check_choice("advantage_estimator", advantage_estimator, ADVANTAGE_ESTIMATORS)
+        self.kl_reduction = check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS)
         if advantage_estimator != "gae" and rollout_buffer_class is not None:
             raise ValueError(
                 f"advantage_estimator={advantage_estimator!r} collects whole episodes into its own buffer: pass "
@@ -337,7 +347,7 @@ class TRPO(EpisodicOnPolicyAlgorithm):
         ``action_net``), else by autograd (:func:`pg_extras.gauss_newton_fvp_fn`); ``None`` (double backward of the
         KL) for a distribution type without a known Fisher.
         """
-        fisher = distribution_fisher(distributions)
+        fisher = distribution_fisher(distributions, kl_reduction=self.kl_reduction)
         if fisher is None:
             return None
         actor_net = getattr(getattr(self.policy, "mlp_extractor", None), "policy_net", None)
@@ -383,12 +393,12 @@ class TRPO(EpisodicOnPolicyAlgorithm):
         if not actor_params:
             raise ValueError("No policy parameter reaches the action distribution: the policy has no trainable actor.")
         policy_objective = trust_region_surrogate(log_prob, old_log_prob, advantages)
-        kl_div = joint_kl(old_distributions, distributions)
+        kl_div = action_kl(old_distributions, distributions, kl_reduction=self.kl_reduction)
 
         def evaluate() -> tuple[th.Tensor, th.Tensor]:  # at the line search's trial parameters
             new = self.policy.get_distribution(observations)
             surrogate = trust_region_surrogate(new.log_prob(actions), old_log_prob, advantages)
-            return surrogate, joint_kl(old_distributions, _torch_distributions(new))
+            return surrogate, action_kl(old_distributions, _torch_distributions(new), kl_reduction=self.kl_reduction)
 
         settings = TrustRegionSettings(
             self.target_kl, self.cg_max_steps, self.cg_damping, self.line_search_shrinking_factor, self.line_search_max_iter

@@ -46,10 +46,14 @@ class TinyPolicy(nn.Module):
         return self.head(self.body(obs))
 
 
-def _hessian_of_mean_kl(net: nn.Module, make_dists, obs: torch.Tensor, reduce_kl, batch_dims: int = 1) -> torch.Tensor:
+def _hessian_of_mean_kl(
+    net: nn.Module, make_dists, obs: torch.Tensor, reduce_kl, batch_dims: int = 1, kl_reduction: str = "joint"
+) -> torch.Tensor:
     """Explicit Hessian of ``reduce_kl(KL(pi_old || pi_theta))`` in the flat parameters, at ``theta_old``.
 
-    The KL of the joint distribution: each component's KL summed over its dimensions after the first ``batch_dims``.
+    ``"joint"``: the KL of the joint distribution, each component's KL summed over its dimensions after the first
+    ``batch_dims``. ``"mean"``: sb3-contrib's ``kl_divergence(...).mean()`` per component (averaged over those
+    dimensions, and over the event dimension of an ``Independent``), components summed.
     """
     names = [n for n, _ in net.named_parameters()]
     params = list(net.parameters())
@@ -61,8 +65,15 @@ def _hessian_of_mean_kl(net: nn.Module, make_dists, obs: torch.Tensor, reduce_kl
         chunks = [c.view(s) for c, s in zip(flat.split(sizes), shapes, strict=True)]
         state = dict(zip(names, chunks, strict=True))
         new = functional_call_dists(net, state, make_dists, obs)
-        kls = [kl_divergence(p, q) for p, q in zip(old, new, strict=True)]
-        return reduce_kl(sum(kl.reshape(*kl.shape[:batch_dims], -1).sum(-1) for kl in kls))
+        total = 0.0
+        for p, q in zip(old, new, strict=True):
+            kl = kl_divergence(p, q)
+            if kl_reduction == "joint":
+                total = total + kl.reshape(*kl.shape[:batch_dims], -1).sum(-1)
+            else:
+                events = p.event_shape.numel() if isinstance(p, Independent) else 1
+                total = total + kl.reshape(*kl.shape[:batch_dims], -1).mean(-1) / events
+        return reduce_kl(total)
 
     return torch.autograd.functional.hessian(kl_of_flat, get_flat_params(params))
 
@@ -110,15 +121,16 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("kl_reduction", ["mean", "joint"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_distribution_fvp_equals_explicit_hessian_of_mean_kl(case):
+def test_distribution_fvp_equals_explicit_hessian_of_mean_kl(case, kl_reduction):
     make_dists, out = CASES[case]
     net = TinyPolicy(out=out)
     obs = torch.randn(16, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
     params = list(net.parameters())
-    hessian = _hessian_of_mean_kl(net, make_dists, obs, lambda kl: kl.mean())
+    hessian = _hessian_of_mean_kl(net, make_dists, obs, lambda kl: kl.mean(), kl_reduction=kl_reduction)
     assert hessian.abs().max() > 1e-3  # not trivially zero
-    fvp = distribution_fvp_fn(make_dists(net, obs), params, damping=0.1)
+    fvp = distribution_fvp_fn(make_dists(net, obs), params, damping=0.1, kl_reduction=kl_reduction)
     assert fvp is not None
     for seed in range(3):
         v = torch.randn(hessian.shape[0], dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
@@ -246,7 +258,7 @@ def test_trust_region_step_with_fast_fvp_matches_double_backward(make_dists, out
 
         fvp = None
         if fast:
-            base = distribution_fvp_fn(dists, params)
+            base = distribution_fvp_fn(dists, params, kl_reduction="joint")  # evaluate()'s KL is the joint one
 
             def fvp(v, base=base, calls=calls):
                 calls.append(1)
@@ -358,18 +370,20 @@ def _mlp(net: TinyPolicy) -> list[nn.Module]:
     return [net.body, net.head]
 
 
+@pytest.mark.parametrize("kl_reduction", ["mean", "joint"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_mlp_fvp_equals_explicit_hessian_of_mean_kl(case):
+def test_mlp_fvp_equals_explicit_hessian_of_mean_kl(case, kl_reduction):
     make_dists, out = CASES[case]
     net = TinyPolicy(out=out)
     obs = torch.randn(16, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
     params = list(net.parameters())
-    fvp = mlp_fvp_fn(_mlp(net), obs, params, distribution_fisher(make_dists(net, obs)), damping=0.1)
+    fisher = distribution_fisher(make_dists(net, obs), kl_reduction=kl_reduction)
+    fvp = mlp_fvp_fn(_mlp(net), obs, params, fisher, damping=0.1)
     if case == "gaussian_state_dependent_std":  # std = softplus(MLP output): not an MLP output itself
         assert fvp is None
         return
     assert fvp is not None
-    hessian = _hessian_of_mean_kl(net, make_dists, obs, lambda kl: kl.mean())
+    hessian = _hessian_of_mean_kl(net, make_dists, obs, lambda kl: kl.mean(), kl_reduction=kl_reduction)
     for seed in range(3):
         v = torch.randn(hessian.shape[0], dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
         torch.testing.assert_close(fvp(v), hessian @ v + 0.1 * v, rtol=1e-9, atol=1e-11)

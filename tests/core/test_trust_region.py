@@ -9,6 +9,8 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence
 
 from pg_extras import (
+    action_dims,
+    action_kl,
     clipped_surrogate_loss,
     conjugate_gradient,
     diag_gaussian_log_prob,
@@ -312,6 +314,31 @@ def test_joint_kl_sums_components_and_action_dims_and_averages_the_batch():
         2 * 0.5 + 2 * kl_divergence(Bernoulli(logits=torch.zeros(())), Bernoulli(logits=torch.ones(()))),
     )
     assert joint_kl(old, [Categorical(logits=d.logits) if isinstance(d, Categorical) else d for d in old]) < 1e-6
+
+
+def test_action_kl_mean_is_sb3_contribs_reduction_and_joint_is_the_sum():
+    g = torch.Generator().manual_seed(1)
+    b, d = 6, 3
+    old = [Normal(torch.randn(b, d, generator=g), torch.rand(b, d, generator=g) + 0.5)]
+    new = [Normal(torch.randn(b, d, generator=g), torch.rand(b, d, generator=g) + 0.5)]
+    # sb3-contrib: kl_divergence(...).mean() over the [B, d] tensor of per-dimension KLs
+    torch.testing.assert_close(action_kl(old, new), kl_divergence(old[0], new[0]).mean())
+    torch.testing.assert_close(action_kl(old, new, kl_reduction="joint"), d * action_kl(old, new))
+    torch.testing.assert_close(action_kl(old, new, kl_reduction="joint"), joint_kl(old, new))
+    # Independent (TorchRL's diagonal Gaussians) and Bernoulli (MultiBinary): averaged over their dimensions too
+    wrapped_old, wrapped_new = [Independent(old[0], 1)], [Independent(new[0], 1)]
+    torch.testing.assert_close(action_kl(wrapped_old, wrapped_new), action_kl(old, new))
+    bern_old, bern_new = Bernoulli(logits=torch.randn(b, 4, generator=g)), Bernoulli(logits=torch.randn(b, 4, generator=g))
+    torch.testing.assert_close(action_kl([bern_old], [bern_new]), kl_divergence(bern_old, bern_new).mean())
+    # MultiDiscrete sub-actions add up in both conventions (as sb3-contrib sums them)
+    cats = [Categorical(logits=torch.randn(b, 3, generator=g)) for _ in range(4)]
+    per_sub = [kl_divergence(cats[i], cats[i + 2]) for i in range(2)]
+    for kl_reduction in ("mean", "joint"):
+        torch.testing.assert_close(action_kl(cats[:2], cats[2:], kl_reduction=kl_reduction), sum(per_sub).mean())
+    assert [action_dims(x) for x in (old[0], wrapped_old[0], bern_old, cats[0])] == [3, 3, 4, 1]
+    assert action_dims(torch.distributions.OneHotCategorical(logits=torch.zeros(b, 5))) == 1
+    with pytest.raises(ValueError, match="kl_reduction"):
+        action_kl(old, new, kl_reduction="sum")
 
 
 def test_joint_kl_bad_input():

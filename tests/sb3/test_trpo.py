@@ -14,7 +14,7 @@ import stable_baselines3.common.policies as sb3_policies
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import TRPO as ContribTRPO
-from sb3_helpers import capture_training_batches
+from sb3_helpers import PointMass3D, capture_training_batches
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -418,8 +418,15 @@ def _one_update_each(env_id: str, monkeypatch, **kwargs) -> tuple[dict, dict, di
             return solver(matvec, b, max_iter, residual_tol)
 
     monkeypatch.setattr(contrib_trpo, "conjugate_gradient_solver", zero_start)
-    theirs = ContribTRPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, **hyper)
-    ours = TRPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, **hyper)
+    ours_only = {k: hyper.pop(k) for k in ("kl_reduction", "ours_target_kl", "ours_cg_damping") if k in hyper}
+    kl_reduction = ours_only.get("kl_reduction", "mean")
+    ours_hyper = {**hyper, "kl_reduction": kl_reduction}
+    for key in ("target_kl", "cg_damping"):
+        if f"ours_{key}" in ours_only:
+            ours_hyper[key] = ours_only[f"ours_{key}"]
+    env = MULTI_DIM_ENVS.get(env_id, env_id)
+    theirs = ContribTRPO("MlpPolicy", make_vec_env(env, n_envs=2, seed=0), seed=0, **hyper)
+    ours = TRPO("MlpPolicy", make_vec_env(env, n_envs=2, seed=0), seed=0, **ours_hyper)
     theirs.policy.double()
     ours.policy.double()
     ours.policy.load_state_dict(theirs.policy.state_dict())
@@ -451,6 +458,73 @@ def test_one_update_equals_sb3_contribs_from_the_same_state_and_rollout(env_id, 
         step = theirs[name] - before[name]
         assert step.abs().max() > 0, name  # every parameter moved (actor by the step, critic by Adam)
         th.testing.assert_close(ours[name], theirs[name], rtol=0, atol=2e-6 * step.abs().max().item(), msg=name)
+
+
+def _actor_steps(before: dict, theirs: dict, ours: dict, model: TRPO) -> tuple[th.Tensor, th.Tensor]:
+    """The two parameter steps of the actor (policy_net, action_net, log_std) as flat vectors."""
+    names = [n for n in before if not n.startswith(("value_net", "mlp_extractor.value_net"))]
+    assert any(n.startswith("action_net") for n in names)
+    return (
+        th.cat([(theirs[n] - before[n]).flatten() for n in names]),
+        th.cat([(ours[n] - before[n]).flatten() for n in names]),
+    )
+
+
+MULTI_DIM_ENVS = {"PointMass3D": lambda: PointMass3D(), "MultiBinary3": lambda: IdentityEnvMultiBinary(3, ep_length=8)}
+# rl-zoo3's MuJoCo TRPO settings (hyperparams/trpo.yml), with one critic minibatch (see _one_update_each)
+MUJOCO_SETTINGS = dict(n_steps=1024, batch_size=2048, n_critic_updates=3, cg_max_steps=25, cg_damping=0.1)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("PointMass3D", {}),
+        ("PointMass3D", dict(cg_max_steps=25, cg_damping=0.3, target_kl=0.04)),
+        ("PointMass3D", dict(cg_max_steps=3, cg_damping=0.03)),
+        ("PointMass3D", dict(use_sde=True, cg_max_steps=10)),
+        ("MultiBinary3", dict(cg_max_steps=10)),
+        ("Hopper-v5", MUJOCO_SETTINGS),
+        ("HalfCheetah-v5", {**MUJOCO_SETTINGS, "target_kl": 0.04}),
+    ],
+)
+def test_one_update_equals_sb3_contribs_on_multi_dimensional_actions(env_id, kwargs, monkeypatch):
+    # sb3-contrib averages the per-dimension KLs of a Box / MultiBinary action (kl_reduction="mean", our default):
+    # the trust region and the damping mean the same, so the step is the same, with several CG steps and dampings.
+    if env_id.endswith("-v5"):
+        pytest.importorskip("mujoco", reason="MuJoCo envs need the extra: pip install -e '.[mujoco]'")
+    before, theirs, ours, model, contrib = _one_update_each(env_id, monkeypatch, **kwargs)
+    assert model.kl_reduction == "mean" and model.last_trust_region_result.accepted
+    assert contrib.logger.name_to_value["train/is_line_search_success"] == 1.0
+    step_theirs, step_ours = _actor_steps(before, theirs, ours, model)
+    cosine = th.nn.functional.cosine_similarity(step_theirs, step_ours, dim=0).item()
+    assert cosine >= 0.9999, cosine
+    assert abs(step_ours.norm().item() / step_theirs.norm().item() - 1.0) <= 1e-3
+    # (The line search tests KL(old || new) where sb3-contrib tests KL(new || old): equal to second order, so a step
+    # whose KL sits within third-order terms of target_kl can be accepted by one and shrunk once more by the other;
+    # e.g. cg_max_steps=3, cg_damping=0.01 here gives a ratio of exactly 0.8 with the same direction.)
+    for name in before:  # critic included
+        th.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-5 * (theirs[name] - before[name]).abs().max().item())
+
+
+def test_joint_kl_reduction_is_mean_with_the_radius_and_damping_times_the_action_dimension(monkeypatch):
+    # docs/maths.md#kl-reduction: "joint" with (d * delta, d * lambda) takes exactly the step of "mean" with (delta, lambda)
+    d, target_kl, damping = 3, 0.01, 0.1
+    joint = dict(kl_reduction="joint", ours_target_kl=d * target_kl, ours_cg_damping=d * damping)
+    before, theirs, ours, model, _ = _one_update_each(
+        "PointMass3D", monkeypatch, target_kl=target_kl, cg_damping=damping, **joint
+    )
+    step_theirs, step_ours = _actor_steps(before, theirs, ours, model)
+    assert model.kl_reduction == "joint"
+    assert th.nn.functional.cosine_similarity(step_theirs, step_ours, dim=0).item() >= 0.9999
+    assert abs(step_ours.norm().item() / step_theirs.norm().item() - 1.0) <= 1e-3
+    # ...and with the same (delta, lambda) it is another step: a trust region d times smaller, relatively weaker damping
+    before, theirs, ours, model, _ = _one_update_each("PointMass3D", monkeypatch, kl_reduction="joint")
+    step_theirs, step_ours = _actor_steps(before, theirs, ours, model)
+    cosine = th.nn.functional.cosine_similarity(step_theirs, step_ours, dim=0).item()
+    assert cosine < 0.9999 or abs(step_ours.norm().item() / step_theirs.norm().item() - 1.0) > 1e-3
+    assert model.last_trust_region_result.kl <= 0.01  # the joint KL of the accepted step
+    with pytest.raises(ValueError, match="kl_reduction"):
+        TRPO("MlpPolicy", "Pendulum-v1", kl_reduction="sum")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

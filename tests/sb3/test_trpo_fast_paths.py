@@ -1,7 +1,7 @@
 """sb3_pg_extras.TRPO's Fisher-vector products for MLP actors go through ``pg_extras.mlp_fvp_fn`` (no autograd).
 
 * for SB3's MLP policies (every action space, shared or separate extractors, gSDE, a frozen ``log_std``) the product
-  equals the autograd Gauss-Newton product and the double-backward Hessian of the mean joint KL;
+  equals the autograd Gauss-Newton product and the double-backward Hessian of the mean KL (either ``kl_reduction``);
 * a whole ``train()`` with it equals ``train()`` with autograd's products (float noise only);
 * every other policy (a features extractor with parameters, another activation, a hook that changes the output)
   falls back to autograd (``pg_extras.gauss_newton_fvp_fn``) and trains.
@@ -14,13 +14,14 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from sb3_helpers import PointMass3D
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 import sb3_pg_extras.trpo.algo as algo
-from pg_extras import distribution_fvp_fn, fisher_vector_product_fn, joint_kl, reachable_parameters
+from pg_extras import action_kl, distribution_fvp_fn, fisher_vector_product_fn, reachable_parameters
 from sb3_pg_extras import TRPO
 
 
@@ -59,6 +60,12 @@ MLP_CASES = {
     "multidiscrete": (lambda: IdentityEnvMultiDiscrete(3, ep_length=8), dict(policy_kwargs=dict(net_arch=[8]))),
     "multibinary": (lambda: IdentityEnvMultiBinary(3, ep_length=8), dict(policy_kwargs=dict(net_arch=[8]))),
     "frozen_log_std": ("Pendulum-v1", dict(policy_kwargs=dict(net_arch=[8]))),
+    "multibinary_joint_kl": (
+        lambda: IdentityEnvMultiBinary(3, ep_length=8),
+        dict(kl_reduction="joint", policy_kwargs=dict(net_arch=[8])),
+    ),
+    "box3": (PointMass3D, dict(policy_kwargs=dict(net_arch=[8]))),
+    "box3_joint_kl": (PointMass3D, dict(kl_reduction="joint", policy_kwargs=dict(net_arch=[8]))),
 }
 
 
@@ -71,9 +78,9 @@ def test_mlp_fvp_is_used_and_equals_autograd_products(case):
     obs, dists, actor = _actor(model)
     fast = model._fisher_vector_product(obs, dists, actor)
     assert fast.__qualname__.startswith("mlp_fvp_fn"), fast.__qualname__
-    gauss_newton = distribution_fvp_fn(dists, actor)
+    gauss_newton = distribution_fvp_fn(dists, actor, kl_reduction=model.kl_reduction)
     old = [_detached(d) for d in dists]
-    hessian = fisher_vector_product_fn(joint_kl(old, dists), actor)
+    hessian = fisher_vector_product_fn(action_kl(old, dists, kl_reduction=model.kl_reduction), actor)
     for seed in range(3):
         v = th.randn(sum(p.numel() for p in actor), generator=th.Generator().manual_seed(seed))
         reference = gauss_newton(v)

@@ -9,7 +9,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 from torch.distributions import kl_divergence
 from torchrl.modules import ProbabilisticActor
-from torchrl_helpers import clone_module, critic, discrete_actor, make_actor, padded_batch
+from torchrl_helpers import ACT_DIM, clone_module, critic, discrete_actor, make_actor, padded_batch
 
 from pg_extras import get_flat_params
 from torchrl_pg_extras import GroupRelativeAdvantage, TRPOLoss, TRPOStepper
@@ -17,11 +17,12 @@ from torchrl_pg_extras import GroupRelativeAdvantage, TRPOLoss, TRPOStepper
 torch.set_num_threads(1)
 
 
-def masked_kl(actor_old, actor_new, td):
-    """Exact mean KL(pi_old || pi_new) over the valid steps, computed independently of the loss."""
+def masked_kl(actor_old, actor_new, td, action_dims: int = 1):
+    """Exact mean KL(pi_old || pi_new) over the valid steps, computed independently of the loss: the joint KL divided
+    by ``action_dims`` (kl_reduction="mean" averages over the action dimensions, docs/maths.md#kl-reduction)."""
     with torch.no_grad():
         kl = kl_divergence(actor_old.get_dist(td), actor_new.get_dist(td))
-    return kl[td["collector", "mask"]].mean()
+    return kl[td["collector", "mask"]].mean() / action_dims
 
 
 def surrogate(actor, td, normalize=True):
@@ -36,16 +37,19 @@ def surrogate(actor, td, normalize=True):
     return (torch.exp(lp - td["action_log_prob"]) * adv)[m].mean()
 
 
+@pytest.mark.parametrize("kl_reduction", ["mean", "joint"])
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 @pytest.mark.parametrize("max_kl", [0.001, 0.02])
-def test_post_step_kl_within_bound_and_surrogate_improves(kind, max_kl):
+def test_post_step_kl_within_bound_and_surrogate_improves(kind, max_kl, kl_reduction):
     actor = make_actor(kind)
     td = padded_batch(actor, perturb=0.0)
     before = clone_module(actor)
-    loss = TRPOLoss(actor, critic(), max_kl=max_kl)
+    loss = TRPOLoss(actor, critic(), max_kl=max_kl, kl_reduction=kl_reduction)
+    assert TRPOLoss(actor, critic()).kl_reduction == "mean"  # sb3-contrib's convention, as SB3's TRPO and the core
     result = loss.trust_region_step(td)
     assert bool(result["accepted"])
-    kl = masked_kl(before, actor, td)
+    dims = ACT_DIM if kind == "continuous" and kl_reduction == "mean" else 1
+    kl = masked_kl(before, actor, td, dims)
     assert 0 < kl <= max_kl * (1 + 1e-4)
     torch.testing.assert_close(result["kl"], kl, rtol=1e-3, atol=1e-7)
     assert surrogate(actor, td) > surrogate(before, td)
@@ -183,6 +187,6 @@ def test_fast_fisher_product_is_the_fisher_of_the_mean_kl(kind, monkeypatch):
     assert used and used[-1] is not None  # the actor is an MLP: the autograd-free product is the one used
     with torch.no_grad():
         old = loss._dist(td)
-    exact = pg_extras.fisher_vector_product_fn(pg_extras.joint_kl([old], [loss._dist(td)], batch_dims=2, mask=mask), params)
+    exact = pg_extras.fisher_vector_product_fn(pg_extras.action_kl([old], [loss._dist(td)], batch_dims=2, mask=mask), params)
     v = torch.randn(sum(p.numel() for p in params))
     torch.testing.assert_close(fvp(v), exact(v), atol=1e-5, rtol=1e-4)
