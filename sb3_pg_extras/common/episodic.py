@@ -375,7 +375,18 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
+        try:
+            return self._collect_episodic(env, callback, rollout_buffer, n_rollout_steps)
+        except BaseException:
+            # A callback or the env raised (KeyboardInterrupt included): the running episodes lost this step and
+            # cannot be completed. Drop them, so that a later learn(reset_num_timesteps=False) starts afresh
+            # instead of training on episodes without their first steps.
+            slots.interrupt()
+            raise
 
+    def _collect_episodic(self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int) -> bool:
+        """The loop of :meth:`collect_rollouts` for whole episodes (see there)."""
+        slots = self._slots
         n_steps, active_steps = 0, 0
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
@@ -426,8 +437,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 group,
                 self._terminal_values(infos, truncated),
             )
-            if round_end:  # lockstep: every slot has finished its episode of the round
-                slots.prepare_reset(env)
+            if round_end:  # lockstep: every slot has finished its episode of the round; open groups go on
+                slots.prepare_reset(env, round_end=True)
                 new_obs = env.reset()
                 dones = np.ones_like(dones)
                 slots.after_reset(env)

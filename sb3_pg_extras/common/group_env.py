@@ -140,11 +140,19 @@ class SlotEpisodes:
         self.needs_reset = True
 
     # ------------------------------------------------------------------ full resets
-    def prepare_reset(self, env: VecEnv) -> None:
-        """Before a vec-level ``env.reset()``: every running episode is lost; the new ones get their seeds."""
+    def prepare_reset(self, env: VecEnv, round_end: bool = False) -> None:
+        """Before a vec-level ``env.reset()``: every running episode is lost; the new ones get their seeds.
+
+        ``round_end``: the reset that ends a lock-step round, where no episode is running; the groups with members
+        still to hand out go on in the next round (so a group larger than the number of envs completes over several
+        rounds).
+        """
         if env.num_envs != self.num_envs:
             raise ValueError(f"The env has {env.num_envs} envs but the algorithm was set up for {self.num_envs}.")
-        self._discard_running()
+        if round_end:
+            assert not (self.episode >= 0).any(), "a lock-step round ends when no episode is running"
+        else:
+            self._discard_running()
         if self.scheduler is None:
             self.episode[:] = self._new_ids(self.num_envs)
             return
@@ -224,7 +232,8 @@ class SlotEpisodes:
         return infos, bool((self.episode < 0).all())
 
     def interrupt(self) -> None:
-        """The rollout was stopped (a callback returned False): the running episodes cannot be completed."""
+        """The rollout was stopped (a callback returned False or raised, the env raised): the running episodes cannot
+        be completed; the next rollout resets the env."""
         self._discard_running()
         self.needs_reset = True
 
