@@ -47,6 +47,7 @@ from pg_extras.policy_ops import (
 )
 from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
 from pg_extras.scheduler import CompletedGroup, GroupHarvest, GroupJob, GroupScheduler
+from pg_extras.signal import NoSignalWarning, SignalMonitor
 from pg_extras.surrogate import (
     IMPORTANCE_SAMPLING_LEVELS,
     LOSS_AGGREGATIONS,
@@ -97,6 +98,8 @@ __all__ = [
     "GroupJob",
     "GroupScheduler",
     "MlpLinearization",
+    "NoSignalWarning",
+    "SignalMonitor",
     "TrustRegionResult",
     "TrustRegionSettings",
     "__version__",

@@ -13,7 +13,6 @@ import torch
 from tensordict import TensorDictBase, is_tensor_collection
 from tensordict.nn import CompositeDistribution
 from tensordict.utils import NestedKey
-from torchrl.objectives.value import ValueEstimatorBase
 
 __all__ = [
     "actor_context",
@@ -41,13 +40,24 @@ def get_required(tensordict: TensorDictBase, key: NestedKey, key_name: str, owne
 
 
 def time_dim(tensordict: TensorDictBase, time_dim: int | None = None, owner: object = None) -> int:
-    """The time dimension, as TorchRL's value estimators find it (:meth:`ValueEstimatorBase._get_time_dim`):
-    ``time_dim``, else ``owner.time_dim``, else the dimension named ``"time"``, else the last one."""
-    if tensordict.batch_dims < 1:
+    """The time dimension, with the rule of TorchRL's value estimators (``ValueEstimatorBase._get_time_dim``):
+    ``time_dim``, else ``owner.time_dim``, else the dimension named ``"time"``, else the last one; refused (with the
+    valid range) when it is not a batch dimension of ``tensordict``."""
+    ndim = tensordict.batch_dims
+    if ndim < 1:
         raise ValueError(
             f"Expected a tensordict with a time dimension (batch_dims >= 1), got batch_size={tensordict.batch_size}."
         )
-    return ValueEstimatorBase._get_time_dim(owner, time_dim, tensordict) % tensordict.batch_dims
+    chosen = time_dim if time_dim is not None else getattr(owner, "time_dim", None)
+    if chosen is None:
+        names = list(tensordict.names)
+        return names.index("time") if "time" in names else ndim - 1
+    if isinstance(chosen, bool) or not isinstance(chosen, int) or not -ndim <= chosen < ndim:
+        raise ValueError(
+            f"time_dim={chosen!r} is not a batch dimension of a tensordict with batch_size={tuple(tensordict.batch_size)}: "
+            f"use an integer in [{-ndim}, {ndim - 1}] (the dimension that indexes time; default: the last)."
+        )
+    return chosen % ndim
 
 
 def check_finite(tensor: torch.Tensor, mask: torch.Tensor | None, what: str, owner: str, fix: str) -> None:

@@ -22,6 +22,7 @@ from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase, TransformedEnv
 
 from pg_extras import CompletedGroup, GroupHarvest, informative_groups, returns_to_go
+from pg_extras.signal import NO_SIGNAL_CAUSES, SignalMonitor
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from pg_extras.variants import check_return_bounds
 from torchrl_pg_extras.envs import ID_NAMESPACE, GroupedEnv
@@ -93,6 +94,10 @@ class GroupBatcher:
             sampled ones (``greedy_key`` True on its steps; ``GroupRelativeAdvantage(mode="remax")`` reads it and
             leaves it out of the loss). ``None`` (default): the env's; ``False`` when the env is out of reach.
         greedy_key (NestedKey): the greedy flag written by :class:`GroupedEnv`. Defaults to ``"greedy"``.
+        max_uninformative_groups (int, optional): with ``dynamic_sampling`` / ``keep_return_bounds``, raise
+            ``RuntimeError`` (naming the cause) after this many complete groups in a row were dropped, instead of
+            collecting forever on a task without signal (a :class:`pg_extras.signal.NoSignalWarning` comes after 100);
+            ``None``: no bound. Defaults to ``1000``.
 
     Yields:
         TensorDict of batch size ``[groups_per_batch * group_size, L]`` (``group_size + 1`` rows per group with the
@@ -140,6 +145,7 @@ class GroupBatcher:
         reward_key: NestedKey = ("next", "reward"),
         greedy_member: bool | None = None,
         greedy_key: NestedKey = "greedy",
+        max_uninformative_groups: int | None = 1000,
     ) -> None:
         if collector is None or not hasattr(collector, "__iter__"):
             raise TypeError(
@@ -155,6 +161,9 @@ class GroupBatcher:
         keep_return_bounds = check_return_bounds(keep_return_bounds)
         gamma = check_float("gamma", gamma, low=0.0, high=1.0, hint="the advantage module's discount, e.g. 1.0")
         greedy_member = check_bool("greedy_member", greedy_member, allow_none=True)
+        max_uninformative_groups = check_int(
+            "max_uninformative_groups", max_uninformative_groups, minimum=1, allow_none=True, hint="None: no bound"
+        )
         env = _grouped_env_of(collector)
         if env is not None:
             if group_size is not None and group_size != env.group_size:
@@ -193,6 +202,9 @@ class GroupBatcher:
         self.gamma = float(gamma)
         self.reward_key = reward_key
         self.groups_dropped_uninformative = 0  # groups dropped by dynamic sampling / keep_return_bounds (cumulative)
+        self.max_uninformative_groups = max_uninformative_groups
+        self._uninformative_streak = 0  # groups dropped since the last informative one
+        self.signal_monitor = SignalMonitor("GroupBatcher")
         self._ready: list[CompletedGroup] = []  # informative complete groups waiting for a full batch
         self._ready_steps: list[tuple[TensorDictBase, torch.Tensor]] = []  # their steps and episode ids
         self.env_steps = 0
@@ -390,11 +402,25 @@ class GroupBatcher:
         sizes = torch.tensor([len(g.episodes) for g in groups])
         first = torch.cumsum(sizes, 0) - sizes  # each group's first episode
         kept = [g for g, k in zip(groups, keep[first].tolist(), strict=True) if k]
+        self._uninformative_streak = 0 if kept else self._uninformative_streak + dropped
+        self._check_starvation()
         if kept:
             kept_ids = torch.tensor([e for g in kept for e in self._members(g)], dtype=ids.dtype)
             in_kept = torch.isin(ids, kept_ids)
             self._ready += kept
             self._ready_steps.append((steps[in_kept], ids[in_kept]))
+
+    def _check_starvation(self) -> None:
+        """Dynamic sampling on a task without signal would collect forever: warn after 100 uninformative groups in a
+        row, raise after ``max_uninformative_groups``."""
+        streak = self._uninformative_streak
+        detail = f"{streak} groups in a row"
+        self.signal_monitor.observe("all_filtered", streak >= min(100, self.max_uninformative_groups or 100), True, detail)
+        if self.max_uninformative_groups is not None and streak >= self.max_uninformative_groups:
+            what, fix = NO_SIGNAL_CAUSES["all_filtered"]
+            raise RuntimeError(
+                f"GroupBatcher: {what.format(detail=detail)}. Fix: {fix} (or raise max_uninformative_groups, None: no bound)."
+            )
 
     def _next_groups(self) -> tuple[list[CompletedGroup], tuple[TensorDictBase, torch.Tensor] | None] | None:
         """The groups of the next batch (and their steps when already taken out), or ``None`` when not enough."""
@@ -418,6 +444,7 @@ class GroupBatcher:
         return groups, (steps, ids)
 
     def __iter__(self) -> Iterator[TensorDictBase]:
+        yielded = False
         for batch in self.collector:
             if batch is None:
                 continue
@@ -426,9 +453,13 @@ class GroupBatcher:
                 popped = self._next_groups()
                 if popped is None:
                     break
+                yielded = True
                 yield self._emit(*popped)
                 if self.auto_version:
                     self.new_policy_version()
+        if self._filters and not yielded and self.groups_dropped_uninformative:  # the collector ran out: say why
+            detail = f"all {self.groups_dropped_uninformative} complete groups; no batch was yielded"
+            self.signal_monitor.observe("all_filtered", True, immediate=True, detail=detail)
 
 
 def _grouped_env_of(collector) -> GroupedEnv | None:

@@ -49,6 +49,7 @@ from pg_extras import (
     kl_estimate,
     policy_loss,
 )
+from pg_extras.signal import SignalMonitor
 from pg_extras.validation import check_bool, check_choice, check_float, check_int, check_rate_or_schedule
 from sb3_pg_extras.common.buffers import EpisodeBatch, EpisodeBuffer
 from sb3_pg_extras.common.group_env import SlotEpisodes
@@ -202,6 +203,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.max_episode_steps = max_episode_steps
         self._episode_batch: EpisodeBatch | None = None
         self.pg_extras_algorithm = type(self).__name__  # saved with the model: load() tells which algorithm saved a file
+        #: warns once per run that cannot learn (pg_extras.signal: the cause and the fix)
+        self.signal_monitor = SignalMonitor(type(self).__name__)
+        self.signal_monitor.observe("gamma_zero", self.episodic and gamma == 0.0, immediate=True)
         if _init_setup_model:
             self._setup_model()
 
@@ -332,7 +336,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._current_progress_remaining = min(max(self._current_progress_remaining, 0.0), 1.0)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_slots", "_episode_batch", "_greedy_returns"]
+        return [*super()._excluded_save_params(), "_slots", "_episode_batch", "_greedy_returns", "signal_monitor"]
 
     # ------------------------------------------------------------------ collection
     def _terminal_values(self, infos: list[dict[str, Any]], truncated: np.ndarray) -> np.ndarray | None:
@@ -469,6 +473,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.logger.record("train/n_episodes", 0 if batch is None else int(batch.lengths.numel()))
         self.logger.record("train/n_steps_used", 0 if batch is None else batch.num_steps)
         self.logger.record("train/carried_steps", self.rollout_buffer.num_pending_steps)  # type: ignore[union-attr]
+        if self.uses_groups:
+            self.signal_monitor.observe("no_complete_group", batch is None)
         if batch is None and not self.uses_groups:
             hint = (
                 "the unfinished episodes are carried over to the next rollout"
@@ -500,9 +506,16 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             rloo=self.rloo,
             baseline_returns=self._greedy_baselines(batch) if self.uses_groups and self.advantage_mode == "remax" else None,
         )
+        zero_spread = self.uses_groups and estimate.frac_zero_std_groups == 1.0
         if self.uses_groups:
             self.logger.record("rollout/frac_zero_std_groups", estimate.frac_zero_std_groups)
             self.logger.record("rollout/group_return_std", estimate.group_return_std)
+            self.signal_monitor.observe("zero_spread", zero_spread)
+        if not zero_spread and batch.num_steps > 0:
+            rewards = batch.rewards
+            constant = bool((rewards == rewards.reshape(-1)[0]).all())
+            detail = f"every reward is {float(rewards.reshape(-1)[0]):g}" if constant else "the estimator gave zeros"
+            self.signal_monitor.observe("zero_advantage", not bool(estimate.advantages.any()), detail=detail)
         return estimate
 
     def _greedy_baselines(self, batch: EpisodeBatch) -> th.Tensor:

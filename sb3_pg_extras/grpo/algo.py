@@ -454,6 +454,12 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         batch = self._training_episodes()
         if batch is not None and self.uses_groups and (self.dynamic_sampling or self.keep_return_bounds is not None):
             batch = self._informative_episodes(batch)
+            detail = f"{self.signal_monitor.patience} updates in a row"
+            self.signal_monitor.observe("all_filtered", batch is None, detail=detail)
+        if batch is not None and self.mask_truncated_completions:
+            all_truncated = int(batch.truncated.sum()) == int(batch.lengths.numel())  # one flag per truncated episode
+            self.signal_monitor.observe("all_truncated_masked", all_truncated, immediate=True)
+            batch = None if all_truncated else batch
         if batch is None:
             self.logger.record("train/skipped_updates", 1)
             return

@@ -165,6 +165,7 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
             in_loss = layout.to_steps(mask_truncated_episodes(layout.mask, layout.to_episodes(batch.truncated[:, None])))
             steps = th.nonzero(in_loss[:, 0]).squeeze(1)
             self.logger.record("train/n_steps_masked", int(batch.num_steps - steps.numel()))
+            self.signal_monitor.observe("all_truncated_masked", steps.numel() == 0, immediate=True)
             if steps.numel() == 0:  # every episode was truncated: nothing to learn from
                 self.logger.record("train/skipped_updates", 1)
                 return

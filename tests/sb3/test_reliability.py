@@ -100,3 +100,77 @@ def test_grpo_with_any_optimizer_class():
         model = GRPO("MlpPolicy", env(), group_size=2, n_steps=16, policy_kwargs=dict(optimizer_class=optimizer_class))
         model.learn(64)
         assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Runs without signal warn once, naming the cause and the fix (pg_extras.signal)
+# ----------------------------------------------------------------------------------------------------------------------
+class Endless(gym.Env):
+    """Never terminates; truncated after ``limit`` steps (None: never ends); reward ``reward`` or the action."""
+
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, limit: int | None = 5, reward: float | None = None):
+        self.limit, self.reward = limit, reward
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        truncated = self.limit is not None and self.t >= self.limit
+        reward = float(action) if self.reward is None else self.reward
+        return (
+            self.np_random.uniform(-1, 1, 2).astype(np.float32),
+            reward,
+            False,
+            truncated,
+            {"TimeLimit.truncated": truncated},
+        )
+
+
+def _no_signal(model, steps: int) -> list[str]:
+    import warnings
+
+    from pg_extras.signal import NoSignalWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.learn(steps)
+    return [str(w.message) for w in caught if issubclass(w.category, NoSignalWarning)]
+
+
+@pytest.mark.parametrize("name", ["GRPO", "REINFORCE"])
+def test_every_episode_truncated_and_masked_warns_once_and_moves_nothing(name):
+    model = ALGOS[name](make_vec_env(lambda: Endless(limit=5), n_envs=2), mask_truncated_completions=True)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    messages = _no_signal(model, 200)
+    assert len(messages) == 1 and "mask_truncated_completions=False" in messages[0], messages
+    assert all(th.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
+
+
+def test_grpo_on_an_env_that_never_ends_warns_that_no_group_completes():
+    model = GRPO("MlpPolicy", make_vec_env(lambda: Endless(limit=None), n_envs=2), group_size=2, **SMALL)
+    messages = _no_signal(model, 2000)
+    assert len(messages) == 1 and "no group completed" in messages[0] and "TimeLimit" in messages[0], messages
+    assert model._n_updates == 0
+
+
+def test_zero_spread_in_every_group_warns_after_patience_updates():
+    # MountainCar: no member reaches the flag in a few thousand steps, every group has zero spread
+    model = GRPO("MlpPolicy", make_vec_env("MountainCar-v0", n_envs=2, seed=0), group_size=2, n_steps=200, seed=0)
+    messages = _no_signal(model, 200 * 2 * 6)
+    assert len(messages) == 1 and "zero spread" in messages[0] and "frac_zero_std_groups" in messages[0], messages
+
+
+def test_a_constant_zero_reward_and_gamma_zero_warn():
+    model = REINFORCE("MlpPolicy", make_vec_env(lambda: Endless(limit=4, reward=0.0), n_envs=2), **SMALL)
+    messages = _no_signal(model, 16 * 2 * 6)
+    assert len(messages) == 1 and "every reward is 0" in messages[0], messages
+    from pg_extras.signal import NoSignalWarning
+
+    with pytest.warns(NoSignalWarning, match="gamma=0"):
+        REINFORCE("MlpPolicy", env(), gamma=0.0)

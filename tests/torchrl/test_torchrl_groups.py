@@ -274,3 +274,38 @@ def test_group_batcher_drops_dead_and_stale_groups_through_the_core_harvest():
     (batch,) = list(fresh)
     assert batch["episode_id"][:, 0, 0].tolist() == [2, 3, 4] and batch["collector", "mask"].sum(1).tolist() == [3, 3, 2]
     assert fresh.last_max_lag == 0 and fresh.groups_abandoned == 1 and fresh.stats["groups_yielded"] == 1
+
+
+class FixedLength(gym.Env):
+    """Every episode lasts 3 steps with reward 1 per step: every group has zero spread (no signal)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype("float32"), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.np_random.uniform(-1, 1, 2).astype("float32"), 1.0, self.t >= 3, False, {}
+
+
+def test_dynamic_sampling_on_a_task_without_signal_raises_instead_of_hanging():
+    from pg_extras.signal import NoSignalWarning
+
+    env = GroupedEnv(SerialEnv(2, lambda: GymWrapper(FixedLength(), categorical_action_encoding=True)), group_size=2)
+    batches = GroupBatcher(collector(env, 24), dynamic_sampling=True, max_uninformative_groups=40)
+    budget, seen = 10**9, 0
+    with pytest.warns(NoSignalWarning, match="dropped every complete group"), pytest.raises(RuntimeError, match="zero spread"):
+        for _ in batches:  # the README's loop shape: it would never get here, and never return
+            seen += 1
+            if batches.env_steps >= budget:
+                break
+    assert seen == 0 and batches.groups_dropped_uninformative >= 40
+    # a finite collector that ends without a batch says why
+    env = GroupedEnv(SerialEnv(2, lambda: GymWrapper(FixedLength(), categorical_action_encoding=True)), group_size=2)
+    finite = Collector(env, None, frames_per_batch=24, total_frames=96, auto_register_policy_transforms=False)
+    with pytest.warns(NoSignalWarning, match="no batch was yielded"):
+        assert list(GroupBatcher(finite, dynamic_sampling=True)) == []

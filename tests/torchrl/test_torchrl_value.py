@@ -162,3 +162,16 @@ def test_group_advantage_errors():
     for kwargs in (*bad, {"eps": 0.0}):
         with pytest.raises(ValueError):
             GroupRelativeAdvantage(**kwargs)
+
+
+@pytest.mark.parametrize("bad", [2, -3, 1.0, True])
+def test_time_dim_out_of_range_is_refused_not_wrapped(bad):
+    done = torch.zeros(2, 5, 1, dtype=torch.bool)
+    done[:, -1] = True
+    td = TensorDict({"next": {"reward": torch.ones(2, 5, 1), "done": done, "terminated": done}}, [2, 5])
+    with pytest.raises(ValueError, match=r"time_dim=.* is not a batch dimension .* \[-2, 1\]"):
+        MonteCarloEstimator(time_dim=bad if not isinstance(bad, bool | float) else None)(td, time_dim=bad)
+    # in range, negative included: the same as the default (the last dimension)
+    a = MonteCarloEstimator(time_dim=-1)(td.clone())["advantage"]
+    b = MonteCarloEstimator()(td.clone())["advantage"]
+    torch.testing.assert_close(a, b)
