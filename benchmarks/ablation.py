@@ -13,12 +13,14 @@ trained for ``--budget`` env steps. Recorded per run:
 
 Usage::
 
-    python -m benchmarks.ablation                                   # both envs, every variant, seeds 100-104
-    python -m benchmarks.ablation --envs CartPole-v1 --seeds 100 101 --variants grpo gspo cispo
+    python -m benchmarks.ablation                                   # both envs, every variant, seeds 0-4
+    python -m benchmarks.ablation --envs Acrobot-v1 --seeds 0 1 --variants grpo dynamic_sampling
 
-Resumable: rows already in ``--out`` (default ``docs/benchmarks/ablation.csv``) for the same env, variant, seed and
-budget are skipped, so a killed run continues where it stopped. One process, one thread. ``--summary`` (default
-``docs/benchmarks/ablation.md``) gets the table of medians over seeds.
+An ablation decides variants and defaults, so it runs on the tuning seeds 0-4 and refuses the report seeds (100 and
+above, ``sb3_pg_extras.registry.held_out_seeds``). Resumable: rows already in ``--out`` (default
+``docs/benchmarks/tuning/ablation.csv``) for the same env, variant, seed and budget are skipped, so a killed run
+continues where it stopped. One process, one thread. ``--summary`` (default ``docs/benchmarks/tuning/ablation.md``)
+gets the table of medians over seeds.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ if str(_ROOT) not in sys.path:  # run as a script or with -m from elsewhere: the
     sys.path.insert(0, str(_ROOT))
 
 from benchmarks.common import append_row, read_rows  # noqa: E402
+from sb3_pg_extras.registry import TUNING_SEEDS, held_out_seeds  # noqa: E402
 
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}
 BUDGETS = {"CartPole-v1": 30_000, "Acrobot-v1": 120_000}
 EVAL_EVERY = {"CartPole-v1": 2_500, "Acrobot-v1": 10_000}
-SEEDS = [100, 101, 102, 103, 104]
+SEEDS = list(TUNING_SEEDS)  # an ablation chooses variants and defaults: tuning seeds only (100 and above are refused)
 
 #: variant name -> options added to the zoo entry (docs/maths.md#12-variants has one section per variant)
 VARIANTS: dict[str, dict[str, object]] = {
@@ -187,9 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="env steps between evaluations (2.5k / 10k)")
     parser.add_argument("--search-episodes", type=int, default=3, help="episodes per evaluation before the threshold")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes of the final evaluation")
-    parser.add_argument("--out", type=Path, default=_ROOT / "docs" / "benchmarks" / "ablation.csv")
-    parser.add_argument("--summary", type=Path, default=_ROOT / "docs" / "benchmarks" / "ablation.md")
+    parser.add_argument("--out", type=Path, default=_ROOT / "docs" / "benchmarks" / "tuning" / "ablation.csv")
+    parser.add_argument("--summary", type=Path, default=_ROOT / "docs" / "benchmarks" / "tuning" / "ablation.md")
     args = parser.parse_args(argv)
+    if held_out_seeds(args.seeds):
+        parser.error(f"seeds {held_out_seeds(args.seeds)}: 100 and above are held out for the report: ablate on 0-4")
 
     done = {(r["env"], r["variant"], r["seed"], r["budget"]) for r in read_rows(args.out)}
     for env_id in args.envs:

@@ -22,6 +22,7 @@ from pathlib import Path
 from benchmarks.common import append_row, read_rows
 from benchmarks.run import ENVS, EVAL_EVERY
 from benchmarks.sb3_runner import SB3_ALGOS, run_sb3
+from sb3_pg_extras.registry import TUNING_SEEDS, held_out_seeds
 
 FIELDS = ["name", "overrides", "seed", "final", "curve", "wall_s"]
 
@@ -57,12 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algo", required=True, choices=sorted(SB3_ALGOS))
     parser.add_argument("--env", required=True)
     parser.add_argument("candidates", nargs="+", type=parse_candidate, help="NAME=JSON overrides")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(TUNING_SEEDS))
     parser.add_argument("--budget", type=int, default=None, help="env steps (default: the grid's budget for the env)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if any(seed >= 100 for seed in args.seeds):
-        parser.error("seeds 100 and above are the grid's held-out seeds: tune on others (default 0-4)")
+    if held_out_seeds(args.seeds):
+        parser.error(f"seeds {held_out_seeds(args.seeds)}: 100 and above are held out for the report: tune on 0-4")
     budget = args.budget or ENVS.get(args.env)
     if budget is None:
         parser.error(f"no default budget for {args.env}: pass --budget")

@@ -13,7 +13,24 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ALGORITHMS", "AlgorithmEntry", "load_algorithm"]
+__all__ = ["ALGORITHMS", "REPORT_SEEDS", "TUNING_SEEDS", "AlgorithmEntry", "held_out_seeds", "load_algorithm"]
+
+#: The evaluation protocol (docs/design.md): configs, defaults and variants are chosen on the tuning seeds only; the
+#: benchmark report runs on the held-out report seeds, which the tuning tools (``benchmarks.tune``,
+#: ``benchmarks.ablation``, ``python -m sb3_pg_extras.zoo optimize``) refuse.
+TUNING_SEEDS = (0, 1, 2, 3, 4)
+REPORT_SEEDS = (100, 101, 102, 103, 104)
+
+
+def held_out_seeds(seeds: list[int] | tuple[int, ...]) -> list[int]:
+    """The members of ``seeds`` a tuning tool must refuse: 100 and above (the report seeds 100-104 and beyond).
+
+    Example::
+
+        >>> held_out_seeds([0, 3, 101])
+        [101]
+    """
+    return [seed for seed in seeds if seed >= REPORT_SEEDS[0]]
 
 
 @dataclass(frozen=True)

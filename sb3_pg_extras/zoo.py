@@ -59,7 +59,7 @@ from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
-from sb3_pg_extras.registry import ALGORITHMS
+from sb3_pg_extras.registry import ALGORITHMS, REPORT_SEEDS
 
 __all__ = [
     "CONTRIB_TRPO",
@@ -168,7 +168,7 @@ def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
     """Optuna search space of :class:`~sb3_pg_extras.REINFORCE` (docs/maths.md#2-reinforce-and-return-to-go)."""
     params = _suggest_common(trial)
     params["n_steps_pow"] = trial.suggest_int("n_steps_pow", 6, 11)
-    params["normalize_returns"] = trial.suggest_categorical("normalize_returns", [True, False])
+    params["normalize_advantage"] = trial.suggest_categorical("normalize_advantage", [True, False])
     params["ent_coef"] = trial.suggest_float("ent_coef", 1e-8, 0.05, log=True)
     params["max_grad_norm"] = trial.suggest_float("max_grad_norm", 0.3, 5.0, log=True)
     return _convert_pg_params(params)
@@ -361,8 +361,33 @@ def config_path(algo: str) -> str | None:
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
-    with open(path) as file:
-        return yaml.safe_load(file) or {}
+    """A zoo hyperparameter file: a mapping of env ids (and ``default``) to entries; anything else is a config error."""
+    try:
+        with open(path) as file:
+            table = yaml.safe_load(file) or {}
+    except yaml.YAMLError as error:
+        raise ZooConfigError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(table, dict):
+        raise ZooConfigError(
+            f"{path}: the top level must be a mapping of env ids to hyperparameters (e.g. 'CartPole-v1:' then the "
+            f"indented entries), got a {type(table).__name__}."
+        )
+    return table
+
+
+# rl-zoo3 reads a string in these keys as a schedule 'lin_<value>'
+_SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_high", "clip_range_vf")
+
+
+def _check_schedule_strings(hyperparams: dict[str, Any], source: str) -> None:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string, which rl-zoo3 then fails to parse as a schedule: name it."""
+    for key in _SCHEDULE_KEYS:
+        value = hyperparams.get(key)
+        if isinstance(value, str) and not value.startswith("lin_"):
+            raise ZooConfigError(
+                f"{source}: {key}: {value!r} is a string (YAML 1.1 reads a number such as 1e-3 without a dot as a "
+                f"string): write {key}: !!float {value} (or 1.0e-3), or {key}: lin_{value} for a linear schedule."
+            )
 
 
 def _accepted_arguments(algo_class: type) -> set[str] | None:
@@ -422,6 +447,8 @@ class PGExtrasExperimentManager(ExperimentManager):
 
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """rl-zoo3's lookup (env entry, else ``default``), then :func:`check_hyperparameters`."""
+        if str(self.config).endswith((".yml", ".yaml")) and os.path.isfile(self.config):
+            _load_yaml(self.config)  # the top level is a mapping (rl-zoo3 would fail with an AttributeError)
         try:
             hyperparams, saved_hyperparams = super().read_hyperparameters()
         except yaml.YAMLError as error:
@@ -434,17 +461,23 @@ class PGExtrasExperimentManager(ExperimentManager):
                 f"No hyperparameters for --env {self.env_name.gym_id} (and no 'default' entry) in {self.config}. "
                 f"Entries there: {', '.join(known) or 'none'}. Add an entry or pass your own file with -conf."
             ) from error
+        source = f"{self.config} (entry for {self.env_name.gym_id}, with -params)"
+        _check_schedule_strings(hyperparams, source)
         if self.algo in zoo_utils.ALGOS:
-            check_hyperparameters(self.algo, hyperparams, f"{self.config} (entry for {self.env_name.gym_id}, with -params)")
+            check_hyperparameters(self.algo, hyperparams, source)
         return hyperparams, saved_hyperparams
 
     def setup_experiment(self) -> Any:
         """rl-zoo3's ``setup_experiment``; a bad hyperparameter value (our constructors' ValueError) is a config error."""
         try:
             return super().setup_experiment()
+        except ZooError:
+            raise
         except ValueError as error:
             if self.algo not in PG_EXTRAS_ALGOS:
                 raise
+            if self.trained_agent and ("saved by" in str(error) or "could not be loaded" in str(error)):
+                raise ZooUsageError(f"-i {self.trained_agent}: {error}") from error
             raise ZooConfigError(
                 f"{self.config} (entry for {self.env_name.gym_id}, with -params) does not build {self.algo}: {error}"
             ) from error
@@ -534,6 +567,15 @@ def optimize(argv: Sequence[str]) -> None:
     if not {"-optimize", "--optimize-hyperparameters"} & set(arguments):
         arguments.append("--optimize-hyperparameters")
     _prepare("optimize", arguments)
+    seed = _peek(arguments, "--seed", default="-1")
+    if str(seed).lstrip("-").isdigit() and int(seed) in REPORT_SEEDS:
+        raise ZooUsageError(
+            f"--seed {seed}: seeds {REPORT_SEEDS[0]}-{REPORT_SEEDS[-1]} are pg-extras' held-out report seeds (the "
+            "benchmark is reported on them, so no hyperparameter may be chosen on them): optimize on 0-4 or any other seed."
+        )
+    n_trials = _peek(arguments, "--n-trials", default="500")
+    if not str(n_trials).isdigit() or int(n_trials) < 1:
+        raise ZooUsageError(f"--n-trials {n_trials}: give the number of Optuna trials, an integer >= 1.")
     storage = _peek(arguments, "--storage")
     if storage is not None:
         _create_shared_study(storage, _peek(arguments, "--study-name"))
@@ -551,13 +593,26 @@ def _create_shared_study(storage: str, study_name: str | None, attempts: int = 1
         raise ZooUsageError("--storage needs --study-name, so that several workers fill the same study.")
     import sqlalchemy.exc
 
+    if "://" not in storage:
+        raise ZooUsageError(
+            f"--storage {storage!r} is not a database URL: use e.g. --storage sqlite:///optuna.db (or a journal file "
+            "through optuna's JournalStorage)."
+        )
     for attempt in range(attempts):
         try:
             optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, direction="maximize")
             return
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
             time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
-    optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, direction="maximize")
+        except (sqlalchemy.exc.ArgumentError, ValueError, ImportError) as error:
+            raise ZooUsageError(f"--storage {storage!r} cannot be opened: {error}") from error
+    try:
+        optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, direction="maximize")
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+        raise ZooUsageError(
+            f"--storage {storage!r} cannot be opened or written ({type(error).__name__}: {str(error).splitlines()[0]}): "
+            "check the path exists and is writable."
+        ) from error
 
 
 def enjoy(argv: Sequence[str]) -> None:
@@ -571,7 +626,13 @@ def enjoy(argv: Sequence[str]) -> None:
     algo, _ = _prepare("enjoy", arguments)
     folder = _peek(arguments, "-f", "--folder")
     if folder is None and algo in (*PG_EXTRAS_ALGOS, CONTRIB_TRPO) and not os.path.isdir(f"rl-trained-agents/{algo}"):
-        arguments += ["-f", "logs"]
+        folder = "logs"
+        arguments += ["-f", folder]
+    if folder is not None and algo and not os.path.isdir(os.path.join(folder, algo)):
+        raise ZooUsageError(
+            f"No trained {algo} model in {folder!r} (no {os.path.join(folder, algo)!r} folder): train one first "
+            f"(pg-extras-zoo train --algo {algo} --env <env> -f {folder}) or pass the folder you trained into with -f."
+        )
     try:
         from rl_zoo3.enjoy import enjoy as zoo_enjoy
     except ImportError as error:  # rl-zoo3 2.9 imports `requests` for its hub download without declaring it

@@ -198,3 +198,16 @@ def test_tune_runs_each_candidate_once_and_resumes(tmp_path, capsys):
     for bad in ("base", "base=[1]", "base={nope"):
         with pytest.raises(SystemExit):
             tune.main([*argv, bad])
+
+
+@pytest.mark.parametrize("seeds", [["100"], ["0", "104"], ["250"]])
+def test_tuning_tools_refuse_the_report_seeds(tmp_path, capsys, seeds):
+    from benchmarks import ablation, tune
+
+    with pytest.raises(SystemExit):
+        ablation.main(["--envs", "CartPole-v1", "--variants", "grpo", "--seeds", *seeds, "--out", str(tmp_path / "a.csv")])
+    assert "held out for the report" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tune.main(["--algo", "grpo", "--env", "CartPole-v1", "--seeds", *seeds, "--out", str(tmp_path / "t.csv"), "b={}"])
+    assert "held out for the report" in capsys.readouterr().err
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "t.csv").exists()

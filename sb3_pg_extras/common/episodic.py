@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pathlib
+import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -50,9 +52,10 @@ from pg_extras import (
     policy_loss,
 )
 from pg_extras.signal import SignalMonitor
-from pg_extras.validation import check_bool, check_choice, check_float, check_int, check_rate_or_schedule
+from pg_extras.validation import check_bool, check_choice, check_finite, check_float, check_int, check_rate_or_schedule
 from sb3_pg_extras.common.buffers import EpisodeBatch, EpisodeBuffer
 from sb3_pg_extras.common.group_env import SlotEpisodes
+from sb3_pg_extras.common.policies import OBSERVATIONS_HINT
 
 __all__ = ["SUPPORTED_ACTION_SPACES", "EpisodicOnPolicyAlgorithm"]
 
@@ -76,6 +79,33 @@ def _saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase) -> str | None
 
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def _check_action_space(owner: str, space: spaces.Space) -> None:
+    """Refuse, with the fix, the action spaces SB3's policies would mishandle silently or with an assertion."""
+    if isinstance(space, spaces.Discrete) and int(space.start) != 0:
+        raise ValueError(
+            f"{owner}: the action space {space} starts at {int(space.start)}, but SB3's policies output actions 0..n-1, "
+            f"so every action would be off by {int(space.start)}: use Discrete({int(space.n)}) and add the offset in "
+            "the env (or a gymnasium ActionWrapper)."
+        )
+    if isinstance(space, spaces.MultiDiscrete) and np.any(np.asarray(space.start) != 0):
+        raise ValueError(
+            f"{owner}: the action space {space} has non-zero starts, but SB3's policies output actions from 0: shift them "
+            "in the env (or a gymnasium ActionWrapper)."
+        )
+    if isinstance(space, spaces.MultiBinary) and len(np.atleast_1d(space.shape)) != 1:
+        raise ValueError(
+            f"{owner}: the action space {space} has shape {space.shape}; SB3's policies take a one-dimensional "
+            f"MultiBinary: use MultiBinary({int(np.prod(space.shape))}) and reshape the action in the env."
+        )
+    if isinstance(space, spaces.Box) and not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+        raise ValueError(
+            f"{owner}: the action space {space} has infinite bounds, so actions cannot be clipped to it (SB3 clips every "
+            "sampled action to the bounds): give the Box finite low / high (e.g. Box(-1, 1)) and rescale in the env."
+        )
+
+
 GROUP_SCHEDULES = ("async", "lockstep")
 SelfEpisodic = TypeVar("SelfEpisodic", bound="EpisodicOnPolicyAlgorithm")
 
@@ -161,6 +191,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         elif group_size is not None:
             check_int("group_size", group_size, 2)
         assert advantage_estimator in ADVANTAGE_ESTIMATORS
+        if isinstance(getattr(env, "action_space", None), spaces.Space):  # before SB3's own assertions on it
+            _check_action_space(type(self).__name__, env.action_space)  # type: ignore[union-attr]
         super().__init__(
             policy,
             env,
@@ -191,6 +223,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 f"{type(self).__name__} does not support the action space {self.action_space} of env: use an env with a "
                 f"{names} action space (e.g. flatten a Tuple/Dict action space with a wrapper)."
             )
+        if self.env is not None:
+            _check_action_space(type(self).__name__, self.action_space)
         self.batch_size = batch_size
         self.advantage_estimator = advantage_estimator
         self.group_size = group_size
@@ -338,6 +372,44 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_slots", "_episode_batch", "_greedy_returns", "signal_monitor"]
 
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        """SB3's, with the schedule's value checked at every update (a NaN or negative rate mid-run is an error that
+        names ``learning_rate`` and the progress, not NaN weights or a gradient ascent)."""
+        progress = self._current_progress_remaining
+        rate = self.lr_schedule(progress)
+        check_float(
+            "learning_rate",
+            rate,
+            0.0,
+            hint=f"the schedule returned {rate!r} at progress_remaining={progress:.4g}: make it finite and >= 0 on [0, 1]",
+        )
+        super()._update_learning_rate(optimizers)
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """SB3's ``save``, atomic for a file path: the model is written to a temporary file next to ``path`` and
+        renamed over it only once complete, so a failing save never destroys an existing file (SB3 truncates it)."""
+        if isinstance(path, io.BufferedIOBase):
+            super().save(path, exclude, include)
+            return
+        final = pathlib.Path(path)
+        if final.suffix == "":  # as SB3's open_path
+            final = final.with_suffix(".zip")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(handle)
+        tmp = pathlib.Path(tmp_name)
+        try:
+            with open(tmp, "wb") as file:
+                super().save(file, exclude, include)  # type: ignore[arg-type]
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ collection
     def _terminal_values(self, infos: list[dict[str, Any]], truncated: np.ndarray) -> np.ndarray | None:
         """``V(s_final)`` where an episode was truncated (only when ``bootstrap_truncated``)."""
@@ -470,6 +542,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _training_episodes(self) -> EpisodeBatch | None:
         """The ready episodes of the last rollout, or ``None`` (with a warning) if there is none."""
         batch, self._episode_batch = self._episode_batch, None
+        if batch is not None:  # a Gaussian policy samples NaN actions from NaN observations without any error
+            for obs in batch.observations.values() if isinstance(batch.observations, dict) else [batch.observations]:
+                check_finite("observations", obs, hint=OBSERVATIONS_HINT)
         self.logger.record("train/n_episodes", 0 if batch is None else int(batch.lengths.numel()))
         self.logger.record("train/n_steps_used", 0 if batch is None else batch.num_steps)
         self.logger.record("train/carried_steps", self.rollout_buffer.num_pending_steps)  # type: ignore[union-attr]

@@ -80,6 +80,8 @@ class GroupResetWrapper(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         if self._next_seed is not None:  # the scheduler's seed wins over the VecEnv's own per-env seeds
             seed, self._next_seed = self._next_seed, None
+        if options is None:  # as SB3: envs whose reset takes no ``options`` keep working
+            return self.env.reset(seed=seed)
         return self.env.reset(seed=seed, options=options)
 
 

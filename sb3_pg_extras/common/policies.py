@@ -26,18 +26,33 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import CombinedExtractor, MlpExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-__all__ = ["ActorOnlyCnnPolicy", "ActorOnlyMultiInputPolicy", "ActorOnlyPolicy"]
+__all__ = ["ActorOnlyCnnPolicy", "ActorOnlyMultiInputPolicy", "ActorOnlyPolicy", "explain_non_finite_observations"]
+
+OBSERVATIONS_HINT = (
+    "the env returned NaN or infinite observations: fix the env (VecCheckNan(env, raise_exception=True) finds the step), "
+    "or normalise them (VecNormalize)"
+)
+
+
+def explain_non_finite_observations(obs: PyTorchObs, error: Exception) -> Exception:
+    """The error to raise when the policy failed on ``obs``: a ``ValueError`` naming the observations if they are not
+    finite (torch would blame the logits or a probability tensor), else ``error`` itself. Called only on failure."""
+    tensors = obs.values() if isinstance(obs, dict) else [obs]
+    bad = sum(int((~th.isfinite(t)).sum()) for t in tensors if th.is_tensor(t) and t.is_floating_point())
+    if bad:
+        return ValueError(f"observations: {bad} NaN or infinite values reached the policy; {OBSERVATIONS_HINT}.")
+    return error
 
 
 class ActorOnlyPolicy(ActorCriticPolicy):
     """``ActorCriticPolicy`` without a critic (same arguments; ``net_arch`` may be a list or ``dict(pi=[...])``).
 
-    ``share_features_extractor`` is forced to True: there is only one network.
+    ``share_features_extractor`` is accepted either way and means nothing here: there is only one network (no critic to
+    share the features extractor with).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("share_features_extractor") is False:
-            raise ValueError("share_features_extractor=False makes no sense for a critic-free policy: remove it.")
+        kwargs["share_features_extractor"] = True  # nothing to share: one extractor, the actor's
         net_arch = kwargs.get("net_arch")
         if isinstance(net_arch, dict):
             if set(net_arch) - {"pi", "vf"}:
@@ -72,7 +87,10 @@ class ActorOnlyPolicy(ActorCriticPolicy):
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Sample actions; returns ``(actions, zeros in place of values, log_prob)``."""
-        distribution = self._get_action_dist_from_latent(self._actor_latent(obs))
+        try:
+            distribution = self._get_action_dist_from_latent(self._actor_latent(obs))
+        except (RuntimeError, ValueError) as error:
+            raise explain_non_finite_observations(obs, error) from error
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
         values = th.zeros(log_prob.shape[0], 1, device=log_prob.device)

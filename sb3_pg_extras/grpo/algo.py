@@ -100,6 +100,10 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param max_episode_steps: raise when an episode runs this many steps without ending.
     :param advantage_estimator: ``"group"`` (GRPO) or ``"mc"`` (critic-free PPO-clip on standardised Monte-Carlo
         returns-to-go, no groups).
+    :param normalize_advantage: SB3's name (A2C / PPO): ``None`` (default) keeps the estimator's own normalisation
+        (group advantages scaled by ``advantage_scale``; ``"mc"`` returns standardised over the batch); ``True``
+        also standardises the group advantages over the batch (PPO's ``normalize_advantage``); ``False`` leaves the
+        ``"mc"`` returns-to-go unstandardised (the group advantages keep ``advantage_scale``).
     :param update_rule: ``"ppo_clip"`` (default), ``"cispo"`` (``-sg(min(rho, 1 + eps_high)) A log pi``, MiniMax-M1;
         the cap is ``1 + clip_range_high``, TRL's ``epsilon_high`` with ``loss_type="cispo"``) or ``"sapo"`` (SAPO's
         soft gate ``-(4 / tau) sigmoid(tau (rho - 1)) A``).
@@ -192,7 +196,9 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        normalize_advantage: bool | None = None,
     ):
+        self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage, allow_none=True)
         if isinstance(policy, str):
             check_choice("policy", policy, tuple(self.policy_aliases))
         elif not (isinstance(policy, type) and issubclass(policy, ActorOnlyPolicy)):
@@ -464,7 +470,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             self.logger.record("train/skipped_updates", 1)
             return
         advantages = self._advantages(batch).advantages  # every episode counts in the group statistics
-        if not self.uses_groups:  # Monte-Carlo returns: standardised over the batch, as PPO's normalize_advantage
+        standardise = not self.uses_groups if self.normalize_advantage is None else self.normalize_advantage
+        if standardise:  # over the batch, as PPO's normalize_advantage (the default for Monte-Carlo returns)
             advantages = standardize(advantages)
         self._warn_if_no_signal(advantages, batch)
         max_length = int(batch.lengths.max())

@@ -35,8 +35,10 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
     :param gamma: discount factor.
     :param ent_coef: entropy bonus coefficient (>= 0).
     :param max_grad_norm: gradient-norm clipping (``None``: no clipping).
-    :param normalize_returns: standardise ``G_t`` over the batch, ``(G - mean) / std``: a constant baseline plus a
-        step-size scale (docs/maths.md §3 shows the baseline leaves the gradient unbiased); ``False``: the plain loss.
+    :param normalize_advantage: standardise the advantages ``G_t`` over the batch, ``(G - mean) / std`` (SB3's name, as
+        in A2C / PPO): a constant baseline plus a step-size scale (docs/maths.md §3 shows the baseline leaves the
+        gradient unbiased); ``False``: the plain loss. Default ``True``. Group advantages are normalised already.
+    :param normalize_returns: the earlier name of ``normalize_advantage`` (still accepted; give one of the two).
     :param carry_over: keep unfinished episodes for the next rollout (``False``: drop them, strictly on-policy).
     :param max_episode_steps: error when an episode runs longer than this without ending (default
         ``max(10 * n_steps, 10_000)``).
@@ -87,7 +89,7 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
         gamma: float = 0.99,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = 1.0,
-        normalize_returns: bool = True,
+        normalize_advantage: bool | None = None,
         carry_over: bool = True,
         max_episode_steps: int | None = None,
         advantage_estimator: str = "mc",
@@ -106,7 +108,15 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        normalize_returns: bool | None = None,
     ) -> None:
+        normalize_advantage = check_bool("normalize_advantage", normalize_advantage, allow_none=True)
+        normalize_returns = check_bool("normalize_returns", normalize_returns, allow_none=True)
+        if None not in (normalize_advantage, normalize_returns) and normalize_advantage != normalize_returns:
+            raise ValueError(
+                f"normalize_advantage={normalize_advantage} and normalize_returns={normalize_returns}: they are one option "
+                "(normalize_returns is its earlier name): pass only normalize_advantage."
+            )
         super().__init__(
             policy,
             env,
@@ -134,12 +144,24 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
             device=device,
             _init_setup_model=False,
         )
-        self.normalize_returns = check_bool("normalize_returns", normalize_returns)
+        self.normalize_advantage = next((v for v in (normalize_advantage, normalize_returns) if v is not None), True)
         self.mask_truncated_completions = check_bool("mask_truncated_completions", mask_truncated_completions)
         if _init_setup_model:
             self._setup_model()
 
+    @property
+    def normalize_returns(self) -> bool:
+        """The earlier name of :attr:`normalize_advantage`."""
+        return self.normalize_advantage
+
+    @normalize_returns.setter
+    def normalize_returns(self, value: bool) -> None:
+        self.normalize_advantage = check_bool("normalize_returns", value)
+
     def _setup_model(self) -> None:
+        legacy = self.__dict__.pop("normalize_returns", None)  # a model saved under the earlier name (load)
+        if legacy is not None:
+            self.normalize_advantage = bool(legacy)
         super()._setup_model()
         critic = [name for name, _ in self.policy.named_parameters() if "value" in name]
         if critic:
@@ -158,7 +180,7 @@ class REINFORCE(EpisodicOnPolicyAlgorithm):
         estimate = self._advantages(batch)
         self.logger.record("train/return_mean", estimate.returns.mean().item())
         weights = estimate.advantages
-        if self.normalize_returns and self.advantage_estimator == "mc":  # group advantages are normalised already
+        if self.normalize_advantage and self.advantage_estimator == "mc":  # group advantages are normalised already
             weights = standardize(weights)
         if self.mask_truncated_completions:
             layout = EpisodeLayout.from_dones(batch.terminated | batch.truncated)

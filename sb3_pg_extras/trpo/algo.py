@@ -40,7 +40,12 @@ from pg_extras import (
 )
 from pg_extras.validation import check_bool, check_choice, check_finite, check_float, check_int
 from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
-from sb3_pg_extras.common.policies import ActorOnlyCnnPolicy, ActorOnlyMultiInputPolicy, ActorOnlyPolicy
+from sb3_pg_extras.common.policies import (
+    OBSERVATIONS_HINT,
+    ActorOnlyCnnPolicy,
+    ActorOnlyMultiInputPolicy,
+    ActorOnlyPolicy,
+)
 from sb3_pg_extras.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "TRPO", "TrainingBatch", "reachable_parameters"]
@@ -327,6 +332,17 @@ class TRPO(EpisodicOnPolicyAlgorithm):
             returns = None if self.uses_groups else estimate.returns
             actions = self._policy_actions(episodes.actions)
             return TrainingBatch(episodes.observations, actions, episodes.old_log_prob, estimate.advantages, returns, values)
+        rewards = self.rollout_buffer.rewards
+        if not np.isfinite(rewards).all():  # before anything derived from them (returns, advantages) is blamed
+            check_finite(
+                "TRPO rollout rewards",
+                th.as_tensor(rewards),
+                hint="the env returned NaN or infinite rewards: fix the env's reward or wrap it to clip / replace them",
+            )
+        observations = self.rollout_buffer.observations
+        for obs in observations.values() if isinstance(observations, dict) else [observations]:
+            if not np.isfinite(obs).all():
+                check_finite("observations", th.as_tensor(obs), hint=OBSERVATIONS_HINT)
         data = next(self.rollout_buffer.get(batch_size=None))
         actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
         for name, tensor, hint in (

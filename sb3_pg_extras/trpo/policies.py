@@ -29,6 +29,7 @@ from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticP
 from stable_baselines3.common.type_aliases import PyTorchObs
 
 from pg_extras import sample_categorical, sample_diag_gaussian
+from sb3_pg_extras.common.policies import explain_non_finite_observations
 
 __all__ = ["CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
 
@@ -42,6 +43,12 @@ class _RolloutForward:
         super().__init__(*args, **kwargs)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        try:
+            return self._lean_forward(obs, deterministic)
+        except (RuntimeError, ValueError) as error:
+            raise explain_non_finite_observations(obs, error) from error
+
+    def _lean_forward(self, obs: PyTorchObs, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         policy: ActorCriticPolicy = self  # type: ignore[assignment]
         kind = type(policy.action_dist)
         if (

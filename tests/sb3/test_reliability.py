@@ -174,3 +174,110 @@ def test_a_constant_zero_reward_and_gamma_zero_warn():
 
     with pytest.warns(NoSignalWarning, match="gamma=0"):
         REINFORCE("MlpPolicy", env(), gamma=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Schedules, observations, rewards, spaces and save: clear errors, no silent damage
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), -1e-3])
+@pytest.mark.parametrize("name", ["GRPO", "REINFORCE", "TRPO"])
+def test_a_learning_rate_schedule_is_checked_at_every_update(name, bad):
+    from sb3_pg_extras import TRPO
+
+    def schedule(progress: float) -> float:  # fine at progress 1 and 0, bad in between
+        return 1e-3 if progress in (0.0, 1.0) or progress > 0.6 else bad
+
+    make = ALGOS.get(name) or (lambda e, **kw: TRPO("MlpPolicy", e, n_steps=16, batch_size=16, **kw))
+    model = make(env(), learning_rate=schedule)
+    with pytest.raises(ValueError, match=r"learning_rate.*progress_remaining"):
+        model.learn(400)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+class NaNAfter(gym.Env):
+    """Observations (or rewards) turn NaN after ``after`` steps; Discrete or Box actions."""
+
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+
+    def __init__(self, box: bool = False, what: str = "obs", after: int = 10):
+        self.action_space = spaces.Box(-1, 1, (1,), np.float32) if box else spaces.Discrete(2)
+        self.what, self.after, self.steps = what, after, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.steps += 1
+        bad = self.steps > self.after
+        obs = np.full(2, np.nan if bad and self.what == "obs" else 0.0, np.float32)
+        reward = float("nan") if bad and self.what == "reward" else 1.0
+        return obs, reward, self.t >= 4, False, {}
+
+
+@pytest.mark.parametrize("box", [False, True])
+@pytest.mark.parametrize("name", ["GRPO", "REINFORCE", "TRPO"])
+def test_nan_observations_are_named(name, box):
+    from sb3_pg_extras import TRPO
+
+    make = ALGOS.get(name) or (lambda e, **kw: TRPO("MlpPolicy", e, n_steps=16, batch_size=16, **kw))
+    model = make(make_vec_env(lambda: NaNAfter(box), n_envs=2))
+    with pytest.raises(ValueError, match="observations"):
+        model.learn(300)
+
+
+def test_trpo_gae_names_nan_rewards():
+    from sb3_pg_extras import TRPO
+
+    model = TRPO("MlpPolicy", make_vec_env(lambda: NaNAfter(what="reward"), n_envs=2), n_steps=16, batch_size=16)
+    with pytest.raises(ValueError, match="TRPO rollout rewards"):
+        model.learn(300)
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        (spaces.Discrete(3, start=1), "starts at 1"),
+        (spaces.MultiBinary([2, 2]), r"MultiBinary\(4\)"),
+        (spaces.Box(-np.inf, np.inf, (2,), np.float32), "infinite bounds"),
+    ],
+)
+@pytest.mark.parametrize("name", ["GRPO", "REINFORCE", "TRPO"])
+def test_action_spaces_sb3_would_mishandle_are_refused_with_the_fix(name, space, match):
+    from sb3_pg_extras import TRPO
+
+    class Env(gym.Env):
+        observation_space = spaces.Box(-1, 1, (2,), np.float32)
+        action_space = space
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), 0.0, True, False, {}
+
+    make = ALGOS.get(name) or (lambda e, **kw: TRPO("MlpPolicy", e, n_steps=16, batch_size=16, **kw))
+    with pytest.raises(ValueError, match=match):
+        make(make_vec_env(Env, n_envs=2))
+
+
+@pytest.mark.parametrize("name", ["GRPO", "REINFORCE"])
+def test_a_failing_save_leaves_the_existing_file_intact(name, tmp_path, monkeypatch):
+    import zipfile
+
+    from stable_baselines3.common import save_util
+
+    model = ALGOS[name](env())
+    path = tmp_path / "model.zip"
+    model.save(path)
+    good = path.read_bytes()
+    monkeypatch.setattr(save_util.th, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == good and zipfile.is_zipfile(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]  # no temporary file left behind
+    monkeypatch.undo()
+    model.save(tmp_path / "other")  # SB3's suffix rule: "other" -> "other.zip"
+    assert (tmp_path / "other.zip").is_file()

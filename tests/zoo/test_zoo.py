@@ -337,3 +337,48 @@ def test_docstring_examples():
 def test_bad_param_values_are_config_errors_without_traceback(tmp_path, value, match):
     with pytest.raises(zoo.ZooConfigError, match=match):
         zoo.main(["train", "--algo", "grpo", "--env", "CartPole-v1", "-n", "64", "-f", str(tmp_path), "-params", value])
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    """What the command line prints for ``argv``: one line, no traceback (SystemExit with the message)."""
+    with pytest.raises(SystemExit) as exit_info:
+        _run_main(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("pg-extras-zoo: error: ") and "\n" not in message and "Traceback" not in message
+    return message
+
+
+def _run_main(argv: list[str]) -> None:
+    saved = sys.argv
+    sys.argv = ["pg-extras-zoo", *argv]
+    try:
+        zoo.main()
+    finally:
+        sys.argv = saved
+
+
+def test_bad_files_and_flags_are_one_line_errors(tmp_path, capsys):
+    listing = tmp_path / "list.yml"
+    listing.write_text("- CartPole-v1\n- Pendulum-v1\n")
+    string_rate = tmp_path / "rate.yml"
+    string_rate.write_text("CartPole-v1:\n  policy: MlpPolicy\n  n_timesteps: 1000\n  learning_rate: 1e-3\n")
+    base = ["--algo", "grpo", "--env", "CartPole-v1", "-f", str(tmp_path)]
+    assert "top level must be a mapping" in _cli_error(["train", *base, "-conf", str(listing)], capsys)
+    message = _cli_error(["train", *base, "-conf", str(string_rate)], capsys)
+    assert "learning_rate: '1e-3' is a string" in message and "!!float 1e-3" in message
+    assert "--n-trials 0" in _cli_error(["optimize", *base, "--n-trials", "0", "-n", "100"], capsys)
+    assert "No trained grpo model" in _cli_error(["enjoy", *base], capsys)
+    storage = ["optimize", *base, "--n-trials", "1", "-n", "100", "--study-name", "s", "--storage"]
+    assert "is not a database URL" in _cli_error([*storage, "no-url"], capsys)
+    assert "cannot be opened" in _cli_error([*storage, f"sqlite:///{tmp_path}/missing/dir/x.db"], capsys)
+    model = tmp_path / "grpo.zip"
+    sb3_pg_extras.GRPO("MlpPolicy", "CartPole-v1", n_steps=16).save(model)
+    trpo = ["train", "--algo", "trpo", "--env", "CartPole-v1", "-n", "600", "-f", str(tmp_path)]
+    message = _cli_error([*trpo, "-i", str(model)], capsys)
+    assert "was saved by GRPO, not TRPO" in message
+
+
+def test_optimize_refuses_the_report_seeds(tmp_path, capsys):
+    base = ["optimize", "--algo", "grpo", "--env", "CartPole-v1", "-f", str(tmp_path), "--n-trials", "1", "-n", "100"]
+    for seed in ("100", "104"):
+        assert "held-out report seeds" in _cli_error([*base, "--seed", seed], capsys)
