@@ -52,6 +52,17 @@ class EpisodeLayout:
         done = done.to(torch.bool)
         T, N = done.shape
         dev = done.device
+        if T == 0 or N == 0:  # an empty batch: no episode
+            none = torch.zeros(0, dtype=torch.int64, device=dev)
+            return cls(
+                episode_index=torch.zeros(T, N, dtype=torch.int64, device=dev),
+                position=torch.zeros(T, N, dtype=torch.int64, device=dev),
+                lengths=none,
+                complete=torch.zeros(0, dtype=torch.bool, device=dev),
+                env_index=none,
+                start_step=none,
+                mask=torch.zeros(0, 0, dtype=torch.bool, device=dev),
+            )
         d_env = done.t()  # [N, T]
         start = torch.zeros_like(d_env)
         start[:, 0] = True

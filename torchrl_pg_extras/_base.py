@@ -403,7 +403,8 @@ class PolicyGradientLossBase(LossModule):
             "check the rewards (rescale large ones, e.g. with torchrl.envs.RewardScaling).",
         )
         loss = distance_loss(target, value, loss_function=self.loss_critic_type) * self.critic_coeff
-        ev = explained_variance(value, target, mask)
+        valid = value.numel() if mask is None else int(mask.sum())
+        ev = explained_variance(value, target, mask) if valid else 0.0  # an empty batch: finite, nothing explained
         return loss, torch.tensor(ev, dtype=value.dtype, device=value.device)
 
     def loss_critic(self, tensordict: TensorDictBase) -> torch.Tensor:
@@ -414,6 +415,14 @@ class PolicyGradientLossBase(LossModule):
         self._maybe_compute_advantage(tensordict)
         loss, _ = self._critic_loss(tensordict, self._mask(tensordict))
         return self._reduce_loss(loss, tensordict)
+
+    def _empty_output(self) -> TensorDict:
+        """The outputs of an empty batch (``[B, 0]`` or ``[0, T]``): every loss term 0 with a graph to the parameters
+        (``backward()`` works and gives zero gradients), every diagnostic 0."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        device = params[0].device if params else torch.device("cpu")
+        anchor = sum((p.sum() * 0.0 for p in params), torch.zeros((), device=device))
+        return self._out({k: anchor if k.startswith("loss_") else torch.zeros((), device=device) for k in self.out_keys})
 
     @staticmethod
     def _out(values: dict[str, torch.Tensor]) -> TensorDict:

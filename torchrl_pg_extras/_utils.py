@@ -7,6 +7,7 @@ TorchRL batches are ``[*B, T]`` with the time dimension last (or the one named `
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -86,7 +87,8 @@ def as_batch(x: torch.Tensor, batch_shape: torch.Size, name: str) -> torch.Tenso
 def to_time_major(x: torch.Tensor, batch_shape: torch.Size, time_dim: int, name: str = "tensor") -> torch.Tensor:
     """``[*B, T, (1)]`` (time at ``time_dim``) -> ``[T, N]`` with ``N`` the product of the other batch dims."""
     x = as_batch(x, batch_shape, name)
-    return x.movedim(time_dim, 0).reshape(batch_shape[time_dim], -1)
+    others = math.prod(s for i, s in enumerate(batch_shape) if i != time_dim)  # explicit: a [B, 0] batch is [0, B]
+    return x.movedim(time_dim, 0).reshape(batch_shape[time_dim], others)
 
 
 def from_time_major(y: torch.Tensor, batch_shape: torch.Size, time_dim: int) -> torch.Tensor:

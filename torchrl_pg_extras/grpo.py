@@ -323,6 +323,8 @@ class GRPOLoss(PolicyGradientLossBase):
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if tensordict.batch_size.numel() == 0:  # an empty batch: zero losses, finite diagnostics
+            return self._empty_output()
         tensordict = tensordict.clone(False)
         advantage, mask = self._advantage(tensordict, False)
         dist = self._dist(tensordict)

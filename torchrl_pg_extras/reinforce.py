@@ -118,6 +118,8 @@ class REINFORCELoss(PolicyGradientLossBase):
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if tensordict.batch_size.numel() == 0:  # an empty batch: zero losses, finite diagnostics
+            return self._empty_output()
         tensordict = tensordict.clone(False)
         advantage, mask = self._advantage(tensordict, self.normalize_advantage)
         dist = self._dist(tensordict)

@@ -181,6 +181,8 @@ class TRPOLoss(PolicyGradientLossBase):
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if tensordict.batch_size.numel() == 0:  # an empty batch: zero losses, finite diagnostics
+            return self._empty_output()
         tensordict = tensordict.clone(False)
         advantage, mask = self._advantage(tensordict, self.normalize_advantage)
         dist = self._dist(tensordict)
@@ -216,6 +218,13 @@ class TRPOLoss(PolicyGradientLossBase):
             ``kl`` (``KL(pi_old || pi)`` after the step; 0 if rejected), ``improvement`` (surrogate gain),
             ``surrogate_before`` / ``surrogate_after`` and ``max_kl``.
         """
+        if tensordict.batch_size.numel() == 0:  # an empty batch: no step, nothing changes
+            zero = torch.zeros(())
+            values = dict.fromkeys(("steps_tried", "step_fraction", "kl", "improvement", "surrogate_before"), zero)
+            return TensorDict(
+                {"accepted": torch.tensor(False), **values, "surrogate_after": zero, "max_kl": torch.tensor(self.max_kl)},
+                batch_size=[],
+            )
         self._maybe_compute_advantage(tensordict)  # written into the input, as documented
         td = tensordict.clone(False)
         advantage, mask = self._advantage(td, self.normalize_advantage)

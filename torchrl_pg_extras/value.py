@@ -161,6 +161,12 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
         """Write ``advantage``, ``value_target`` and ``valid`` into ``tensordict`` (in place) and return it."""
         shape = tensordict.batch_size
         tdim, reward, term, trunc, done, valid = self._signals(tensordict, time_dim)
+        if tensordict.batch_size.numel() == 0:  # an empty batch: empty (finite) outputs
+            zeros = torch.zeros(*shape, 1, dtype=reward.dtype, device=reward.device)
+            tensordict.set(self.tensor_keys.advantage, zeros)
+            tensordict.set(self.tensor_keys.value_target, zeros.clone())
+            tensordict.set(self.tensor_keys.valid, torch.zeros(*shape, 1, dtype=torch.bool, device=reward.device))
+            return tensordict
         advantage, returns, valid = self._estimate(tensordict, tdim, reward, term, trunc, done, valid, params, target_params)
         zero = torch.zeros_like(reward)
         tensordict.set(self.tensor_keys.advantage, from_time_major(torch.where(valid, advantage, zero), shape, tdim))

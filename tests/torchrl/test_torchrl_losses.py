@@ -305,3 +305,25 @@ def test_grpo_on_concatenated_trajectories():
         torch.testing.assert_close(
             GRPOLoss(actor, **kwargs)(flat)["loss_objective"], GRPOLoss(actor, **kwargs)(td)["loss_objective"]
         )
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+@pytest.mark.parametrize("empty", ["no_steps", "no_envs"])
+def test_empty_batches_give_zero_losses_and_finite_diagnostics(kind, empty):
+    actor = make_actor(kind)
+    td = padded_batch(actor)
+    td = td[:, :0] if empty == "no_steps" else td[:0]
+    for module in (GroupRelativeAdvantage(2), MonteCarloEstimator()):
+        out = module(td.clone())
+        assert out["advantage"].shape == (*td.shape, 1)
+    losses = (TRPOLoss(actor, critic()), GRPOLoss(actor, kl_coeff=0.1, entropy_coeff=0.01), REINFORCELoss(actor, critic()))
+    for loss in losses:
+        out = loss(td.clone())
+        assert set(out.keys()) == set(loss.out_keys)
+        assert all(bool(torch.isfinite(v).all()) and float(v) == 0.0 for v in out.values())
+        sum(v for k, v in out.items() if k.startswith("loss_")).backward()  # a graph: backward works, zero gradients
+        assert all(p.grad is None or not p.grad.any() for p in loss.parameters())
+    before = [p.detach().clone() for p in actor.parameters()]
+    result = TRPOLoss(actor, critic()).trust_region_step(td.clone())
+    assert not bool(result["accepted"]) and float(result["kl"]) == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, actor.parameters(), strict=True))
