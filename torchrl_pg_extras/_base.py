@@ -24,6 +24,7 @@ from torchrl_pg_extras._utils import (
     actor_context,
     as_batch,
     check_finite,
+    check_key_names,
     entropy_of,
     gather_mask,
     get_required,
@@ -423,6 +424,11 @@ class PolicyGradientLossBase(LossModule):
         device = params[0].device if params else torch.device("cpu")
         anchor = sum((p.sum() * 0.0 for p in params), torch.zeros((), device=device))
         return self._out({k: anchor if k.startswith("loss_") else torch.zeros((), device=device) for k in self.out_keys})
+
+    def set_keys(self, **kwargs) -> None:
+        """TorchRL's ``set_keys``; an unknown name is refused with the list of valid ones."""
+        check_key_names(self, kwargs)
+        super().set_keys(**kwargs)
 
     @staticmethod
     def _out(values: dict[str, torch.Tensor]) -> TensorDict:

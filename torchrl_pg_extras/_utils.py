@@ -7,6 +7,8 @@ TorchRL batches are ``[*B, T]`` with the time dimension last (or the one named `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import math
 from collections.abc import Iterable, Sequence
 
@@ -170,3 +172,17 @@ def entropy_of(dist: torch.distributions.Distribution, batch_shape: Sequence[int
     if is_tensor_collection(lp):
         return -_sum_leaves(lp, batch_shape)
     return -_to_batch(lp, batch_shape)
+
+
+def check_key_names(owner: object, keys: dict) -> None:
+    """``set_keys(**keys)`` with a name that ``owner``'s ``_AcceptedKeys`` lacks: a ``ValueError`` listing the valid names
+    (TorchRL's own message prints the dataclass fields, or names none)."""
+    valid = sorted(f.name for f in dataclasses.fields(owner.default_keys))  # type: ignore[attr-defined]
+    unknown = [name for name in keys if name not in valid]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        raise ValueError(
+            f"{type(owner).__name__}.set_keys: unknown key {unknown[0]!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; the keys are: {', '.join(valid)}."
+        )

@@ -25,7 +25,7 @@ from pg_extras import CompletedGroup, GroupHarvest, informative_groups, returns_
 from pg_extras.signal import NO_SIGNAL_CAUSES, SignalMonitor
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from pg_extras.variants import check_return_bounds
-from torchrl_pg_extras.envs import ID_NAMESPACE, GroupedEnv
+from torchrl_pg_extras.envs import ID_NAMESPACE, GreedyMemberPolicy, GroupedEnv
 
 __all__ = ["GroupBatcher"]
 
@@ -205,6 +205,7 @@ class GroupBatcher:
         self.max_uninformative_groups = max_uninformative_groups
         self._uninformative_streak = 0  # groups dropped since the last informative one
         self.signal_monitor = SignalMonitor("GroupBatcher")
+        self._greedy_policy_checked = False
         self._ready: list[CompletedGroup] = []  # informative complete groups waiting for a full batch
         self._ready_steps: list[tuple[TensorDictBase, torch.Tensor]] = []  # their steps and episode ids
         self.env_steps = 0
@@ -317,6 +318,16 @@ class GroupBatcher:
         if new:
             first = (eid.unsqueeze(0) == torch.tensor(new, dtype=eid.dtype).unsqueeze(1)).to(torch.int8).argmax(1)
             greedy = [False] * len(new)
+            if self.greedy_member and not self._greedy_policy_checked:
+                self._greedy_policy_checked = True  # once: the first new episodes tell
+                if flat.get(GreedyMemberPolicy.marker_key, default=None) is None:
+                    warnings.warn(
+                        "GroupBatcher(greedy_member=True): the collected steps were not acted by GreedyMemberPolicy, so "
+                        "the greedy members sampled their actions like the others and ReMax's baseline is not greedy: "
+                        "pass GreedyMemberPolicy(actor) as the collector's policy (the loss keeps the actor).",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
             if self.greedy_member:
                 flag = flat.get(self.greedy_key, default=None)
                 if flag is None:

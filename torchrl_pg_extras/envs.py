@@ -345,22 +345,27 @@ class GreedyMemberPolicy(TensorDictModuleBase):
         >>> env.close()
     """
 
+    #: written on every step it acts, so that :class:`~torchrl_pg_extras.GroupBatcher` can tell that the greedy members
+    #: did act greedily (and warn when the collector's policy is the bare actor)
+    marker_key = "greedy_policy"
+
     def __init__(self, actor: TensorDictModuleBase, greedy_key: NestedKey = "greedy", action_key: NestedKey = "action"):
         super().__init__()
         self.actor = actor
         self.greedy_key = greedy_key
         self.action_key = action_key
         self.in_keys = [*actor.in_keys, greedy_key]
-        self.out_keys = list(actor.out_keys)
+        self.out_keys = [*actor.out_keys, self.marker_key]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         greedy = tensordict.get(self.greedy_key, default=None)
+        marker = torch.ones(*tensordict.batch_size, 1, dtype=torch.bool, device=tensordict.device)
         if greedy is None or not bool(greedy.any()):
-            return self.actor(tensordict)
+            return self.actor(tensordict).set(self.marker_key, marker)
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             mode = self.actor(tensordict.select(*self.actor.in_keys).clone(False)).get(self.action_key)
         out = self.actor(tensordict)
         action = out.get(self.action_key)
         flag = greedy.reshape(*greedy.shape[: tensordict.batch_dims], *([1] * (action.dim() - tensordict.batch_dims)))
         out.set(self.action_key, torch.where(flag.to(action.device), mode, action))
-        return out
+        return out.set(self.marker_key, marker)

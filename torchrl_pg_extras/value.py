@@ -37,7 +37,7 @@ from pg_extras import (
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from pg_extras.variants import check_return_bounds
 from torchrl_pg_extras._base import PolicyGradientKeys
-from torchrl_pg_extras._utils import from_time_major, gather_mask, get_required, time_dim, to_time_major
+from torchrl_pg_extras._utils import check_key_names, from_time_major, gather_mask, get_required, time_dim, to_time_major
 
 __all__ = ["GroupRelativeAdvantage", "MonteCarloEstimator"]
 
@@ -149,6 +149,11 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
         (the unfinished steps all follow an episode end and have zero reward, as TorchRL's padding does)."""
         padded = not self._has_mask and bool((reward[incomplete] == 0).all()) and bool(done.any(0)[incomplete.any(0)].all())
         return _incomplete_error(type(self).__name__, int(incomplete.sum()), self.tensor_keys.mask if padded else None)
+
+    def set_keys(self, **kwargs) -> None:
+        """TorchRL's ``set_keys``; an unknown name is refused with the list of valid ones."""
+        check_key_names(self, kwargs)
+        super().set_keys(**kwargs)
 
     def forward(
         self,

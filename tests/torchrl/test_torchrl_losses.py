@@ -327,3 +327,11 @@ def test_empty_batches_give_zero_losses_and_finite_diagnostics(kind, empty):
     result = TRPOLoss(actor, critic()).trust_region_step(td.clone())
     assert not bool(result["accepted"]) and float(result["kl"]) == 0.0
     assert all(torch.equal(a, b) for a, b in zip(before, actor.parameters(), strict=True))
+
+
+def test_set_keys_with_an_unknown_name_lists_the_valid_ones():
+    for module in (GRPOLoss(discrete_actor()), TRPOLoss(discrete_actor(), critic()), MonteCarloEstimator()):
+        with pytest.raises(ValueError, match=r"unknown key 'advantag' \(did you mean 'advantage'\?\); the keys are: .*value"):
+            module.set_keys(advantag="adv")
+        module.set_keys(advantage="adv")
+        assert module.tensor_keys.advantage == "adv"

@@ -625,3 +625,17 @@ def test_remax_learns_cartpole():
     finally:
         collector.shutdown()
     assert_does_not_collapse(returns, losses)
+
+
+def test_remax_without_greedy_member_policy_warns_and_with_it_does_not():
+    import warnings
+
+    for policy, expect in ((lambda a: a, True), (GreedyMemberPolicy, False)):
+        actor = small_actor(1)
+        collector = Collector(remax_cartpole(), policy(actor), frames_per_batch=60, auto_register_policy_transforms=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            next(iter(GroupBatcher(collector, groups_per_batch=1)))
+        collector.shutdown()
+        warned = [w for w in caught if "GreedyMemberPolicy" in str(w.message)]
+        assert bool(warned) == expect, [str(w.message) for w in caught]
