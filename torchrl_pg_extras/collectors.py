@@ -318,16 +318,7 @@ class GroupBatcher:
         if new:
             first = (eid.unsqueeze(0) == torch.tensor(new, dtype=eid.dtype).unsqueeze(1)).to(torch.int8).argmax(1)
             greedy = [False] * len(new)
-            if self.greedy_member and not self._greedy_policy_checked:
-                self._greedy_policy_checked = True  # once: the first new episodes tell
-                if flat.get(GreedyMemberPolicy.marker_key, default=None) is None:
-                    warnings.warn(
-                        "GroupBatcher(greedy_member=True): the collected steps were not acted by GreedyMemberPolicy, so "
-                        "the greedy members sampled their actions like the others and ReMax's baseline is not greedy: "
-                        "pass GreedyMemberPolicy(actor) as the collector's policy (the loss keeps the actor).",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+            self._check_greedy_policy(flat)
             if self.greedy_member:
                 flag = flat.get(self.greedy_key, default=None)
                 if flag is None:
@@ -344,6 +335,20 @@ class GroupBatcher:
         self._chunk_ids.append(eid)
         dead = harvest.pop_dead()  # groups whose missing members were lost (a full reset)
         self._discard([e for episodes in dead.values() for e in episodes])
+
+    def _check_greedy_policy(self, flat: TensorDictBase) -> None:
+        """ReMax: warn once when the steps were not acted by :class:`GreedyMemberPolicy` (the greedy members sampled)."""
+        if not self.greedy_member or self._greedy_policy_checked:
+            return
+        self._greedy_policy_checked = True  # once: the first new episodes tell
+        if flat.get(GreedyMemberPolicy.marker_key, default=None) is None:
+            warnings.warn(
+                "GroupBatcher(greedy_member=True): the collected steps were not acted by GreedyMemberPolicy, so the "
+                "greedy members sampled their actions like the others and ReMax's baseline is not greedy: pass "
+                "GreedyMemberPolicy(actor) as the collector's policy (the loss keeps the actor).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _discard(self, episodes: Iterable[int] = ()) -> None:
         """Remove the kept steps of ``episodes`` and of the episodes the harvest discarded."""
