@@ -13,7 +13,7 @@ median frames-to-475 <= SB3 GRPO's, its env-steps/s >= SB3 GRPO's and >= 3x SB3 
 
 Usage::
 
-    python -m benchmarks.grpo_torchrl_vs_sb3                       # 5 seeds, writes benchmarks/results/grpo_torchrl_vs_sb3.*
+    python -m benchmarks.grpo_torchrl_vs_sb3          # seeds 100-104, writes docs/benchmarks/grpo_torchrl_vs_sb3.*
     python -m benchmarks.grpo_torchrl_vs_sb3 --seeds 0 1 --ppo-budget 20000
 """
 
@@ -40,6 +40,7 @@ if str(_ROOT) not in sys.path:  # torchrl's wheel installs its own top-level ``b
 
 from benchmarks.common import Curve  # noqa: E402
 from benchmarks.torchrl_runner import config_for, run_torchrl  # noqa: E402
+from sb3_pg_extras.registry import REPORT_SEEDS  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 THRESHOLD = 475.0
@@ -183,13 +184,13 @@ def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespac
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(REPORT_SEEDS), help="default: the report seeds")
     parser.add_argument("--budget", type=int, default=100_000, help="GRPO env-step budget (both frameworks)")
     parser.add_argument("--ppo-budget", type=int, default=60_000)
     parser.add_argument("--eval-every", type=int, default=2_500)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--runs", nargs="+", default=["torchrl_grpo", "sb3_grpo", "sb3_ppo"])
-    parser.add_argument("--out", default=str(_ROOT / "benchmarks" / "results" / "grpo_torchrl_vs_sb3"))
+    parser.add_argument("--out", default=str(_ROOT / "docs" / "benchmarks" / "grpo_torchrl_vs_sb3"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")

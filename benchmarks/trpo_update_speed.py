@@ -10,7 +10,8 @@ so that load changes on a shared machine hit both alike:
   show what each part contributes;
 * ``train``: ``train()`` alone on the same filled rollout buffer, the same weights and optimizer state.
 
-Results go to ``benchmarks/results/trpo_speed.csv`` and ``.md`` (``--out`` to change). Pass ``--cpu-time`` on a
+Results go to ``docs/benchmarks/trpo_speed.csv`` and ``.md`` (``--out`` to change; ``python -m benchmarks.readme``
+copies the page into ``docs/benchmarks/speed.md`` and the README). Pass ``--cpu-time`` on a
 busy machine to measure process CPU time instead of wall time.
 
 Usage::
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as on a shared CPU)")
     parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time")
-    parser.add_argument("--out", type=Path, default=RESULTS / "trpo_speed", help="output path without suffix")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS.parent.parent / "docs" / "benchmarks" / "trpo_speed", help="path without suffix"
+    )
     args = parser.parse_args(argv)
     th.set_num_threads(args.threads)
     global CLOCK
