@@ -25,6 +25,7 @@ from pg_extras import CompletedGroup, GroupHarvest, informative_groups, returns_
 from pg_extras.signal import NO_SIGNAL_CAUSES, SignalMonitor
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from pg_extras.variants import check_return_bounds
+from torchrl_pg_extras._framework import collector_env
 from torchrl_pg_extras.envs import ID_NAMESPACE, GreedyMemberPolicy, GroupedEnv
 
 __all__ = ["GroupBatcher"]
@@ -480,7 +481,7 @@ class GroupBatcher:
 
 def _grouped_env_of(collector) -> GroupedEnv | None:
     """The :class:`GroupedEnv` under ``collector.env`` (``None`` when not reachable, e.g. in worker processes)."""
-    env = collector.__dict__.get("env", None) if hasattr(collector, "__dict__") else None
+    env = collector_env(collector)
     while isinstance(env, EnvBase):
         if isinstance(env, GroupedEnv):
             return env

@@ -24,6 +24,7 @@ from torchrl.envs.batched_envs import BatchedEnvBase
 
 from pg_extras import GroupScheduler
 from pg_extras.validation import check_bool, check_int
+from torchrl_pg_extras._framework import native_autoreset
 
 __all__ = ["ID_NAMESPACE", "GreedyMemberPolicy", "GroupedEnv"]
 
@@ -206,9 +207,7 @@ def _innermost(env: EnvBase) -> EnvBase:
 
 
 def _check_no_native_autoreset(env: EnvBase) -> None:
-    mode = getattr(env.__dict__.get("_env", None), "autoreset_mode", None)  # gymnasium vector env
-    self_resetting = mode is not None and getattr(mode, "name", str(mode)) != "DISABLED"
-    if self_resetting or env.__dict__.get("_torchrl_native_autoreset", False):
+    if native_autoreset(env):
         raise ValueError(
             "GroupedEnv cannot seed sub-envs that reset themselves inside step (native auto-reset, gymnasium "
             "AutoresetMode.SAME_STEP / NEXT_STEP): use SerialEnv / ParallelEnv of GymEnv, or "
