@@ -76,7 +76,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param n_epochs: passes over the rollout per update.
     :param gamma: discount of the returns used by the advantages (GRPO's default: undiscounted, 1.0).
     :param group_size: ``G``, episodes per group (>= 2); any number of envs works.
-    :param n_envs: number of envs to make when ``env`` is an id (default: ``group_size``).
+    :param n_envs: number of envs to make when ``env`` is an id (default 1, as SB3 does for an id: the members of a
+        group then play one after another; pass e.g. ``n_envs=group_size`` to play them side by side).
     :param advantage_mode: ``"outcome"``, ``"process"`` or ``"return_to_go"`` (docs/maths.md#6-grpo);
         ``"reinforce_pp"`` / ``"reinforce_pp_baseline"`` (REINFORCE++: returns-to-go whitened over the batch, after
         the group's per-step mean for ``-baseline``), ``"opo"`` (OPO's length-weighted baseline) or ``"remax"`` (ReMax:
@@ -233,7 +234,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         )
         if isinstance(env, str):
             check_int("group_size", group_size, 2)
-            env = make_vec_env(env, n_envs=group_size if n_envs is None else n_envs)
+            env = make_vec_env(env, n_envs=1 if n_envs is None else n_envs)  # one env by default, as SB3
         elif isinstance(env, VecEnv) and n_envs is not None and n_envs != env.num_envs:
             raise ValueError(
                 f"n_envs={n_envs} but the given VecEnv has {env.num_envs} envs: n_envs is only used to build the VecEnv "
