@@ -143,7 +143,6 @@ class PolicyGradientLossBase(LossModule):
         device = self._default_device
         self.register_coeff_buffer("critic_coeff", float(critic_coeff), device=device)
         self.register_coeff_buffer("entropy_coeff", float(entropy_coeff), device=device)
-        self._has_entropy = float(entropy_coeff) > 0
         try:
             log_prob_keys = actor_network.log_prob_keys
             sample_keys = actor_network.dist_sample_keys
@@ -156,6 +155,11 @@ class PolicyGradientLossBase(LossModule):
     _loss_out_keys: tuple[str, ...] = ()  # the loss terms and diagnostics every call writes
     _critic_out_key = "loss_critic"
     _has_kl = False
+
+    @property
+    def _has_entropy(self) -> bool:
+        """Live, as TorchRL's losses: ``loss.entropy_coeff = 0.01`` after construction turns the entropy term on."""
+        return bool(self.entropy_coeff > 0)
 
     @property
     def out_keys(self) -> list[str]:

@@ -203,10 +203,14 @@ class GRPOLoss(PolicyGradientLossBase):
         self.mask_truncated_completions = mask_truncated_completions
         self.top_entropy_quantile = float(top_entropy_quantile)
         self.register_coeff_buffer("kl_coeff", float(kl_coeff), device=self._default_device)
-        self._has_kl = float(kl_coeff) > 0
         self.reference_actor_network_params = TensorDictParams(self._current_actor_params().data.clone(), no_convert=True)
 
     _loss_out_keys = ("loss_objective", "clip_fraction", "kl_approx")
+
+    @property
+    def _has_kl(self) -> bool:  # type: ignore[override]
+        """Live: ``loss.kl_coeff = 0.5`` after ``GRPOLoss(actor)`` turns the KL term on (the reference always exists)."""
+        return bool(self.kl_coeff > 0)
 
     @property
     def out_keys(self) -> list[str]:

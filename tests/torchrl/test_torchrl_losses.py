@@ -335,3 +335,20 @@ def test_set_keys_with_an_unknown_name_lists_the_valid_ones():
             module.set_keys(advantag="adv")
         module.set_keys(advantage="adv")
         assert module.tensor_keys.advantage == "adv"
+
+
+def test_coefficients_are_live_after_construction():
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    loss = GRPOLoss(actor)
+    assert "loss_kl_to_ref" not in loss(td.clone()).keys() and "loss_entropy" not in loss(td.clone()).keys()
+    loss.kl_coeff = 0.5  # as TorchRL's losses: setting a coefficient takes effect, turning its term on
+    loss.entropy_coeff = 0.01
+    out = loss(td.clone())
+    assert {"loss_kl_to_ref", "kl_to_ref", "loss_entropy", "entropy"} <= set(out.keys()) <= set(loss.out_keys)
+    assert float(out["loss_entropy"]) < 0
+    loss.kl_coeff = 0.0
+    assert "loss_kl_to_ref" not in loss(td.clone()).keys()
+    reinforce = REINFORCELoss(actor, critic())
+    reinforce.entropy_coeff = 0.02
+    assert "loss_entropy" in reinforce(td.clone()).keys()
