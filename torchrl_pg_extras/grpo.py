@@ -32,6 +32,7 @@ from pg_extras import (
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase
 from torchrl_pg_extras._utils import _sum_leaves, _to_batch, as_batch, from_time_major, get_required, time_dim, to_time_major
+from torchrl_pg_extras.value import GroupRelativeAdvantage
 
 __all__ = ["GRPOLoss"]
 
@@ -206,6 +207,11 @@ class GRPOLoss(PolicyGradientLossBase):
         self.reference_actor_network_params = TensorDictParams(self._current_actor_params().data.clone(), no_convert=True)
 
     _loss_out_keys = ("loss_objective", "clip_fraction", "kl_approx")
+
+    def _make_default_estimator(self, **hyperparams):
+        """``make_value_estimator()``: :class:`~torchrl_pg_extras.GroupRelativeAdvantage` with ``hyperparams`` (the groups
+        from :class:`~torchrl_pg_extras.GroupedEnv`'s ``group_id`` labels, or ``group_size=`` consecutive rows)."""
+        return GroupRelativeAdvantage(**hyperparams)
 
     @property
     def _has_kl(self) -> bool:  # type: ignore[override]

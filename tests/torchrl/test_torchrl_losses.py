@@ -242,8 +242,10 @@ def test_grpo_advantage_module_and_missing_advantage():
     actor = discrete_actor()
     td = padded_batch(actor).exclude("advantage")
     loss = GRPOLoss(actor)
-    with pytest.raises(KeyError, match="GroupRelativeAdvantage"):
-        loss(td)
+    # as TorchRL's losses: a missing advantage comes from the default estimator (group-relative, on the group_id labels)
+    torch.testing.assert_close(
+        loss(td.clone())["loss_objective"], GRPOLoss(actor)(GroupRelativeAdvantage()(td.clone()))["loss_objective"]
+    )
     loss.make_value_estimator(GroupRelativeAdvantage(group_size=2))
     expected = GRPOLoss(actor)(GroupRelativeAdvantage(group_size=2)(td.clone()))
     out = loss(td)
@@ -352,3 +354,13 @@ def test_coefficients_are_live_after_construction():
     reinforce = REINFORCELoss(actor, critic())
     reinforce.entropy_coeff = 0.02
     assert "loss_entropy" in reinforce(td.clone()).keys()
+
+
+def test_grpo_make_value_estimator_without_arguments_is_group_relative():
+    loss = GRPOLoss(discrete_actor()).make_value_estimator()  # TorchRL's default call: no error at configuration
+    assert isinstance(loss._value_estimator, GroupRelativeAdvantage)
+    td = padded_batch(discrete_actor())  # labelled by group_id, as GroupedEnv writes it
+    out = loss(td)
+    assert torch.isfinite(out["loss_objective"])
+    sized = GRPOLoss(discrete_actor()).make_value_estimator(group_size=2, mode="return_to_go")
+    assert sized._value_estimator.group_size == 2 and sized._value_estimator.mode == "return_to_go"
