@@ -54,7 +54,15 @@ def time_dim(tensordict: TensorDictBase, time_dim: int | None = None, owner: obj
     chosen = time_dim if time_dim is not None else getattr(owner, "time_dim", None)
     if chosen is None:
         names = list(tensordict.names)
-        return names.index("time") if "time" in names else ndim - 1
+        if "time" in names:
+            return names.index("time")
+        if ndim >= 3 and tensordict.batch_size[-1] == 1:  # [E, L, 1]: a trailing singleton is not time
+            raise ValueError(
+                f"batch_size={tuple(tensordict.batch_size)} ends in a singleton dimension, which would be read as time "
+                "(every step an episode of its own): squeeze it (tensordict.squeeze(-1)), or pass time_dim=<the "
+                "dimension that indexes time>, or name that dimension 'time' (tensordict.refine_names(..., 'time'))."
+            )
+        return ndim - 1
     if isinstance(chosen, bool) or not isinstance(chosen, int) or not -ndim <= chosen < ndim:
         raise ValueError(
             f"time_dim={chosen!r} is not a batch dimension of a tensordict with batch_size={tuple(tensordict.batch_size)}: "

@@ -175,3 +175,14 @@ def test_time_dim_out_of_range_is_refused_not_wrapped(bad):
     a = MonteCarloEstimator(time_dim=-1)(td.clone())["advantage"]
     b = MonteCarloEstimator()(td.clone())["advantage"]
     torch.testing.assert_close(a, b)
+
+
+def test_a_trailing_singleton_batch_dimension_is_not_read_as_time():
+    done = torch.zeros(2, 5, 1, dtype=torch.bool)
+    done[:, -1] = True
+    td = TensorDict({"next": {"reward": torch.ones(2, 5, 1), "done": done, "terminated": done}}, [2, 5])
+    unsqueezed = td.unsqueeze(-1)  # [2, 5, 1]
+    with pytest.raises(ValueError, match="ends in a singleton dimension"):
+        MonteCarloEstimator()(unsqueezed.clone())
+    expected = MonteCarloEstimator()(td.clone())["advantage"]
+    torch.testing.assert_close(MonteCarloEstimator(time_dim=1)(unsqueezed.clone())["advantage"], expected.unsqueeze(2))
