@@ -171,15 +171,8 @@ def action_kl(
     return aggregate_loss(total.reshape(-1), mask.reshape(-1), "bnpo")
 
 
-def joint_kl(
-    old: Sequence[Distribution],
-    new: Sequence[Distribution],
-    batch_dims: int = 1,
-    mask: torch.Tensor | None = None,
-    reduction: str = "mean",
-    num_samples: int = 0,
-) -> torch.Tensor:
-    """The exact KL of the joint action distribution: :func:`action_kl` with ``kl_reduction="joint"``.
+def joint_kl(old: Sequence[Distribution], new: Sequence[Distribution], *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The exact KL of the joint action distribution: :func:`action_kl` (same arguments) with ``kl_reduction="joint"``.
 
     Example::
 
@@ -188,7 +181,7 @@ def joint_kl(
         >>> joint_kl(old, new)
         tensor(0.1195)
     """
-    return action_kl(old, new, batch_dims, mask, reduction, num_samples, kl_reduction="joint")
+    return action_kl(old, new, *args, **{**kwargs, "kl_reduction": "joint"})
 
 
 def reachable_parameters(outputs: Sequence[torch.Tensor], params: Sequence[Any]) -> list[Any]:

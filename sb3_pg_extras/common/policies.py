@@ -87,11 +87,11 @@ class ActorOnlyPolicy(ActorCriticPolicy):
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Sample actions; returns ``(actions, zeros in place of values, log_prob)``."""
-        try:
+        try:  # (torch's argument validation may be off: then the sampling is what fails on NaN)
             distribution = self._get_action_dist_from_latent(self._actor_latent(obs))
+            actions = distribution.get_actions(deterministic=deterministic)
         except (RuntimeError, ValueError) as error:
             raise explain_non_finite_observations(obs, error) from error
-        actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
         values = th.zeros(log_prob.shape[0], 1, device=log_prob.device)
         return actions.reshape((-1, *self.action_space.shape)), values, log_prob  # type: ignore[misc]
