@@ -37,6 +37,11 @@ from torchrl_pg_extras.value import GroupRelativeAdvantage
 __all__ = ["GRPOLoss"]
 
 
+#: TorchRL ``GRPOLoss(aggregation=...)`` values -> ours: a global masked token mean is ``"bnpo"``, a mean per episode
+#: then over episodes is ``"grpo"``; ``"none"`` is ``reduction="none"``.
+TORCHRL_AGGREGATIONS = {"token_mean": "bnpo", "prompt_mean": "grpo", "none": "grpo"}
+
+
 class GRPOLoss(PolicyGradientLossBase):
     """Critic-free GRPO loss for discrete and continuous control (not only LLMs).
 
@@ -65,10 +70,12 @@ class GRPOLoss(PolicyGradientLossBase):
         actor_network (ProbabilisticTensorDictSequential): the policy; its log-prob key is read as ``pi_old``.
 
     Keyword Args:
-        clip_epsilon (float): low clip ``eps_low``. Defaults to ``0.2``.
+        clip_epsilon (float or tuple): low clip ``eps_low``, or TorchRL's ``(eps_low, eps_high)``. Defaults to ``0.2``.
         clip_epsilon_high (float, optional): high clip ``eps_high`` (DAPO uses 0.28). ``None``: ``clip_epsilon``.
         kl_coeff (float): ``beta``, weight of the KL to the reference actor. ``0`` (default) skips the reference
-            forward pass entirely.
+            forward pass. ``kl_to_ref_coeff`` is TorchRL's name for it (either works).
+        aggregation (str, optional): TorchRL ``GRPOLoss``'s name: ``"token_mean"`` (= ``loss_aggregation="bnpo"``),
+            ``"prompt_mean"`` (= ``"grpo"``) or ``"none"`` (per-step losses, ``reduction="none"``).
         entropy_coeff (float): entropy bonus weight. Defaults to ``0.0``.
         loss_aggregation (str): ``"grpo"`` (default), ``"bnpo"``, ``"dapo"`` or ``"dr_grpo"``.
         update_rule (str): ``"ppo_clip"`` (default), ``"cispo"`` (MiniMax-M1) or ``"sapo"`` (soft gate); the SB3
@@ -179,7 +186,23 @@ class GRPOLoss(PolicyGradientLossBase):
         top_entropy_quantile: float = 1.0,
         functional: bool = True,
         reduction: str | None = None,
+        kl_to_ref_coeff: float | None = None,
+        aggregation: str | None = None,
     ) -> None:
+        if isinstance(clip_epsilon, (tuple, list)):  # TorchRL's GRPOLoss: (eps_low, eps_high)
+            if len(clip_epsilon) != 2 or clip_epsilon_high is not None:
+                raise ValueError(
+                    f"clip_epsilon={clip_epsilon!r}: give a float, or TorchRL's (eps_low, eps_high) pair without "
+                    "clip_epsilon_high."
+                )
+            clip_epsilon, clip_epsilon_high = clip_epsilon
+        if kl_to_ref_coeff is not None:  # TorchRL's name for kl_coeff
+            if kl_coeff not in (0.0, kl_to_ref_coeff):
+                raise ValueError(f"kl_coeff={kl_coeff} and kl_to_ref_coeff={kl_to_ref_coeff}: they are one option, give one.")
+            kl_coeff = kl_to_ref_coeff
+        if aggregation is not None:  # TorchRL's GRPOLoss values
+            check_choice("aggregation", aggregation, tuple(TORCHRL_AGGREGATIONS))
+            loss_aggregation, reduction = TORCHRL_AGGREGATIONS[aggregation], ("none" if aggregation == "none" else reduction)
         clip_epsilon = check_float("clip_epsilon", clip_epsilon, low=0.0, hint="e.g. 0.2")
         clip_epsilon_high = check_float("clip_epsilon_high", clip_epsilon_high, low=0.0, allow_none=True, hint="e.g. 0.28")
         kl_coeff = check_float("kl_coeff", kl_coeff, low=0.0, hint="beta, e.g. 0.04")

@@ -364,3 +364,19 @@ def test_grpo_make_value_estimator_without_arguments_is_group_relative():
     assert torch.isfinite(out["loss_objective"])
     sized = GRPOLoss(discrete_actor()).make_value_estimator(group_size=2, mode="return_to_go")
     assert sized._value_estimator.group_size == 2 and sized._value_estimator.mode == "return_to_go"
+
+
+def test_grpo_loss_accepts_torchrls_names():
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    ours = GRPOLoss(actor, clip_epsilon=0.2, clip_epsilon_high=0.28, kl_coeff=0.1, loss_aggregation="bnpo")
+    theirs = GRPOLoss(actor, clip_epsilon=(0.2, 0.28), kl_to_ref_coeff=0.1, aggregation="token_mean")
+    a, b = ours(td.clone()), theirs(td.clone())
+    for key in a.keys():
+        torch.testing.assert_close(a[key], b[key])
+    assert GRPOLoss(actor, aggregation="prompt_mean").loss_aggregation == "grpo"
+    assert GRPOLoss(actor, aggregation="none")(td.clone())["loss_objective"].shape == td.shape
+    with pytest.raises(ValueError, match="one option"):
+        GRPOLoss(actor, kl_coeff=0.1, kl_to_ref_coeff=0.2)
+    with pytest.raises(ValueError, match="clip_epsilon"):
+        GRPOLoss(actor, clip_epsilon=(0.2, 0.28), clip_epsilon_high=0.3)
