@@ -159,10 +159,26 @@ def log_prob_of(
         action = get_required(tensordict, action_key, "action", owner)
         if action.requires_grad:
             raise RuntimeError(f"{owner}: the stored action {action_key!r} requires grad; detach it before the loss.")
+        _check_categorical_action(dist, action, batch_shape, owner)
         lp = dist.log_prob(action)
     if is_tensor_collection(lp):
         return _sum_leaves(lp, batch_shape)
     return _to_batch(lp, batch_shape)
+
+
+def _check_categorical_action(dist: torch.distributions.Distribution, action: torch.Tensor, batch_shape, owner: str) -> None:
+    """A ``Categorical`` actor scores an action index; a one-hot action (``GymEnv``'s default action spec) would be read
+    as several indices and broadcast into a wrong log-probability without an error: refuse it with the fix."""
+    if not isinstance(dist, torch.distributions.Categorical):
+        return
+    n = dist.logits.shape[-1]
+    if action.dim() > len(batch_shape) and action.shape[-1] == n and n > 1:
+        raise ValueError(
+            f"{owner}: the actions have a trailing dimension of size {n}, the number of categories: they look one-hot "
+            "(the default action spec of GymEnv for a Discrete space) but the actor is a Categorical, which expects "
+            "action indices. Build the env with GymEnv(..., categorical_action_encoding=True), or use a "
+            "OneHotCategorical actor."
+        )
 
 
 def entropy_of(dist: torch.distributions.Distribution, batch_shape: Sequence[int]) -> torch.Tensor:

@@ -380,3 +380,12 @@ def test_grpo_loss_accepts_torchrls_names():
         GRPOLoss(actor, kl_coeff=0.1, kl_to_ref_coeff=0.2)
     with pytest.raises(ValueError, match="clip_epsilon"):
         GRPOLoss(actor, clip_epsilon=(0.2, 0.28), clip_epsilon_high=0.3)
+
+
+def test_one_hot_actions_under_a_categorical_actor_are_refused_with_the_fix():
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    td["action"] = torch.nn.functional.one_hot(td["action"], 3)  # GymEnv's default one-hot action spec
+    for loss in (GRPOLoss(actor), REINFORCELoss(actor, critic()), TRPOLoss(actor, critic())):
+        with pytest.raises(ValueError, match="categorical_action_encoding=True"):
+            loss(td.clone())
