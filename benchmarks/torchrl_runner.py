@@ -296,9 +296,8 @@ class _ReinforcePgx(_EpisodePipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
         self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"])
-        self.loss = REINFORCELoss(
-            self.actor, critic, gamma=hp["gamma"], normalize_advantage=True, critic_coeff=hp["critic_coeff"]
-        )
+        self.loss = REINFORCELoss(self.actor, critic, normalize_advantage=True, critic_coeff=hp["critic_coeff"])
+        self.loss.make_value_estimator(gamma=hp["gamma"])
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
         self.collector = _collector(
             env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=hp["episodes_per_batch"]
@@ -314,9 +313,8 @@ class _TRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
         self.actor, critic = _networks(env, hp["hidden"], critic=True)
-        self.loss = TRPOLoss(
-            self.actor, critic, max_kl=hp["max_kl"], gamma=hp["gamma"], lmbda=hp["gae_lambda"], cg_damping=hp["cg_damping"]
-        )
+        self.loss = TRPOLoss(self.actor, critic, max_kl=hp["max_kl"], cg_damping=hp["cg_damping"])
+        self.loss.make_value_estimator(gamma=hp["gamma"], lmbda=hp["gae_lambda"])
         self.stepper = TRPOStepper(
             self.loss,
             torch.optim.Adam(self.loss.critic_parameters(), lr=hp["critic_lr"]),

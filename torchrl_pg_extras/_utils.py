@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import difflib
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -210,3 +211,18 @@ def check_key_names(owner: object, keys: dict) -> None:
             + (f" (did you mean {close[0]!r}?)" if close else "")
             + f"; the keys are: {', '.join(valid)}."
         )
+
+
+def deprecated_discount(owner: str, **given: float | None) -> dict[str, float]:
+    """The discount arguments (``gamma``, ``lmbda``) given to a loss constructor, with a ``DeprecationWarning``: as
+    TorchRL's own losses, they belong to the value estimator (``loss.make_value_estimator(gamma=..., lmbda=...)``)."""
+    passed = {k: v for k, v in given.items() if v is not None}
+    if passed:
+        args = ", ".join(f"{k}={v!r}" for k, v in passed.items())
+        warnings.warn(
+            f"{owner}({args}): passing the discount to the loss is deprecated, as in torchrl.objectives: call "
+            f"loss.make_value_estimator({args}) instead (it still works here).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return passed

@@ -10,6 +10,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, d
 from pg_extras import policy_loss
 from pg_extras.validation import check_bool, check_float
 from torchrl_pg_extras._base import PolicyGradientLossBase
+from torchrl_pg_extras._utils import deprecated_discount
 from torchrl_pg_extras.value import MonteCarloEstimator
 
 __all__ = ["REINFORCELoss"]
@@ -35,7 +36,8 @@ class REINFORCELoss(PolicyGradientLossBase):
             :class:`~torchrl.modules.ValueOperator`). ``None``: no critic exists (pure REINFORCE).
 
     Keyword Args:
-        gamma (float): discount of the default Monte-Carlo estimator. Defaults to ``0.99``.
+        gamma (float): deprecated, as in TorchRL's own losses: pass it to the estimator instead,
+            ``loss.make_value_estimator(gamma=0.99)`` (the default Monte-Carlo estimator's discount, ``0.99``).
         entropy_coeff (float): entropy bonus weight (adds ``loss_entropy`` and ``entropy``). Defaults to ``0.0``.
         critic_coeff (float): weight of ``loss_value``. Defaults to ``1.0``.
         loss_critic_type (str): ``"l2"`` (MSE, default), ``"l1"`` or ``"smooth_l1"``.
@@ -84,7 +86,7 @@ class REINFORCELoss(PolicyGradientLossBase):
         actor_network: ProbabilisticTensorDictSequential,
         critic_network: TensorDictModule | None = None,
         *,
-        gamma: float = 0.99,
+        gamma: float | None = None,
         entropy_coeff: float = 0.0,
         critic_coeff: float = 1.0,
         loss_critic_type: str = "l2",
@@ -93,6 +95,7 @@ class REINFORCELoss(PolicyGradientLossBase):
         functional: bool = True,
         reduction: str | None = None,
     ) -> None:
+        gamma = deprecated_discount("REINFORCELoss", gamma=gamma).get("gamma", 0.99)
         gamma = check_float("gamma", gamma, low=0.0, high=1.0)
         normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
         super().__init__(

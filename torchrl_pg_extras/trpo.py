@@ -24,7 +24,7 @@ from pg_extras import (
 )
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase, _valid_only
-from torchrl_pg_extras._utils import actor_context, log_prob_of
+from torchrl_pg_extras._utils import actor_context, deprecated_discount, log_prob_of
 
 __all__ = ["TRPOLoss", "TRPOStepper"]
 
@@ -63,7 +63,8 @@ class TRPOLoss(PolicyGradientLossBase):
             docs/maths.md#kl-reduction). Defaults to ``"mean"``, as SB3's ``TRPO`` and the core.
         normalize_advantage (bool): standardise the advantage over the valid steps (as sb3-contrib).
             Defaults to ``True``.
-        gamma, lmbda (float): discount and lambda of the default GAE estimator. Defaults to ``0.99``, ``0.95``.
+        gamma, lmbda (float): deprecated, as in TorchRL's own losses: pass them to the estimator instead,
+            ``loss.make_value_estimator(gamma=0.99, lmbda=0.95)`` (the default GAE's values, ``0.99`` and ``0.95``).
         entropy_coeff (float): entropy weight in ``loss_entropy`` (reported only; the trust-region step maximises the
             surrogate). Defaults to ``0.0``.
         critic_coeff (float): weight of ``loss_critic``. Defaults to ``1.0``.
@@ -116,8 +117,8 @@ class TRPOLoss(PolicyGradientLossBase):
         kl_samples: int = 16,
         kl_reduction: str = DEFAULT_KL_REDUCTION,
         normalize_advantage: bool = True,
-        gamma: float = 0.99,
-        lmbda: float = 0.95,
+        gamma: float | None = None,
+        lmbda: float | None = None,
         entropy_coeff: float = 0.0,
         critic_coeff: float = 1.0,
         loss_critic_type: str = "l2",
@@ -140,8 +141,9 @@ class TRPOLoss(PolicyGradientLossBase):
         kl_samples = check_int("kl_samples", kl_samples, minimum=0)
         kl_reduction = check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS)
         normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
-        gamma = check_float("gamma", gamma, low=0.0, high=1.0)
-        lmbda = check_float("lmbda", lmbda, low=0.0, high=1.0)
+        given = deprecated_discount("TRPOLoss", gamma=gamma, lmbda=lmbda)
+        gamma = check_float("gamma", given.get("gamma", 0.99), low=0.0, high=1.0)
+        lmbda = check_float("lmbda", given.get("lmbda", 0.95), low=0.0, high=1.0)
         if critic_network is not None:
             shared = {id(p) for p in actor_network.parameters()} & {id(p) for p in critic_network.parameters()}
             if shared:

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> float:
     actor = make_actor(probe, args.hidden, device)
     critic = make_critic(probe, args.hidden, device) if args.baseline else None
     probe.close()
-    loss = REINFORCELoss(actor, critic, gamma=args.gamma, normalize_advantage=True, critic_coeff=args.critic_coeff)
+    loss = REINFORCELoss(actor, critic, normalize_advantage=True, critic_coeff=args.critic_coeff)
+    loss.make_value_estimator(gamma=args.gamma)  # the default Monte-Carlo estimator, with the critic as baseline
     optim = torch.optim.Adam(loss.parameters(), lr=args.lr)
     collector = make_collector(
         args,

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> float:
     actor = make_actor(probe, args.hidden, device)
     critic = make_critic(probe, args.hidden, device)
     probe.close()
-    loss = TRPOLoss(actor, critic, max_kl=args.max_kl, gamma=gamma, lmbda=args.gae_lambda, cg_damping=args.cg_damping)
+    loss = TRPOLoss(actor, critic, max_kl=args.max_kl, cg_damping=args.cg_damping)
+    loss.make_value_estimator(gamma=gamma, lmbda=args.gae_lambda)  # the default GAE
     stepper = TRPOStepper(
         loss,
         torch.optim.Adam(loss.critic_parameters(), lr=args.critic_lr),

@@ -389,3 +389,20 @@ def test_one_hot_actions_under_a_categorical_actor_are_refused_with_the_fix():
     for loss in (GRPOLoss(actor), REINFORCELoss(actor, critic()), TRPOLoss(actor, critic())):
         with pytest.raises(ValueError, match="categorical_action_encoding=True"):
             loss(td.clone())
+
+
+def test_discounts_in_the_loss_constructor_are_deprecated_and_still_work():
+    actor = discrete_actor()
+    td = padded_batch(actor).exclude("advantage", "value_target")
+    with pytest.warns(DeprecationWarning, match=r"make_value_estimator\(gamma=0.9, lmbda=0.8\)"):
+        old = TRPOLoss(actor, critic(), gamma=0.9, lmbda=0.8)
+    new = TRPOLoss(actor, critic()).make_value_estimator(gamma=0.9, lmbda=0.8)
+    torch.testing.assert_close(old(td.clone())["loss_objective"], new(td.clone())["loss_objective"])
+    with pytest.warns(DeprecationWarning, match="REINFORCELoss"):
+        REINFORCELoss(actor, critic(), gamma=0.9)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        TRPOLoss(actor, critic())  # the defaults warn nothing
+        REINFORCELoss(actor, critic())
