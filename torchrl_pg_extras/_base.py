@@ -161,8 +161,8 @@ class PolicyGradientLossBase(LossModule):
         """Live, as TorchRL's losses: ``loss.entropy_coeff = 0.01`` after construction turns the entropy term on."""
         return bool(self.entropy_coeff > 0)
 
-    @property
-    def out_keys(self) -> list[str]:
+    def _default_out_keys(self) -> list[str]:
+        """The outputs this configuration writes (live: they follow the coefficients)."""
         keys = list(self._loss_out_keys)
         if self.critic_network is not None:
             keys += [self._critic_out_key, "explained_variance"]
@@ -172,9 +172,22 @@ class PolicyGradientLossBase(LossModule):
             keys += ["loss_entropy", "entropy"]
         return keys
 
+    @property
+    def out_keys(self) -> list[str]:
+        """The output keys (what ``@dispatch`` returns, in order): the configuration's, unless set, as in TorchRL."""
+        chosen = self.__dict__.get("_chosen_out_keys")
+        return list(chosen) if chosen is not None else self._default_out_keys()
+
     @out_keys.setter
     def out_keys(self, values) -> None:
-        pass  # derived from the configuration
+        if values is None:
+            self.__dict__["_chosen_out_keys"] = None
+            return
+        values, known = list(values), self._default_out_keys()
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.out_keys: {unknown} are not outputs of this loss; they are: {known}.")
+        self.__dict__["_chosen_out_keys"] = values
 
     @property
     def functional(self) -> bool:
@@ -427,7 +440,7 @@ class PolicyGradientLossBase(LossModule):
         params = [p for p in self.parameters() if p.requires_grad]
         device = params[0].device if params else torch.device("cpu")
         anchor = sum((p.sum() * 0.0 for p in params), torch.zeros((), device=device))
-        return self._out({k: anchor if k.startswith("loss_") else torch.zeros((), device=device) for k in self.out_keys})
+        return self._out({k: anchor if k.startswith("loss_") else torch.zeros((), device=device) for k in self._default_out_keys()})
 
     def set_keys(self, **kwargs) -> None:
         """TorchRL's ``set_keys``; an unknown name is refused with the list of valid ones."""

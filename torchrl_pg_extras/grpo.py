@@ -241,14 +241,9 @@ class GRPOLoss(PolicyGradientLossBase):
         """Live: ``loss.kl_coeff = 0.5`` after ``GRPOLoss(actor)`` turns the KL term on (the reference always exists)."""
         return bool(self.kl_coeff > 0)
 
-    @property
-    def out_keys(self) -> list[str]:
-        keys = super().out_keys
+    def _default_out_keys(self) -> list[str]:
+        keys = super()._default_out_keys()
         return [*keys, "entropy_mask_fraction"] if self.top_entropy_quantile < 1.0 else keys
-
-    @out_keys.setter
-    def out_keys(self, values) -> None:
-        pass  # derived from the configuration
 
     def _current_actor_params(self) -> TensorDictBase:
         if self.functional:

@@ -406,3 +406,15 @@ def test_discounts_in_the_loss_constructor_are_deprecated_and_still_work():
         warnings.simplefilter("error", DeprecationWarning)
         TRPOLoss(actor, critic())  # the defaults warn nothing
         REINFORCELoss(actor, critic())
+
+
+def test_out_keys_can_be_set_as_in_torchrl():
+    actor = discrete_actor()
+    loss = GRPOLoss(actor)
+    assert loss.out_keys == ["loss_objective", "clip_fraction", "kl_approx"]
+    loss.out_keys = ["kl_approx", "loss_objective"]
+    assert loss.out_keys == ["kl_approx", "loss_objective"]
+    with pytest.raises(ValueError, match="not outputs of this loss"):
+        loss.out_keys = ["loss_value"]
+    loss.out_keys = None  # back to the configuration's
+    assert "clip_fraction" in loss.out_keys
