@@ -440,7 +440,8 @@ class PolicyGradientLossBase(LossModule):
         params = [p for p in self.parameters() if p.requires_grad]
         device = params[0].device if params else torch.device("cpu")
         anchor = sum((p.sum() * 0.0 for p in params), torch.zeros((), device=device))
-        return self._out({k: anchor if k.startswith("loss_") else torch.zeros((), device=device) for k in self._default_out_keys()})
+        zero = torch.zeros((), device=device)
+        return self._out({k: anchor if k.startswith("loss_") else zero for k in self._default_out_keys()})
 
     def set_keys(self, **kwargs) -> None:
         """TorchRL's ``set_keys``; an unknown name is refused with the list of valid ones."""
