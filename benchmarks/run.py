@@ -179,8 +179,8 @@ for _env, (_contrib, _zoo) in _PUBLISHED_TRPO.items():
         "in rl-zoo3's benchmark.md. rl-zoo3 tunes TRPO on the -v4 envs; both TRPOs here run that entry unchanged."
     )
 ENV_NOTES["Hopper-v5"] += (
-    " The env-steps/s of this env's first runs are not a same-load comparison: sb3-contrib's three runs and our seed 100 "
-    "overlapped test-suite runs on the two cores, our seeds 101-102 did not; compare the returns only."
+    " The env-steps/s of this env's runs are not a same-load comparison: every run overlapped test-suite runs on the two "
+    "cores, sb3-contrib's three and our seed 100 much more than our seeds 101-102; compare the returns only."
 )
 BOOTSTRAP_REPS, CURVE_REPS = 2000, 500
 
