@@ -22,11 +22,19 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import CombinedExtractor, MlpExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-__all__ = ["ActorOnlyCnnPolicy", "ActorOnlyMultiInputPolicy", "ActorOnlyPolicy", "explain_non_finite_observations"]
+__all__ = [
+    "ActorOnlyCnnPolicy",
+    "ActorOnlyMultiInputPolicy",
+    "ActorOnlyPolicy",
+    "action_range_log_std",
+    "explain_non_finite_observations",
+    "init_log_std_",
+]
 
 OBSERVATIONS_HINT = (
     "the env returned NaN or infinite observations: fix the env (VecCheckNan(env, raise_exception=True) finds the step), "
@@ -44,21 +52,58 @@ def explain_non_finite_observations(obs: PyTorchObs, error: Exception) -> Except
     return error
 
 
+def action_range_log_std(action_space: spaces.Space) -> th.Tensor | None:
+    """The log-std that makes the Gaussian's sigma half the range of each action dimension (docs/design.md#sigma).
+
+    ``None`` for a space that is not a ``Box``; 0 (sigma = 1, SB3's default) for an unbounded dimension. On the usual
+    ``[-1, 1]`` actions (MuJoCo, MountainCarContinuous) this is SB3's default; on Pendulum's ``[-2, 2]`` it is log 2.
+
+    Example::
+
+        >>> from gymnasium import spaces
+        >>> action_range_log_std(spaces.Box(-2.0, 2.0, (1,))).exp()
+        tensor([2.])
+    """
+    if not isinstance(action_space, spaces.Box):
+        return None
+    low, high = (np.asarray(b, dtype=np.float64).reshape(-1) for b in (action_space.low, action_space.high))
+    half = np.where(np.isfinite(low) & np.isfinite(high) & (high > low), (high - low) / 2, 1.0)
+    return th.as_tensor(np.log(half), dtype=th.float32)
+
+
+def init_log_std_(policy: ActorCriticPolicy, log_std_init: float | None) -> None:
+    """Set a diagonal Gaussian's initial log-std: ``log_std_init``, or half the action range when it is ``None``.
+
+    The critic-free defaults (docs/design.md#sigma): a Monte-Carlo policy gradient explores only through sigma, and
+    SB3's sigma = 1 is a quarter of Pendulum's torque range. gSDE's log-std (noise weights, not action units) and
+    squashed actions keep SB3's 0 when ``None``.
+    """
+    policy.log_std_init = log_std_init  # type: ignore[assignment]  # saved with the model: None reloads as None
+    if log_std_init is not None or not isinstance(policy.action_dist, DiagGaussianDistribution):
+        return
+    log_std = action_range_log_std(policy.action_space)
+    if log_std is not None:
+        with th.no_grad():
+            policy.log_std.copy_(log_std.to(policy.log_std.device))
+
+
 class ActorOnlyPolicy(ActorCriticPolicy):
     """``ActorCriticPolicy`` without a critic (same arguments; ``net_arch`` may be a list or ``dict(pi=[...])``).
 
     ``share_features_extractor`` is accepted either way and means nothing here: there is only one network (no critic to
-    share the features extractor with).
+    share the features extractor with). ``log_std_init=None`` (the default) starts a Gaussian's sigma at half the action
+    range (:func:`init_log_std_`); a float is SB3's meaning.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, log_std_init: float | None = None, **kwargs: Any) -> None:
         kwargs["share_features_extractor"] = True  # nothing to share: one extractor, the actor's
         net_arch = kwargs.get("net_arch")
         if isinstance(net_arch, dict):
             if set(net_arch) - {"pi", "vf"}:
                 raise ValueError(f"net_arch keys must be 'pi' (and an ignored 'vf'), got {sorted(net_arch)}.")
             kwargs["net_arch"] = list(net_arch.get("pi", []))
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, log_std_init=0.0 if log_std_init is None else log_std_init, **kwargs)
+        init_log_std_(self, log_std_init)
 
     def _build_mlp_extractor(self) -> None:
         pi = self.net_arch.get("pi", []) if isinstance(self.net_arch, dict) else self.net_arch

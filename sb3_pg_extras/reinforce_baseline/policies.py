@@ -31,13 +31,23 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import CombinedExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
+from sb3_pg_extras.common.policies import init_log_std_
+
 __all__ = ["BaselineCnnPolicy", "BaselineMultiInputPolicy", "BaselinePolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
 
 
 class BaselinePolicy(ActorCriticPolicy):
-    """``ActorCriticPolicy`` with separate actor (``optimizer``) and critic (``vf_optimizer``) optimizers."""
+    """``ActorCriticPolicy`` with separate actor (``optimizer``) and critic (``vf_optimizer``) optimizers.
+
+    ``log_std_init=None`` (the default) starts a Gaussian's sigma at half the action range, as the critic-free policies
+    (:func:`sb3_pg_extras.common.policies.init_log_std_`); a float is SB3's meaning.
+    """
 
     vf_optimizer: th.optim.Optimizer
+
+    def __init__(self, *args: Any, log_std_init: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, log_std_init=0.0 if log_std_init is None else log_std_init, **kwargs)
+        init_log_std_(self, log_std_init)
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)

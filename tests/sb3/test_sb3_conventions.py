@@ -97,3 +97,39 @@ def test_deterministic_training_with_a_seed(name):
         obs = np.random.default_rng(0).uniform(-0.05, 0.05, (4, 4)).astype(np.float32)
         results.append((th.cat([p.detach().flatten() for p in model.policy.parameters()]), model.predict(obs)[0]))
     assert th.equal(results[0][0], results[1][0]) and np.array_equal(results[0][1], results[1][1])
+
+
+class WideBoxEnv(gym.Env):
+    """Actions in [-2, 2] x [0, 1] x [-1, 1]: sigma starts at half the range of each dimension."""
+
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.Box(np.array([-2.0, 0.0, -1.0], np.float32), np.array([2.0, 1.0, 1.0], np.float32))
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(2, np.float32), -float(np.square(np.clip(action, -5, 5)).sum()), self.t >= 5, False, {}
+
+
+@pytest.mark.parametrize("name", ["GRPO", "REINFORCE", "REINFORCEWithBaseline"])
+def test_pg_policies_start_sigma_at_half_the_action_range_and_keep_it_on_reload(name, tmp_path):
+    model = MODELS[name](make_vec_env(WideBoxEnv, n_envs=2), seed=0)
+    np.testing.assert_allclose(model.policy.log_std.exp().detach().numpy(), [2.0, 0.5, 1.0], rtol=1e-6)
+    model.learn(64)
+    model.save(tmp_path / "m.zip")
+    loaded = type(model).load(tmp_path / "m.zip")
+    th.testing.assert_close(loaded.policy.log_std, model.policy.log_std)  # the trained sigma, not the initial one
+    assert loaded.policy_kwargs.get("log_std_init") is None
+    explicit = MODELS[name](make_vec_env(WideBoxEnv, n_envs=2), policy_kwargs=dict(log_std_init=-1.0))
+    np.testing.assert_allclose(explicit.policy.log_std.detach().numpy(), -1.0)  # a float keeps SB3's meaning
+    sde = MODELS[name](make_vec_env(WideBoxEnv, n_envs=2), use_sde=True)
+    np.testing.assert_allclose(sde.policy.log_std.detach().numpy(), 0.0)  # gSDE's noise weights: SB3's default
+
+
+def test_trpo_keeps_sb3_contribs_sigma():
+    model = TRPO("MlpPolicy", make_vec_env(WideBoxEnv, n_envs=2), n_steps=16, batch_size=16)
+    np.testing.assert_allclose(model.policy.log_std.detach().numpy(), 0.0)  # the drop-in: SB3's sigma = 1
