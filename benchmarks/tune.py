@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import append_row, read_rows
-from benchmarks.run import ENVS, EVAL_EVERY
+from benchmarks.run import ENVS, EVAL_EVERY, MUJOCO_ENVS
 from benchmarks.sb3_runner import SB3_ALGOS, run_sb3
 from sb3_pg_extras.registry import TUNING_SEEDS, held_out_seeds
 
@@ -60,11 +60,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("candidates", nargs="+", type=parse_candidate, help="NAME=JSON overrides")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(TUNING_SEEDS))
     parser.add_argument("--budget", type=int, default=None, help="env steps (default: the grid's budget for the env)")
+    parser.add_argument(
+        "--eval-every", type=int, default=EVAL_EVERY, help="env steps between evaluations (the final one is always made)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if held_out_seeds(args.seeds):
         parser.error(f"seeds {held_out_seeds(args.seeds)}: 100 and above are held out for the report: tune on 0-4")
-    budget = args.budget or ENVS.get(args.env)
+    budget = args.budget or {**ENVS, **MUJOCO_ENVS}.get(args.env)
     if budget is None:
         parser.error(f"no default budget for {args.env}: pass --budget")
     done = {(r["name"], int(r["seed"])) for r in read_rows(args.out)}
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             if (name, seed) in done:
                 continue
             start = time.perf_counter()
-            curve = run_sb3(args.algo, args.env, seed, budget, EVAL_EVERY, hyperparams=overrides or None)
+            curve = run_sb3(args.algo, args.env, seed, budget, args.eval_every, hyperparams=overrides or None)
             row = {
                 "name": name,
                 "overrides": json.dumps(overrides, sort_keys=True),
