@@ -25,10 +25,12 @@ from torchrl_pg_extras._utils import (
     as_batch,
     check_finite,
     check_key_names,
+    check_time_ordered,
     entropy_of,
     gather_mask,
     get_required,
     log_prob_of,
+    time_dim,
 )
 
 __all__ = ["PolicyGradientKeys", "PolicyGradientLossBase"]
@@ -281,6 +283,7 @@ class PolicyGradientLossBase(LossModule):
             work = tensordict
             if not reward.is_floating_point():  # integer rewards: the estimators work in floating point
                 work = tensordict.clone(False).set(reward_key, reward.to(torch.get_default_dtype()))
+            check_time_ordered(tensordict, self.tensor_keys.done, time_dim(tensordict, owner=estimator), owner)
             params = None
             if self.functional and self.critic_network is not None:
                 params = self.critic_network_params.detach()

@@ -22,6 +22,7 @@ __all__ = [
     "actor_context",
     "as_batch",
     "check_finite",
+    "check_time_ordered",
     "entropy_of",
     "from_time_major",
     "gather_mask",
@@ -226,3 +227,34 @@ def deprecated_discount(owner: str, **given: float | None) -> dict[str, float]:
             stacklevel=3,
         )
     return passed
+
+
+def check_time_ordered(tensordict: TensorDictBase, done_key: NestedKey, tdim: int, owner: str) -> None:
+    """Refuse a batch whose steps are not in time order (shuffled or flattened replay-buffer samples, envs flattened
+    into one row) before an advantage module reads it as trajectories.
+
+    The evidence is the collector's ``("collector", "traj_ids")``: along ``tdim`` the trajectory id may change only
+    after a step that ended its episode. A batch without trajectory ids (one built by hand) is not checked.
+    """
+    ids = tensordict.get(("collector", "traj_ids"), default=None)
+    if not isinstance(ids, torch.Tensor) or tensordict.batch_size[tdim] < 2:
+        return
+    ids = ids.reshape(*tensordict.batch_size, -1)[..., 0]
+    steps = ids.shape[tdim]
+    changes = ids.narrow(tdim, 1, steps - 1) != ids.narrow(tdim, 0, steps - 1)
+    done = tensordict.get(("next", *_as_tuple(done_key)), default=None)
+    if done is not None:
+        changes = changes & ~done.reshape(*tensordict.batch_size, -1).any(-1).narrow(tdim, 0, steps - 1).to(torch.bool)
+    broken = int(changes.sum())
+    if broken:
+        raise ValueError(
+            f"{owner}: the batch is not in time order: at {broken} of {changes.numel()} steps, ('collector', 'traj_ids') "
+            f"changes along dimension {tdim} (read as time) without the episode ending. The advantage of a trajectory "
+            "needs the steps as the collector wrote them: compute it on the collected batch (loss.compute_advantage(batch) "
+            "or the advantage module, before flattening, shuffling or sampling minibatches from a replay buffer; "
+            "TRPOStepper under a Trainer does so), or pass time_dim=<the dimension that indexes time>."
+        )
+
+
+def _as_tuple(key: NestedKey) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)

@@ -28,6 +28,31 @@ from torchrl_pg_extras._utils import actor_context, deprecated_discount, log_pro
 
 __all__ = ["TRPOLoss", "TRPOStepper"]
 
+_NOT_A_GRADIENT_LOSS = (
+    "TRPOLoss: {key} was backpropagated into the actor. TRPO's policy update is not a gradient step on the "
+    "surrogate (an optimizer on it is an unclipped multi-epoch policy gradient, with no trust region): move the actor "
+    "with loss.trust_region_step(batch), once per collected batch, and backpropagate loss_critic alone for the "
+    "critic (TRPOStepper does both; under a Trainer pass optimization_stepper=TRPOStepper(...)). The surrogate's "
+    "gradient itself is pg_extras.trust_region_surrogate."
+)
+
+
+class _TrustRegionOnly(torch.autograd.Function):
+    """Identity whose backward refuses: the actor terms of :class:`TRPOLoss` are reported, not descended."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, key: str) -> torch.Tensor:  # type: ignore[override]
+        ctx.key = key
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        raise RuntimeError(_NOT_A_GRADIENT_LOSS.format(key=ctx.key))
+
+
+def _report_only(x: torch.Tensor, key: str, differentiable: bool) -> torch.Tensor:
+    return _TrustRegionOnly.apply(x, key) if x.requires_grad and not differentiable else x
+
 
 class TRPOLoss(PolicyGradientLossBase):
     """Trust Region Policy Optimization: surrogate, KL and critic loss, and the trust-region policy update.
@@ -43,6 +68,13 @@ class TRPOLoss(PolicyGradientLossBase):
     ``forward`` returns, like any TorchRL loss, ``loss_objective`` (``-ratio * A``), ``loss_critic``, and the
     diagnostics ``kl_approx`` (k3 estimate of ``KL(pi_old || pi)`` from the stored log-probs), ``entropy`` (when
     ``entropy_coeff > 0``, with ``loss_entropy``) and ``explained_variance``.
+
+    The loop (docs/design.md#torchrl-trpo-loop): one :meth:`trust_region_step` per collected batch, on the whole batch
+    in time order, then minibatches of ``loss_critic`` for the critic. What another loop shape would do wrong is
+    refused with the fix: backpropagating ``loss_objective`` or ``loss_entropy`` into the actor (they are reported,
+    not minimised), a trust-region step from a policy that is no longer the one that collected the batch (a second
+    step on the same data, e.g. one per minibatch; ``on_policy_tolerance``), and an advantage computed on a batch
+    that is not in time order (shuffled or flattened replay-buffer samples).
 
     Args:
         actor_network (ProbabilisticTensorDictSequential): the policy; its log-prob key is read as ``pi_old``.
@@ -71,6 +103,14 @@ class TRPOLoss(PolicyGradientLossBase):
         loss_critic_type (str): ``"l2"`` (default), ``"l1"`` or ``"smooth_l1"``.
         functional (bool): functionalise the networks. Defaults to ``True``.
         reduction (str): ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        on_policy_tolerance (float, optional): :meth:`trust_region_step` refuses a batch on which the actor's
+            log-probabilities of the stored actions differ from the stored ``sample_log_prob`` by more than this, in
+            mean absolute value over the valid steps (the actor is not the collecting policy: TRPO's step and its
+            trust region start from that policy). ``None``: no check (e.g. a collector whose weights lag on purpose).
+            Defaults to ``1e-3``.
+        differentiable_objective (bool): ``True``: ``loss_objective`` and ``loss_entropy`` carry the actor's
+            gradient (for an update rule of your own); ``False``: they are reported, and backpropagating them into the
+            actor raises with the right loop. Defaults to ``False``.
 
     Examples:
         >>> import torch
@@ -124,7 +164,13 @@ class TRPOLoss(PolicyGradientLossBase):
         loss_critic_type: str = "l2",
         functional: bool = True,
         reduction: str | None = None,
+        on_policy_tolerance: float | None = 1e-3,
+        differentiable_objective: bool = False,
     ) -> None:
+        differentiable_objective = check_bool("differentiable_objective", differentiable_objective)
+        on_policy_tolerance = check_float(
+            "on_policy_tolerance", on_policy_tolerance, low=0.0, allow_none=True, hint="e.g. 1e-3, or None for no check"
+        )
         max_kl = check_float("max_kl", max_kl, low=0.0, low_inclusive=False, hint="the trust-region radius, e.g. 0.01")
         cg_damping = check_float("cg_damping", cg_damping, low=0.0, hint="e.g. 0.1")
         cg_max_steps = check_int("cg_max_steps", cg_max_steps, minimum=1)
@@ -170,6 +216,8 @@ class TRPOLoss(PolicyGradientLossBase):
         self.normalize_advantage = normalize_advantage
         self.gamma = float(gamma)
         self.lmbda = float(lmbda)
+        self.on_policy_tolerance = on_policy_tolerance
+        self.differentiable_objective = differentiable_objective
 
     _loss_out_keys = ("loss_objective", "kl_approx")
     _critic_out_key = "loss_critic"
@@ -192,7 +240,9 @@ class TRPOLoss(PolicyGradientLossBase):
         old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
         objective, _ = policy_loss("trust_region", log_prob, old_log_prob, advantage)
         out = {
-            "loss_objective": self._reduce_loss(objective, tensordict),
+            "loss_objective": _report_only(
+                self._reduce_loss(objective, tensordict), "loss_objective", self.differentiable_objective
+            ),
             "kl_approx": self._mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), tensordict),
         }
         if self.critic_network is not None:
@@ -201,7 +251,9 @@ class TRPOLoss(PolicyGradientLossBase):
             out["explained_variance"] = explained_variance
         if self._has_entropy:
             entropy = self._entropy(dist, tensordict)
-            out["loss_entropy"] = self._reduce_loss(self._entropy_term(entropy), tensordict)
+            out["loss_entropy"] = _report_only(
+                self._reduce_loss(self._entropy_term(entropy), tensordict), "loss_entropy", self.differentiable_objective
+            )
             out["entropy"] = self._mean(entropy, tensordict)
         return self._out(out)
 
@@ -247,7 +299,9 @@ class TRPOLoss(PolicyGradientLossBase):
             return objective(dist, _valid_only(log_prob_of(dist, td, self.tensor_keys.action, "TRPOLoss"), mask))
 
         dist = self._dist(td)  # at theta_old, with a graph: the gradient and the Fisher-vector products start here
-        initial = objective(dist, self._log_prob(dist, td, mask))
+        log_prob = self._log_prob(dist, td, mask)
+        self._check_on_policy(log_prob.detach(), old_log_prob.to(log_prob.dtype), td)
+        initial = objective(dist, log_prob)
         settings = TrustRegionSettings(
             self.max_kl, self.cg_max_steps, self.cg_damping, self.line_search_shrinking_factor, self.line_search_max_iter
         )
@@ -264,6 +318,20 @@ class TRPOLoss(PolicyGradientLossBase):
             "max_kl": self.max_kl,
         }
         return TensorDict({k: torch.tensor(v, device=device) for k, v in values.items()}, batch_size=[])
+
+    def _check_on_policy(self, log_prob: torch.Tensor, old_log_prob: torch.Tensor, td: TensorDictBase) -> None:
+        """Refuse a step from an actor that is not the one that collected ``td`` (``on_policy_tolerance``)."""
+        if self.on_policy_tolerance is None:
+            return
+        gap = float(self._mean((log_prob - old_log_prob).abs(), td))
+        if gap > self.on_policy_tolerance:
+            raise ValueError(
+                f"TRPOLoss.trust_region_step: the actor is not the policy that collected this batch (mean "
+                f"|log pi(a|s) - sample_log_prob| = {gap:.3g} > on_policy_tolerance={self.on_policy_tolerance:g}). TRPO "
+                "takes one step per collected batch, from the collecting policy: call trust_region_step once on the whole "
+                "batch (not once per minibatch or epoch), then train the critic on minibatches of loss_critic. If the "
+                "collector's weights lag on purpose, pass on_policy_tolerance=None."
+            )
 
     def _fisher_product(self, td: TensorDictBase, dist, mask: torch.Tensor | None, params: list[torch.Tensor]):
         """The Gauss-Newton Fisher-vector product of the mean KL at the current parameters, or ``None``."""
@@ -295,9 +363,16 @@ class TRPOLoss(PolicyGradientLossBase):
 class TRPOStepper(OptimizationStepper):
     """A :class:`~torchrl.trainers.Trainer` optimization stepper for :class:`TRPOLoss`.
 
-    Each call does one trust-region actor update on the sub-batch, then ``critic_updates`` passes of
-    gradient descent on ``loss_critic`` with ``critic_optimizer`` (mini-batches of ``critic_batch_size`` valid
-    steps, or the whole sub-batch). The advantage is computed before the critic moves (docs/maths.md §4).
+    Called on its own, :meth:`step` does one trust-region actor update on the batch, then ``critic_updates`` passes
+    of gradient descent on ``loss_critic`` with ``critic_optimizer`` (mini-batches of ``critic_batch_size`` valid
+    steps, or the whole batch). The advantage is computed before the critic moves (docs/maths.md §4).
+
+    Registered with a :class:`~torchrl.trainers.Trainer` (``Trainer(..., optimization_stepper=stepper)``), the
+    trust-region step runs once per collected batch, on the whole batch in time order, as the trainer's first
+    ``"batch_process"`` op (which also writes the advantage and value target into the batch); every :meth:`step` the
+    trainer then makes trains the critic only. So the loop is right with or without a
+    :class:`~torchrl.trainers.ReplayBufferTrainer`, whose shuffled, flattened minibatches keep the value target
+    computed on the whole batch (``critic_updates=1`` lets the trainer's ``optim_steps_per_batch`` count the passes).
 
     Args:
         loss_module (TRPOLoss): the loss.
@@ -354,10 +429,25 @@ class TRPOStepper(OptimizationStepper):
         self.critic_updates = critic_updates
         self.critic_batch_size = critic_batch_size
 
+    def register(self, trainer, name: str = "optimization_stepper") -> None:
+        """Register with a Trainer: the trust-region step becomes a ``"batch_process"`` op on each collected batch."""
+        super().register(trainer, name)
+        trainer.register_op("batch_process", self.policy_step)
+
+    def policy_step(self, batch: TensorDictBase) -> TensorDictBase:
+        """The trust-region step on a whole collected batch (advantage and value target written into it); the
+        :meth:`step` calls that follow, on this batch or on minibatches of it, train the critic only."""
+        self.loss_module.compute_advantage(batch)
+        self._policy_metrics = self.loss_module.trust_region_step(batch)
+        return batch
+
     def step(self, trainer, sub_batch: TensorDictBase) -> TensorDictBase:
         loss = self.loss_module
-        loss.compute_advantage(sub_batch)
-        metrics = loss.trust_region_step(sub_batch)
+        metrics = getattr(self, "_policy_metrics", None)
+        if metrics is None:  # not under a Trainer: this batch is the collected one
+            loss.compute_advantage(sub_batch)
+            metrics = loss.trust_region_step(sub_batch)
+        metrics = metrics.clone()
         critic_losses = []
         if loss.critic_network is not None and self.critic_optimizer is not None:
             data = sub_batch

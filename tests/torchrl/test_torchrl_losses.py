@@ -21,8 +21,8 @@ def build(name: str, actor, value_net=None, **kwargs):
         return REINFORCELoss(actor, **kwargs)
     if name == "reinforce_baseline":
         return REINFORCELoss(actor, value_net or critic(), **kwargs)
-    if name == "trpo":
-        return TRPOLoss(actor, value_net or critic(), **kwargs)
+    if name == "trpo":  # the gradient of the reported surrogate, for the checks below
+        return TRPOLoss(actor, value_net or critic(), differentiable_objective=True, **kwargs)
     return GRPOLoss(actor, kl_coeff=0.1, entropy_coeff=0.01, **kwargs)
 
 

@@ -111,6 +111,43 @@ def test_trpo_learns_cartpole():
     assert_improves(returns, 50.0)
 
 
+@pytest.mark.parametrize("replay_buffer", [False, True])
+def test_trpo_stepper_under_a_trainer_learns_with_and_without_a_replay_buffer(replay_buffer):
+    """Trainer(optimization_stepper=TRPOStepper) takes one trust-region step per collected batch, on the whole batch
+    in time order; with ReplayBufferTrainer(flatten_tensordicts=True) the shuffled minibatches train the critic only."""
+    from torchrl.data import LazyTensorStorage, SamplerWithoutReplacement, TensorDictReplayBuffer
+    from torchrl.trainers import ReplayBufferTrainer, Trainer
+
+    actor, critic = actor_critic(0)
+    loss = TRPOLoss(actor, critic, max_kl=0.02)
+    steps = []
+    step = loss.trust_region_step
+    loss.trust_region_step = lambda td: steps.append(step(td)) or steps[-1]  # count the steps, keep their results
+    stepper = TRPOStepper(loss, torch.optim.Adam(loss.critic_parameters(), lr=3e-3), critic_updates=1)
+    collector = Collector(cartpole(0), actor, frames_per_batch=1024, total_frames=8_192, auto_register_policy_transforms=False)
+    trainer = Trainer(
+        collector=collector,
+        total_frames=8_192,
+        frame_skip=1,
+        optim_steps_per_batch=8 if replay_buffer else 4,
+        loss_module=loss,
+        optimization_stepper=stepper,
+        progress_bar=False,
+        logger=None,
+        save_trainer_file=None,
+    )
+    if replay_buffer:
+        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1024), sampler=SamplerWithoutReplacement())
+        ReplayBufferTrainer(buffer, batch_size=128, flatten_tensordicts=True).register(trainer)
+    returns = []
+    trainer.register_op("batch_process", lambda batch: returns.extend(returns_of(batch)))
+    trainer.train()
+    collector.shutdown()
+    assert len(steps) == 8  # one per collected batch, not one per minibatch
+    assert sum(bool(s["accepted"]) for s in steps) >= 7
+    assert_improves(returns, 50.0)
+
+
 def test_grpo_learns_cartpole():
     actor, _ = actor_critic(0)
     loss = GRPOLoss(actor, clip_epsilon=0.2, kl_coeff=0.01)
