@@ -214,11 +214,18 @@ class GroupBatcher:
         self._chunks: list[TensorDictBase] = []  # kept steps (of pending groups), in collection order
         self._chunk_ids: list[torch.Tensor] = []  # their episode ids
 
-    def __getattr__(self, name: str):
-        # delegate collector methods (shutdown, update_policy_weights_, set_seed, ...)
-        if name == "collector":
-            raise AttributeError(name)
-        return getattr(self.collector, name)
+    # -- the wrapped collector's controls (anything else: ``batcher.collector``) ------------------------------
+    def update_policy_weights_(self, *args, **kwargs) -> None:
+        """The collector's ``update_policy_weights_`` (after each policy update, for collectors with their own copy)."""
+        self.collector.update_policy_weights_(*args, **kwargs)
+
+    def set_seed(self, seed: int, static_seed: bool = False) -> int:
+        """The collector's ``set_seed``."""
+        return self.collector.set_seed(seed, static_seed=static_seed)
+
+    def shutdown(self) -> None:
+        """Shut the collector down (its workers, for multi-process and Ray collectors)."""
+        self.collector.shutdown()
 
     # -- policy versions and group counters (the harvest's) ------------------------------------------------
     def new_policy_version(self) -> int:

@@ -309,3 +309,17 @@ def test_dynamic_sampling_on_a_task_without_signal_raises_instead_of_hanging():
     finite = Collector(env, None, frames_per_batch=24, total_frames=96, auto_register_policy_transforms=False)
     with pytest.warns(NoSignalWarning, match="no batch was yielded"):
         assert list(GroupBatcher(finite, dynamic_sampling=True)) == []
+
+
+def test_group_batcher_exposes_the_collector_controls_only():
+    """GroupBatcher forwards the collector's controls it means to (weights, seed, shutdown), not every attribute."""
+    env = GroupedEnv(SerialEnv(1, lambda: GymEnv("CartPole-v1")), group_size=2, seed=0, id_offset=0)
+    inner = collector(env, 32)
+    batcher = GroupBatcher(inner)
+    with pytest.raises(AttributeError):
+        batcher.frames_per_batch  # noqa: B018 - the collector's own attribute: batcher.collector.frames_per_batch
+    assert batcher.collector is inner
+    with pytest.raises(RuntimeError, match="update policy weights"):  # forwarded: this collector has no policy module
+        batcher.update_policy_weights_()
+    assert isinstance(batcher.set_seed(3), int)
+    batcher.shutdown()
