@@ -217,6 +217,7 @@ def distribution_fisher(
     batch_dims: int = 1,
     weights: torch.Tensor | None = None,
     kl_reduction: str = DEFAULT_KL_REDUCTION,
+    mask: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], list[torch.Tensor]]] | None:
     """The distribution parameters and the Fisher ``M`` of the mean KL in them: the ``M`` of ``J^T M J``.
 
@@ -234,6 +235,8 @@ def distribution_fisher(
     :param batch_dims: the first ``batch_dims`` dimensions of the batch shape are averaged over (the rest summed).
     :param weights: optional ``[*B]`` weights of the batch average (e.g. ``mask / mask.sum()``); default ``1 / |B|``.
     :param kl_reduction: ``"mean"`` (default) or ``"joint"``, as in :func:`pg_extras.action_kl`.
+    :param mask: optional ``[*B]`` bool valid steps: the batch mean is over them, as :func:`pg_extras.action_kl`'s
+        (``weights = mask / mask.sum()``; give one of ``mask`` and ``weights``).
     :return: ``(outputs, output_fisher)``: the parameter tensors that require grad, in order (``[logits]`` for a
         Categorical / Bernoulli, ``[loc, scale]`` for a Normal, a fixed ``scale`` left out) and ``[u_1, ...] -> [M_1 u_1,
         ...]`` on tangents shaped like them; ``None`` if a distribution type is not supported.
@@ -249,6 +252,8 @@ def distribution_fisher(
     if batch_dims < 0:
         raise ValueError(f"batch_dims must be >= 0, got {batch_dims}.")
     check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS)
+    if mask is not None and weights is not None:
+        raise ValueError("distribution_fisher: give mask or weights, not both.")
     # (output, elementwise Fisher weight, probabilities for the Categorical's -p p^T term or None, batch shape)
     terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Size]] = []
     for dist in distributions:
@@ -269,6 +274,8 @@ def distribution_fisher(
     if not terms:
         raise ValueError("distributions is empty: pass the policy's action distribution(s).")
     batch_shape = terms[0][3]
+    if mask is not None:  # the mean over the valid steps, in the parameters' precision
+        weights = mask.to(terms[0][0].dtype) / mask.sum().clamp(min=1)
     if weights is not None and weights.shape != batch_shape:
         raise ValueError(f"weights has shape {tuple(weights.shape)} but the batch shape is {tuple(batch_shape)}.")
     outputs, fishers, probs_list = [], [], []

@@ -18,11 +18,11 @@ import gymnasium as gym
 import torch
 from gymnasium.vector import AutoresetMode
 from tensordict import TensorDictBase
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv
-from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules import MLP, IndependentNormal, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.record.loggers import Logger, get_logger
 
 from torchrl_pg_extras import ID_NAMESPACE, GroupedEnv
@@ -103,8 +103,11 @@ def env_factories(args, group_size: int | None = None, greedy_member: bool = Fal
     ]
 
 
-def make_actor(env: EnvBase, hidden: int, device: torch.device) -> ProbabilisticActor:
-    """Categorical policy for discrete actions, TanhNormal (scaled to the action bounds) for continuous ones."""
+def make_actor(env: EnvBase, hidden: int, device: torch.device, continuous: str = "tanh_normal") -> ProbabilisticActor:
+    """Categorical policy for discrete actions; for continuous ones ``continuous`` picks the distribution:
+    ``"tanh_normal"`` (TanhNormal scaled to the action bounds, state-dependent scale) or ``"normal"`` (a diagonal
+    Gaussian with a state-independent sigma that starts at half the action range, the env clipping the action; the
+    SB3 critic-free policies' default, docs/design.md#sigma)."""
     n_obs = env.observation_spec_unbatched["observation"].shape[-1]
     spec = env.action_spec_unbatched
     if spec.domain == "discrete":
@@ -113,22 +116,37 @@ def make_actor(env: EnvBase, hidden: int, device: torch.device) -> Probabilistic
         actor = ProbabilisticActor(
             module, in_keys=["logits"], distribution_class=torch.distributions.Categorical, return_log_prob=True, spec=spec
         )
-    else:
-        n_act = spec.shape[-1]
+        return actor.to(device)
+    n_act = spec.shape[-1]
+    if continuous == "normal":
+        scale = AddStateIndependentNormalScale(n_act)
+        half_range = (spec.space.high - spec.space.low).to(torch.get_default_dtype()) / 2
+        with torch.no_grad():  # exp mapping: the parameter is log(sigma)
+            scale.state_independent_scale.copy_(half_range.log())
         net = nn.Sequential(
-            MLP(in_features=n_obs, out_features=2 * n_act, num_cells=[hidden, hidden], activation_class=nn.Tanh),
-            NormalParamExtractor(),
+            MLP(in_features=n_obs, out_features=n_act, num_cells=[hidden, hidden], activation_class=nn.Tanh), scale
         )
         module = TensorDictModule(net, ["observation"], ["loc", "scale"])
-        bounds = {"low": spec.space.low.to(device), "high": spec.space.high.to(device)}
         actor = ProbabilisticActor(
-            module,
-            in_keys=["loc", "scale"],
-            distribution_class=TanhNormal,
-            distribution_kwargs=bounds,
-            return_log_prob=True,
-            spec=spec,
+            module, in_keys=["loc", "scale"], distribution_class=IndependentNormal, return_log_prob=True, spec=spec
         )
+        return actor.to(device)
+    if continuous != "tanh_normal":
+        raise ValueError(f"continuous={continuous!r}: use 'tanh_normal' or 'normal'.")
+    net = nn.Sequential(
+        MLP(in_features=n_obs, out_features=2 * n_act, num_cells=[hidden, hidden], activation_class=nn.Tanh),
+        NormalParamExtractor(),
+    )
+    module = TensorDictModule(net, ["observation"], ["loc", "scale"])
+    bounds = {"low": spec.space.low.to(device), "high": spec.space.high.to(device)}
+    actor = ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        distribution_kwargs=bounds,
+        return_log_prob=True,
+        spec=spec,
+    )
     return actor.to(device)
 
 

@@ -1,8 +1,10 @@
 """GRPO (docs/maths.md#6-grpo) for control with TorchRL on CartPole-v1 or Pendulum-v1: no critic, same-seed groups.
 
     python examples/torchrl/grpo_torchrl.py                       # the tuned CartPole settings (reaches 475)
-    python examples/torchrl/grpo_torchrl.py --env Pendulum-v1 --frames 1000000 --group-size 4 --lr 1e-3 --constant-lr
-    python examples/torchrl/grpo_torchrl.py --clip-high 0.28 --loss-aggregation dapo   # DAPO flavour
+    python examples/torchrl/grpo_torchrl.py --env Pendulum-v1 --num-envs 32 --group-size 4 --groups-per-batch 8 \
+        --epochs 10 --batch-size 512 --lr 1e-3 --constant-lr --gamma 0.95 --scale batch --max-grad-norm 0 \
+        --continuous normal                                      # the Pendulum recipe (DEFAULTS["torchrl_grpo"])
+    python examples/torchrl/grpo_torchrl.py --clip-epsilon-high 0.28 --loss-aggregation dapo   # DAPO flavour
     python examples/torchrl/grpo_torchrl.py --dynamic-sampling --keep-return-bounds 20 none  # DAPO dynamic sampling
     python examples/torchrl/grpo_torchrl.py --importance-sampling-level sequence   # GSPO
     python examples/torchrl/grpo_torchrl.py --top-entropy-quantile 0.2 --mask-truncated-completions  # TRL's masks
@@ -33,12 +35,23 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--group-size", type=int, default=8, help="episodes per group (same reset seed)")
     p.add_argument("--groups-per-batch", type=int, default=1, help="whole groups per update")
     p.add_argument("--steps-per-poll", type=int, default=8, help="collector frames per batch = num_envs * this")
-    p.add_argument("--epochs", type=int, default=8, help="gradient steps per batch")
+    p.add_argument("--epochs", type=int, default=8, help="passes over each batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="minibatch of steps per gradient step (default: the batch; for the token-level aggregation bnpo)",
+    )
+    p.add_argument(
+        "--continuous", default="tanh_normal", choices=["tanh_normal", "normal"],
+        help="continuous actions: TanhNormal, or a Gaussian with sigma starting at half the action range",
+    )  # fmt: skip
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--constant-lr", action="store_true", help="no linear decay of the learning rate over --frames")
-    p.add_argument("--clip", type=float, default=0.2)
-    p.add_argument("--clip-high", type=float, default=None, help="DAPO clip-higher (e.g. 0.28)")
-    p.add_argument("--beta", type=float, default=0.0, help="weight of the k3 KL to the reference policy")
+    # the loss's own names (GRPOLoss(clip_epsilon=..., clip_epsilon_high=..., kl_coeff=...)); the old flags still work
+    p.add_argument("--clip-epsilon", "--clip", dest="clip", type=float, default=0.2)
+    p.add_argument("--clip-epsilon-high", "--clip-high", dest="clip_high", type=float, default=None, help="DAPO (0.28)")
+    p.add_argument("--kl-coeff", "--beta", dest="beta", type=float, default=0.0, help="weight of the k3 KL to pi_ref")
     p.add_argument("--ref-update-interval", type=int, default=None, help="refresh pi_ref every N updates")
     p.add_argument("--entropy-coeff", type=float, default=0.0)
     p.add_argument(
@@ -51,7 +64,7 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--rloo", action="store_true")
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--loss-aggregation", default="bnpo", choices=["grpo", "bnpo", "dapo", "dr_grpo"])
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
     p.add_argument("--max-policy-lag", type=int, default=None, help="drop groups spanning more policy versions")
     # the variants of docs/maths.md#12-variants (TRL / DAPO names)
     p.add_argument("--importance-sampling-level", default="token", choices=["token", "sequence"], help="sequence: GSPO")
@@ -67,7 +80,7 @@ def main(argv: list[str] | None = None) -> float:
 
     # ALGO LOGIC: networks, loss, advantage module
     probe = make_env(args.env, 1, args.seed)
-    actor = make_actor(probe, args.hidden, device)
+    actor = make_actor(probe, args.hidden, device, args.continuous)
     probe.close()
     loss = GRPOLoss(
         actor,
@@ -110,16 +123,20 @@ def main(argv: list[str] | None = None) -> float:
         for group in optim.param_groups:
             group["lr"] = args.lr * (1.0 if args.constant_lr else 1.0 - progress.progress)
         batch = advantage(batch.to(device))
+        size = args.batch_size or batch.numel()
         for _ in range(args.epochs):
-            out = loss(batch)
-            total = sum(v for k, v in out.items() if k.startswith("loss_"))
-            optim.zero_grad()
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(loss.parameters(), args.max_grad_norm)
-            optim.step()
-            updates += 1
-            if args.ref_update_interval and updates % args.ref_update_interval == 0:
-                loss.update_reference()
+            # minibatches of steps (token-level aggregation makes any subset of steps an unbiased one)
+            for idx in torch.randperm(batch.numel(), device=batch.device).split(size) if size < batch.numel() else [None]:
+                out = loss(batch if idx is None else batch.reshape(-1)[idx])
+                total = sum(v for k, v in out.items() if k.startswith("loss_"))
+                optim.zero_grad()
+                total.backward()
+                if args.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(loss.parameters(), args.max_grad_norm)
+                optim.step()
+                updates += 1
+                if args.ref_update_interval and updates % args.ref_update_interval == 0:
+                    loss.update_reference()
         collector.update_policy_weights_()
         stats = {f"train/{k}": v for k, v in {**advantage.last_stats, **batches.stats}.items()}
         progress.update(batches.env_steps, episode_returns(batch), {**scalars(out), **stats})

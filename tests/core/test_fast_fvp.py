@@ -403,6 +403,20 @@ def test_mlp_fvp_with_batch_dims_weights_and_fixed_parameters():
     torch.testing.assert_close(fast(v), slow(v))
 
 
+def test_fisher_with_a_mask_is_the_hessian_of_the_masked_mean_kl():
+    """``distribution_fisher(mask=m)``: the Hessian of the KL averaged over the valid steps only (as action_kl)."""
+    net = TinyPolicy(out=4)
+    obs = torch.randn(4, 5, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(2))  # [T, N] batch
+    mask = torch.rand(4, 5, generator=torch.Generator().manual_seed(3)) > 0.4
+    params = list(net.parameters())
+    fvp = mlp_fvp_fn(_mlp(net), obs, params, distribution_fisher(categorical(net, obs), batch_dims=2, mask=mask))
+    hessian = _hessian_of_mean_kl(net, categorical, obs, lambda kl: kl[mask].mean(), batch_dims=2)
+    v = torch.randn(hessian.shape[0], dtype=DTYPE, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(fvp(v), hessian @ v, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="mask or weights"):
+        distribution_fisher(categorical(net, obs), batch_dims=2, weights=mask.double(), mask=mask)
+
+
 def test_mlp_fvp_refuses_what_it_cannot_prove():
     net = TinyPolicy(out=2)
     obs = torch.randn(8, 3, dtype=DTYPE)
