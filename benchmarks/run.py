@@ -9,12 +9,13 @@ Usage::
     python -m benchmarks.run --list                # which cells are done, partial, missing, skipped
     python -m benchmarks.run --quick               # CartPole-v1, 3 seeds, stop at 475, into benchmarks/results/quick
 
-The grid: ``ENVS`` (env -> env-step budget, rl-zoo3's TRPO budgets) x ``GRID_ALGOS`` x seeds 100-104 (never used
-for tuning). Ours use ``zoo_configs/`` (``sb3_pg_extras.registry``), SB3 PPO / A2C and sb3-contrib TRPO rl-zoo3's
-own hyperparameter files; the TorchRL pipelines (``benchmarks/torchrl_runner.py``) run where that file has a config
-for the env. An algorithm without a config for an env (no entry for it in its YAML file: RL Zoo's ``default`` entry
-is not a tuned config) is skipped with a note. Evaluation: the mean return of 10 deterministic episodes on a separate
-env every 5k env steps and at the end of the budget; env-steps/s counts training only (evaluation time excluded).
+The grid: ``ENVS`` (env -> env-step budget, rl-zoo3's TRPO budgets) x ``GRID_ALGOS`` x seeds 100-104 (never used for
+tuning). Ours use ``zoo_configs/`` (``sb3_pg_extras.registry``), SB3 PPO / A2C and sb3-contrib TRPO rl-zoo3's own
+hyperparameter files; the TorchRL pipelines (``benchmarks/torchrl_runner.py``: ours from ``torchrl_configs/``) run where
+they have a config for the env. An algorithm without a config for an env (no entry for it in its YAML file: RL Zoo's
+``default`` entry is not a tuned config) is skipped with a note. Evaluation: the mean return of 10 deterministic
+episodes on a separate env every 5k env steps and at the end of the budget; env-steps/s counts training only (evaluation
+time excluded).
 
 Every run is cached as its own file, ``<out>/benchmarks/grid/<env>/<algo>/seed<k>.csv`` (``benchmarks.common``: the
 curve, the training time, the settings, a fingerprint of the hyperparameters and the machine). A run whose file exists
@@ -206,9 +207,12 @@ def cell_config(algo: str, env_id: str) -> tuple[dict[str, Any] | None, str]:
             return None, f"benchmarks/torchrl_runner.py does not import ({error})"
         if algo not in names:
             return None, "not offered by benchmarks/torchrl_runner.py"
+        from benchmarks.torchrl_runner import OUR_CONFIGS
+
+        where = f"torchrl_configs/{OUR_CONFIGS[algo]}.yaml" if algo in OUR_CONFIGS else "benchmarks/torchrl_runner.py"
         if env_id not in defaults.get(algo, {}):
-            return None, f"benchmarks/torchrl_runner.py has no config for {env_id}"
-        return {"source": "benchmarks/torchrl_runner.py", **defaults[algo][env_id]}, ""
+            return None, f"{where} has no config for {env_id}"
+        return {"source": where, **defaults[algo][env_id]}, ""
     from benchmarks.sb3_runner import SB3_ALGOS, zoo_entry
 
     if algo not in SB3_ALGOS:
@@ -944,7 +948,8 @@ def page(report: Report, figure_names: set[str], assets: str) -> str:
         "env steps and at the end; the final return is the last evaluation. env-steps/s: training only (evaluation "
         "excluded), median over seeds, one torch thread per run" + _load_note(report) + ".",
         "- Hyperparameters: ours from `zoo_configs/`, SB3 PPO / A2C and sb3-contrib TRPO from rl-zoo3's own files, "
-        "TorchRL pipelines from `benchmarks/torchrl_runner.py`. Ours were tuned on seeds 0-4 only "
+        "our TorchRL pipelines from `torchrl_configs/`, TorchRL's own recipes from `benchmarks/torchrl_runner.py`. "
+        "Ours were tuned on seeds 0-4 only "
         "(`python -m sb3_pg_extras.zoo optimize`, and `python -m benchmarks.tune` for a few candidates on five seeds, "
         "rows in `docs/benchmarks/tuning/`); the comments in `zoo_configs/` say what was tried.",
         "- CIs: 95 % stratified bootstrap (rliable, "

@@ -60,6 +60,8 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, ExplorationType, GymWrapper, set_exploration_type
 from torchrl.objectives import ClipPPOLoss, ReinforceLoss, ValueEstimators
 from torchrl.objectives.llm import MCAdvantage
+from torchrl_pg_extras.configs import envs as config_envs
+from torchrl_pg_extras.configs import load_config
 
 from benchmarks.common import Curve
 from torchrl_pg_extras import (
@@ -77,46 +79,13 @@ __all__ = ["DEFAULTS", "TORCHRL_ALGOS", "config_for", "run_torchrl"]
 
 TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torchrl_reinforce", "torchrl_ppo", "torchrl_mc_ppo")
 
-# Hyperparameters per algorithm and env. Ours were tuned on CartPole-v1 seeds 0-2 (fewest frames to a mean eval
-# return of 475); the competitors keep RL Zoo's (PPO) or TorchRL's defaults (ReinforceLoss: GAE). Pendulum-v1 values
-# are reasonable starting points, not tuned.
+# Hyperparameters per algorithm and env. Ours are the TorchRL config files (torchrl_configs/<algo>.yaml, installed as
+# torchrl_pg_extras.configs), which the example scripts read too; the competitors keep RL Zoo's (PPO) or TorchRL's
+# defaults (ReinforceLoss: GAE), here.
+OUR_CONFIGS = {"torchrl_grpo": "grpo", "torchrl_reinforce_pgx": "reinforce", "torchrl_trpo": "trpo"}
 # fmt: off
-_GRPO_COMMON = dict(clip=0.2, clip_high=None, beta=0.0, entropy_coeff=0.0, mode="return_to_go", scale="group", rloo=False,
-                    gamma=1.0, loss_aggregation="bnpo", max_grad_norm=1.0, hidden=64, max_policy_lag=None,
-                    # the variants of docs/maths.md#12-variants, off (plain GRPO); e.g. --set dynamic_sampling=True
-                    importance_sampling_level="token", mask_truncated_completions=False, top_entropy_quantile=1.0,
-                    dynamic_sampling=False, keep_return_bounds=None, batch_size=None, actor="tanh_normal")
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "torchrl_grpo": {
-        # tuned (seeds 0-4, eval every 2.5k, budget 100k): GroupedEnv's asynchronous groups of 8 same-seed episodes,
-        # one whole group per update, 8 epochs, 16 envs: median 7.9k frames to 475 (5/5). 8 envs / groups of 4: 16k;
-        # 16 envs / groups of 4: 15k; 32 envs: faster collection but 18k-36k (staler groups); 2+ groups per update:
-        # 26k-36k. max_policy_lag 2 drops too many groups (34k-70k).
-        "CartPole-v1": dict(num_envs=16, group_size=8, groups_per_batch=1, steps_per_poll=8, epochs=8, lr=3e-3,
-                            lr_linear=True, **_GRPO_COMMON),
-        # the SB3 entry's recipe (benchmarks/probes/grpo_pendulum.py): groups of 4, 8 groups (6.4k steps) per update,
-        # return-to-go advantages standardised over the batch, 10 epochs of 512-step minibatches, constant lr 1e-3,
-        # no clipping of the gradient, and a Gaussian with a state-independent sigma = 2 (half the torque range).
-        # Seeds 0-4 at 100k (docs/benchmarks/tuning/torchrl_grpo_Pendulum-v1.md): final -193 -144 -230 -198 -203;
-        # the same with the TanhNormal actor (state-dependent scale): -473 -674 -862 (seeds 0-2).
-        "Pendulum-v1": {**_GRPO_COMMON, **dict(num_envs=32, group_size=4, groups_per_batch=8, steps_per_poll=8, epochs=10,
-                                               batch_size=512, lr=1e-3, lr_linear=False, gamma=0.95, scale="batch",
-                                               max_grad_norm=None, actor="normal")},
-    },
-    "torchrl_reinforce_pgx": {
-        # tuned: critic-free Monte-Carlo REINFORCE (seed 2.1), advantage standardised over the batch; it beat the
-        # learned baseline on CartPole (median 16k vs 35k frames, 4 episodes per batch, lr 3e-3)
-        "CartPole-v1": dict(num_envs=16, episodes_per_batch=4, steps_per_poll=8, lr=1e-2, lr_linear=False, gamma=0.99,
-                            baseline=False, critic_coeff=0.5, max_grad_norm=1.0, hidden=64),
-        "Pendulum-v1": dict(num_envs=16, episodes_per_batch=16, steps_per_poll=8, lr=1e-3, lr_linear=False, gamma=0.9,
-                            baseline=True, critic_coeff=0.5, max_grad_norm=1.0, hidden=64),
-    },
-    "torchrl_trpo": {
-        "CartPole-v1": dict(num_envs=16, steps_per_env=64, max_kl=0.05, gamma=0.99, gae_lambda=0.95, cg_damping=0.1,
-                            critic_lr=1e-3, critic_updates=10, critic_batch_size=128, hidden=64),
-        "Pendulum-v1": dict(num_envs=16, steps_per_env=64, max_kl=0.01, gamma=0.9, gae_lambda=0.95, cg_damping=0.1,
-                            critic_lr=1e-3, critic_updates=15, critic_batch_size=128, hidden=64),
-    },
+    **{name: {env: load_config(algo, env) for env in config_envs(algo)} for name, algo in OUR_CONFIGS.items()},
     "torchrl_reinforce": {
         "CartPole-v1": dict(num_envs=8, steps_per_env=32, lr=1e-3, gamma=0.99, gae_lambda=0.95, max_grad_norm=1.0,
                             hidden=64),
@@ -255,12 +224,12 @@ class _GRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         remax = hp["mode"] == "remax"  # ReMax: one greedy member per group, played with the deterministic action
         env = GroupedEnv(make_batched_env(env_id, hp["num_envs"], seed), hp["group_size"], seed=seed, greedy_member=remax)
-        self.actor, _ = _networks(env, hp["hidden"], critic=False, continuous=hp["actor"])
+        self.actor, _ = _networks(env, hp["hidden"], critic=False, continuous=hp["continuous"])
         self.loss = GRPOLoss(
             self.actor,
-            clip_epsilon=hp["clip"],
-            clip_epsilon_high=hp["clip_high"],
-            kl_coeff=hp["beta"],
+            clip_epsilon=hp["clip_epsilon"],
+            clip_epsilon_high=hp["clip_epsilon_high"],
+            kl_coeff=hp["kl_coeff"],
             entropy_coeff=hp["entropy_coeff"],
             loss_aggregation=hp["loss_aggregation"],
             importance_sampling_level=hp["importance_sampling_level"],
@@ -274,7 +243,7 @@ class _GRPO(_Pipeline):
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
         # compact_obs: no ("next", observation) copies (GRPO has no critic to bootstrap), fewer entries to batch
         policy = GreedyMemberPolicy(self.actor) if remax else self.actor
-        self.collector = _collector(env, policy, hp["num_envs"] * hp["steps_per_poll"], compact_obs=True)
+        self.collector = _collector(env, policy, hp["frames_per_batch"], compact_obs=True)
         self.groups = GroupBatcher(  # "cat": whole episodes one after another, no padding to build
             self.collector,
             groups_per_batch=hp["groups_per_batch"],
@@ -298,7 +267,11 @@ class _GRPO(_Pipeline):
         size = self.hp["batch_size"]
         for _ in range(self.hp["epochs"]):
             # minibatches of steps (token-level aggregation: any subset of steps is an unbiased one), or the whole batch
-            parts = [batch] if size is None or size >= batch.numel() else [batch[i] for i in torch.randperm(batch.numel()).split(size)]
+            parts = (
+                [batch]
+                if size is None or size >= batch.numel()
+                else [batch[i] for i in torch.randperm(batch.numel()).split(size)]
+            )
             for part in parts:
                 _clip_grad_and_step(self.optim, _total(self.loss(part)), self.loss.parameters(), self.hp["max_grad_norm"])
 
@@ -306,13 +279,11 @@ class _GRPO(_Pipeline):
 class _ReinforcePgx(_EpisodePipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
-        self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"])
+        self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"], continuous=hp["continuous"])
         self.loss = REINFORCELoss(self.actor, critic, normalize_advantage=True, critic_coeff=hp["critic_coeff"])
         self.loss.make_value_estimator(gamma=hp["gamma"])
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
-        self.collector = _collector(
-            env, self.actor, hp["num_envs"] * hp["steps_per_poll"], trajs_per_batch=hp["episodes_per_batch"]
-        )
+        self.collector = _collector(env, self.actor, hp["frames_per_batch"], trajs_per_batch=hp["trajs_per_batch"])
         self.hp = hp
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
@@ -323,16 +294,16 @@ class _ReinforcePgx(_EpisodePipeline):
 class _TRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
-        self.actor, critic = _networks(env, hp["hidden"], critic=True)
+        self.actor, critic = _networks(env, hp["hidden"], critic=True, continuous=hp["continuous"])
         self.loss = TRPOLoss(self.actor, critic, max_kl=hp["max_kl"], cg_damping=hp["cg_damping"])
-        self.loss.make_value_estimator(gamma=hp["gamma"], lmbda=hp["gae_lambda"])
+        self.loss.make_value_estimator(gamma=hp["gamma"], lmbda=hp["lmbda"])
         self.stepper = TRPOStepper(
             self.loss,
             torch.optim.Adam(self.loss.critic_parameters(), lr=hp["critic_lr"]),
             critic_updates=hp["critic_updates"],
             critic_batch_size=hp["critic_batch_size"],
         )
-        self.collector = _collector(env, self.actor, hp["num_envs"] * hp["steps_per_env"])
+        self.collector = _collector(env, self.actor, hp["frames_per_batch"])
 
     def update(self, batch: TensorDictBase, progress: float) -> None:
         self.stepper.step(None, batch)

@@ -25,9 +25,9 @@ from benchmarks.torchrl_runner import TORCHRL_ALGOS, run_torchrl  # noqa: E402
 
 # tiny settings so that every pipeline yields a few batches within a couple of seconds
 SMALL = {
-    "torchrl_grpo": dict(num_envs=8, group_size=4, groups_per_batch=1, steps_per_poll=8, epochs=1),
-    "torchrl_reinforce_pgx": dict(num_envs=8, episodes_per_batch=8),
-    "torchrl_trpo": dict(num_envs=8, steps_per_env=32, critic_updates=2),
+    "torchrl_grpo": dict(num_envs=8, group_size=4, groups_per_batch=1, frames_per_batch=64, epochs=1),
+    "torchrl_reinforce_pgx": dict(num_envs=8, trajs_per_batch=8),
+    "torchrl_trpo": dict(num_envs=8, frames_per_batch=256, critic_updates=2),
     "torchrl_reinforce": dict(num_envs=8, steps_per_env=32),
     "torchrl_ppo": dict(num_envs=8, steps_per_env=32, epochs=2),
 }

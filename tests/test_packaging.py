@@ -19,6 +19,7 @@ def test_every_subpackage_is_listed_in_pyproject():
     }
     assert found - listed == set(), f"add these packages to [tool.setuptools] packages in pyproject.toml: {found - listed}"
     assert config["package-dir"]["sb3_pg_extras.zoo_configs"] == "zoo_configs"
+    assert config["package-dir"]["torchrl_pg_extras.configs"] == "torchrl_configs"
 
 
 def test_zoo_configs_are_importable_resources():
@@ -26,3 +27,16 @@ def test_zoo_configs_are_importable_resources():
 
     names = {p.name for p in resources.files("sb3_pg_extras.zoo_configs").iterdir()}
     assert {"grpo.yml", "trpo.yml", "reinforce.yml", "reinforce_baseline.yml"} <= names
+
+
+def test_torchrl_configs_are_importable_resources_with_an_entry_per_env():
+    from importlib import resources
+
+    from torchrl_pg_extras.configs import ALGOS, envs, load_config
+
+    names = {p.name for p in resources.files("torchrl_pg_extras.configs").iterdir()}
+    assert {f"{algo}.yaml" for algo in ALGOS} <= names
+    for algo in ALGOS:
+        assert {"CartPole-v1", "Pendulum-v1"} <= set(envs(algo))
+        for env_id in envs(algo):
+            assert set(load_config(algo, env_id)) == set(load_config(algo, "CartPole-v1"))  # every key has a default

@@ -1,16 +1,20 @@
-"""Shared pieces of the TorchRL examples: env, networks, collector, logger, command-line flags.
+"""Shared pieces of the TorchRL examples: env, networks, collector, logger, command line.
 
-Nothing here is algorithm-specific; see ``reinforce_torchrl.py``, ``trpo_torchrl.py`` and ``grpo_torchrl.py``. Every
-budget (``--frames``) and progress figure counts env steps taken (the frames the collector stepped, including episodes
-still running), the unit of SB3's ``num_timesteps``.
+Nothing here is algorithm-specific; see ``reinforce_torchrl.py``, ``trpo_torchrl.py`` and ``grpo_torchrl.py``. The
+hyperparameters come from the config files (``torchrl_configs/<algo>.yaml``, ``torchrl_pg_extras.configs``): the
+``default`` entry, then the env's, then the command line, as ``--flag value`` or as TorchRL sota-implementations'
+``key=value``. Every budget (``frames``) and progress figure counts env steps taken (the frames the collector stepped,
+including episodes still running), the unit of SB3's ``num_timesteps``.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 
@@ -24,17 +28,20 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv
 from torchrl.modules import MLP, IndependentNormal, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.record.loggers import Logger, get_logger
+from torchrl_pg_extras.configs import envs as config_envs
+from torchrl_pg_extras.configs import load_config, parse_overrides
 
 from torchrl_pg_extras import ID_NAMESPACE, GroupedEnv
 
-ENVS = ("CartPole-v1", "Pendulum-v1")
 BACKENDS = ("serial", "process", "ray")
 
 
 def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
-    """The flags every example understands."""
-    p = argparse.ArgumentParser(description=f"{algo} with TorchRL on CartPole-v1 / Pendulum-v1 (pg-extras).")
-    p.add_argument("--env", default="CartPole-v1", choices=sorted(ENVS))
+    """The flags every example understands (their defaults are replaced by the config's in :func:`parse_args`)."""
+    p = argparse.ArgumentParser(
+        description=f"{algo} with TorchRL (pg-extras). Hyperparameters: torchrl_configs/, overridden by --flags or key=value.",
+    )
+    p.add_argument("--env", default="CartPole-v1", help="an env with an entry in the config file (env=... works too)")
     p.add_argument("--frames", type=int, default=frames, help="total environment steps")
     p.add_argument("--num-envs", type=int, default=envs, help="sub-envs per collector worker (gymnasium vector env)")
     p.add_argument("--seed", type=int, default=0)
@@ -60,6 +67,45 @@ def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
     p.add_argument("--target-return", type=float, default=None, help="stop once the mean episode return reaches it")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these small MLPs)")
     return p
+
+
+def parse_args(p: argparse.ArgumentParser, name: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line over ``torchrl_configs/<name>.yaml``'s entry for the env.
+
+    ``--flag value`` and ``key=value`` both set an option (``key`` is the config's name, e.g. ``clip_epsilon=0.3``, or
+    a flag's, e.g. ``seed=1``; ``key=value`` wins when both are given). A key that is neither is refused with the list.
+
+    Example::
+
+        python examples/torchrl/grpo_torchrl.py env=Pendulum-v1 lr=3e-4 frames=200000
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pairs = [t for t in argv if "=" in t and not t.startswith("-")]
+    flags = [t for t in argv if t not in pairs]
+    try:
+        overrides = parse_overrides(pairs)
+        env = overrides.pop("env", None) or p.parse_known_args(flags)[0].env
+        options = vars(p.parse_known_args([])[0])  # every option with its flag default
+        keys = list(load_config(name, config_envs(name)[0]))
+        unknown = [k for k in overrides if k not in keys and k not in options]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], [*keys, *options], n=1)
+            raise ValueError(
+                f"{unknown[0]!r}{f' (did you mean {close[0]!r}?)' if close else ''} is neither a key of "
+                f"torchrl_configs/{name}.yaml ({', '.join(keys)}) nor an option "
+                f"({', '.join(k for k in options if k not in keys)})."
+            )
+        config = load_config(name, env, {k: v for k, v in overrides.items() if k in keys})
+    except ValueError as exc:
+        p.error(str(exc))
+    without_flag = [k for k in config if k not in options]
+    if without_flag:  # a config key the script does not take: the example's bug, not the user's
+        raise RuntimeError(f"torchrl_configs/{name}.yaml keys without a flag in this script: {without_flag}")
+    p.set_defaults(**config, env=env)
+    args = p.parse_args(flags)
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
 
 
 def setup(args) -> torch.device:

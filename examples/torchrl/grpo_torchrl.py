@@ -1,9 +1,8 @@
 """GRPO (docs/maths.md#6-grpo) for control with TorchRL on CartPole-v1 or Pendulum-v1: no critic, same-seed groups.
 
     python examples/torchrl/grpo_torchrl.py                       # the tuned CartPole settings (reaches 475)
-    python examples/torchrl/grpo_torchrl.py --env Pendulum-v1 --num-envs 32 --group-size 4 --groups-per-batch 8 \
-        --epochs 10 --batch-size 512 --lr 1e-3 --constant-lr --gamma 0.95 --scale batch --max-grad-norm 0 \
-        --continuous normal                                      # the Pendulum recipe (DEFAULTS["torchrl_grpo"])
+    python examples/torchrl/grpo_torchrl.py env=Pendulum-v1       # the Pendulum recipe (torchrl_configs/grpo.yaml)
+    python examples/torchrl/grpo_torchrl.py env=Pendulum-v1 lr=3e-4 frames=200000   # key=value overrides
     python examples/torchrl/grpo_torchrl.py --clip-epsilon-high 0.28 --loss-aggregation dapo   # DAPO flavour
     python examples/torchrl/grpo_torchrl.py --dynamic-sampling --keep-return-bounds 20 none  # DAPO dynamic sampling
     python examples/torchrl/grpo_torchrl.py --importance-sampling-level sequence   # GSPO
@@ -13,14 +12,16 @@
 ``GroupedEnv`` hands each sub-env that resets the next member of a group (the core's ``GroupScheduler``), with the
 group's seed in that same reset; ``GroupBatcher`` turns the collector's steps into batches of whole groups and counts
 env steps and policy versions; ``GroupRelativeAdvantage`` computes the group-relative advantages; ``GRPOLoss`` does
-the rest. The defaults are the tuned settings of ``benchmarks/torchrl_runner.py`` (``DEFAULTS["torchrl_grpo"]``);
-the variant flags (docs/maths.md#12-variants) default to plain GRPO.
+the rest. The settings are ``torchrl_configs/grpo.yaml``'s entry for the env (which the benchmark runs too),
+overridden by ``--flags`` or ``key=value``; the variants (docs/maths.md#12-variants) default to plain GRPO.
 """
 
 from __future__ import annotations
 
+import argparse
+
 import torch
-from _common import Progress, episode_returns, make_actor, make_collector, make_env, parser, scalars, setup
+from _common import Progress, episode_returns, make_actor, make_collector, make_env, parse_args, parser, scalars, setup
 
 from torchrl_pg_extras import GreedyMemberPolicy, GroupBatcher, GroupRelativeAdvantage, GRPOLoss
 
@@ -32,50 +33,49 @@ def _bound(text: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> float:
     p = parser("GRPO", frames=100_000, envs=16)
-    p.add_argument("--group-size", type=int, default=8, help="episodes per group (same reset seed)")
-    p.add_argument("--groups-per-batch", type=int, default=1, help="whole groups per update")
-    p.add_argument("--steps-per-poll", type=int, default=8, help="collector frames per batch = num_envs * this")
-    p.add_argument("--epochs", type=int, default=8, help="passes over each batch")
+    p.add_argument("--group-size", type=int, help="episodes per group (same reset seed)")
+    p.add_argument("--groups-per-batch", type=int, help="whole groups per update")
+    p.add_argument("--frames-per-batch", type=int, help="collector frames per batch (all envs together)")
+    p.add_argument("--epochs", type=int, help="passes over each batch")
     p.add_argument(
         "--batch-size",
         type=int,
-        default=None,
         help="minibatch of steps per gradient step (default: the batch; for the token-level aggregation bnpo)",
     )
     p.add_argument(
-        "--continuous", default="tanh_normal", choices=["tanh_normal", "normal"],
+        "--continuous", choices=["tanh_normal", "normal"],
         help="continuous actions: TanhNormal, or a Gaussian with sigma starting at half the action range",
     )  # fmt: skip
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--constant-lr", action="store_true", help="no linear decay of the learning rate over --frames")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-linear", action=argparse.BooleanOptionalAction, help="linear decay of the lr to 0 over frames")
+    p.add_argument("--constant-lr", dest="lr_linear", action="store_false", help="same as --no-lr-linear")
     # the loss's own names (GRPOLoss(clip_epsilon=..., clip_epsilon_high=..., kl_coeff=...)); the old flags still work
-    p.add_argument("--clip-epsilon", "--clip", dest="clip", type=float, default=0.2)
-    p.add_argument("--clip-epsilon-high", "--clip-high", dest="clip_high", type=float, default=None, help="DAPO (0.28)")
-    p.add_argument("--kl-coeff", "--beta", dest="beta", type=float, default=0.0, help="weight of the k3 KL to pi_ref")
-    p.add_argument("--ref-update-interval", type=int, default=None, help="refresh pi_ref every N updates")
-    p.add_argument("--entropy-coeff", type=float, default=0.0)
+    p.add_argument("--clip-epsilon", "--clip", type=float)
+    p.add_argument("--clip-epsilon-high", "--clip-high", type=float, help="DAPO clip-higher (e.g. 0.28)")
+    p.add_argument("--kl-coeff", "--beta", type=float, help="weight of the k3 KL to the reference policy")
+    p.add_argument("--ref-update-interval", type=int, help="refresh pi_ref every N updates")
+    p.add_argument("--entropy-coeff", type=float)
     p.add_argument(
         "--mode",
-        default="return_to_go",
         choices=["outcome", "process", "return_to_go", "remax"],
         help="remax: one extra greedy member per group, its return is the baseline",
     )
-    p.add_argument("--scale", default="group", choices=["group", "batch", "none"])
+    p.add_argument("--scale", choices=["group", "batch", "none"])
     p.add_argument("--rloo", action="store_true")
-    p.add_argument("--gamma", type=float, default=1.0)
-    p.add_argument("--loss-aggregation", default="bnpo", choices=["grpo", "bnpo", "dapo", "dr_grpo"])
-    p.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
-    p.add_argument("--max-policy-lag", type=int, default=None, help="drop groups spanning more policy versions")
+    p.add_argument("--gamma", type=float)
+    p.add_argument("--loss-aggregation", choices=["grpo", "bnpo", "dapo", "dr_grpo"])
+    p.add_argument("--max-grad-norm", type=float, help="0: no clipping")
+    p.add_argument("--max-policy-lag", type=int, help="drop groups spanning more policy versions")
     # the variants of docs/maths.md#12-variants (TRL / DAPO names)
-    p.add_argument("--importance-sampling-level", default="token", choices=["token", "sequence"], help="sequence: GSPO")
+    p.add_argument("--importance-sampling-level", choices=["token", "sequence"], help="sequence: GSPO")
     p.add_argument("--mask-truncated-completions", action="store_true", help="truncated episodes leave the loss")
-    p.add_argument("--top-entropy-quantile", type=float, default=1.0, help="policy-gradient term on the top fraction")
+    p.add_argument("--top-entropy-quantile", type=float, help="policy-gradient term on the top fraction")
     p.add_argument("--dynamic-sampling", action="store_true", help="DAPO: collect until every group has a signal")
     p.add_argument(
-        "--keep-return-bounds", nargs=2, type=_bound, default=None, metavar=("LOW", "HIGH"),
+        "--keep-return-bounds", nargs=2, type=_bound, metavar=("LOW", "HIGH"),
         help="DAPO: also drop the groups whose mean return is outside [LOW, HIGH] ('none': unbounded)",
     )  # fmt: skip
-    args = p.parse_args(argv)
+    args = parse_args(p, "grpo", argv)
     device = setup(args)
 
     # ALGO LOGIC: networks, loss, advantage module
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> float:
     probe.close()
     loss = GRPOLoss(
         actor,
-        clip_epsilon=args.clip,
-        clip_epsilon_high=args.clip_high,
-        kl_coeff=args.beta,
+        clip_epsilon=args.clip_epsilon,
+        clip_epsilon_high=args.clip_epsilon_high,
+        kl_coeff=args.kl_coeff,
         entropy_coeff=args.entropy_coeff,
         loss_aggregation=args.loss_aggregation,
         importance_sampling_level=args.importance_sampling_level,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> float:
     collector = make_collector(
         args,
         GreedyMemberPolicy(actor) if remax else actor,
-        frames_per_batch=args.num_envs * args.steps_per_poll,
+        frames_per_batch=args.frames_per_batch,
         group_size=args.group_size,
         device=device,
         greedy_member=remax,
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> float:
     updates = 0
     for batch in batches:  # each batch requested after a yield is one policy version later
         for group in optim.param_groups:
-            group["lr"] = args.lr * (1.0 if args.constant_lr else 1.0 - progress.progress)
+            group["lr"] = args.lr * (1.0 - progress.progress if args.lr_linear else 1.0)
         batch = advantage(batch.to(device))
         size = args.batch_size or batch.numel()
         for _ in range(args.epochs):
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> float:
                 total = sum(v for k, v in out.items() if k.startswith("loss_"))
                 optim.zero_grad()
                 total.backward()
-                if args.max_grad_norm > 0:
+                if args.max_grad_norm:  # None / 0: no clipping
                     torch.nn.utils.clip_grad_norm_(loss.parameters(), args.max_grad_norm)
                 optim.step()
                 updates += 1

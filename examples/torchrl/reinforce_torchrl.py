@@ -2,18 +2,32 @@
 
     python examples/torchrl/reinforce_torchrl.py                       # the tuned CartPole settings, no critic
     python examples/torchrl/reinforce_torchrl.py --baseline            # with a learned baseline
-    python examples/torchrl/reinforce_torchrl.py --env Pendulum-v1 --baseline --gamma 0.9 --lr 1e-3 --frames 500000
+    python examples/torchrl/reinforce_torchrl.py env=Pendulum-v1 frames=500000   # torchrl_configs/reinforce.yaml
     python examples/torchrl/reinforce_torchrl.py --backend process --workers 2
 
 Monte-Carlo returns need whole episodes: the collector yields complete trajectories
-(``Collector(trajs_per_batch=...)``), the loss computes ``G_t`` with ``MonteCarloEstimator``. The defaults are the
-tuned settings of ``benchmarks/torchrl_runner.py`` (``DEFAULTS["torchrl_reinforce_pgx"]``).
+(``Collector(trajs_per_batch=...)``), the loss computes ``G_t`` with ``MonteCarloEstimator``. The settings are
+``torchrl_configs/reinforce.yaml``'s entry for the env (which the benchmark runs too), overridden by ``--flags`` or
+``key=value``.
 """
 
 from __future__ import annotations
 
+import argparse
+
 import torch
-from _common import Progress, episode_returns, make_actor, make_collector, make_critic, make_env, parser, scalars, setup
+from _common import (
+    Progress,
+    episode_returns,
+    make_actor,
+    make_collector,
+    make_critic,
+    make_env,
+    parse_args,
+    parser,
+    scalars,
+    setup,
+)
 
 from torchrl_pg_extras import REINFORCELoss
 
@@ -28,18 +42,20 @@ def env_steps(collector) -> int:
 
 def main(argv: list[str] | None = None) -> float:
     p = parser("REINFORCE", frames=100_000, envs=16)
-    p.add_argument("--baseline", action="store_true", help="learn a critic V(s) as baseline (docs/maths.md §3)")
-    p.add_argument("--episodes-per-batch", type=int, default=4)
-    p.add_argument("--steps-per-poll", type=int, default=8, help="collector frames per poll = num_envs * this")
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--gamma", type=float, default=0.99)
-    p.add_argument("--critic-coeff", type=float, default=0.5)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    args = p.parse_args(argv)
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, help="learn a critic V(s) as baseline (§3)")
+    p.add_argument("--trajs-per-batch", "--episodes-per-batch", type=int, help="complete episodes per update")
+    p.add_argument("--frames-per-batch", type=int, help="collector frames per poll (all envs together)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-linear", action=argparse.BooleanOptionalAction, help="linear decay of the lr to 0 over frames")
+    p.add_argument("--gamma", type=float)
+    p.add_argument("--critic-coeff", type=float)
+    p.add_argument("--max-grad-norm", type=float, help="0: no clipping")
+    p.add_argument("--continuous", choices=["tanh_normal", "normal"], help="the continuous-action distribution")
+    args = parse_args(p, "reinforce", argv)
     device = setup(args)
 
     probe = make_env(args.env, 1, args.seed)
-    actor = make_actor(probe, args.hidden, device)
+    actor = make_actor(probe, args.hidden, device, args.continuous)
     critic = make_critic(probe, args.hidden, device) if args.baseline else None
     probe.close()
     loss = REINFORCELoss(actor, critic, normalize_advantage=True, critic_coeff=args.critic_coeff)
@@ -48,18 +64,21 @@ def main(argv: list[str] | None = None) -> float:
     collector = make_collector(
         args,
         actor,
-        frames_per_batch=args.num_envs * args.steps_per_poll,
-        trajs_per_batch=args.episodes_per_batch,
+        frames_per_batch=args.frames_per_batch,
+        trajs_per_batch=args.trajs_per_batch,
         device=device,
     )
     progress = Progress(args, "reinforce")
     for batch in collector:
+        for group in optim.param_groups:
+            group["lr"] = args.lr * (1.0 - progress.progress if args.lr_linear else 1.0)
         batch = batch.to(device)
         out = loss(batch)
         total = sum(v for k, v in out.items() if k.startswith("loss_"))
         optim.zero_grad()
         total.backward()
-        torch.nn.utils.clip_grad_norm_(loss.parameters(), args.max_grad_norm)
+        if args.max_grad_norm:  # None / 0: no clipping
+            torch.nn.utils.clip_grad_norm_(loss.parameters(), args.max_grad_norm)
         optim.step()
         collector.update_policy_weights_()
         progress.update(env_steps(collector), episode_returns(batch), scalars(out))

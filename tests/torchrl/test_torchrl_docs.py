@@ -10,7 +10,7 @@ import torch
 
 torch.set_num_threads(1)
 
-MODULES = ["value", "reinforce", "trpo", "grpo", "envs", "collectors"]
+MODULES = ["value", "reinforce", "trpo", "grpo", "envs", "collectors", "configs"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -187,24 +187,29 @@ def _example(name: str):
     [("grpo_torchrl", "torchrl_grpo"), ("reinforce_torchrl", "torchrl_reinforce_pgx"), ("trpo_torchrl", "torchrl_trpo")],
 )
 def test_examples_default_to_the_tuned_settings_and_run(script, algo, tmp_path, monkeypatch, capsys):
-    """The examples' defaults are benchmarks/torchrl_runner.py's tuned CartPole settings, and they run."""
+    """The examples run torchrl_configs/'s entry for the env (the benchmark's settings), overridable by --flags and
+    key=value."""
+    from torchrl_pg_extras.configs import load_config
+
     sys.path.insert(0, str(ROOT))
-    from benchmarks.torchrl_runner import DEFAULTS
+    from benchmarks.torchrl_runner import DEFAULTS, OUR_CONFIGS
 
     module = _example(script)
     captured = {}
     monkeypatch.setattr("argparse.ArgumentParser.parse_args", _capture(captured))
     module.main(["--frames", "600", "--no-progress", "--logger", "none"])
-    args = captured["args"]
-    tuned = dict(DEFAULTS[algo]["CartPole-v1"])
-    if "lr_linear" in tuned and hasattr(args, "constant_lr"):
-        assert args.constant_lr is not tuned.pop("lr_linear")
-    if algo == "torchrl_trpo" and args.gamma is None:  # the example's env default: 0.99 on CartPole
-        args.gamma = 0.99
-    compared = {key: (getattr(args, key), value) for key, value in tuned.items() if hasattr(args, key)}
-    assert all(mine == theirs for mine, theirs in compared.values()), compared
-    assert len(compared) >= len(tuned) - 1, set(tuned) - set(compared)  # REINFORCE has no lr schedule
-    assert "env_steps=" in capsys.readouterr().out
+    tuned = load_config(OUR_CONFIGS[algo], "CartPole-v1")
+    assert tuned == {k: v for k, v in DEFAULTS[algo]["CartPole-v1"].items()}  # the benchmark runs the same
+    args = vars(captured["args"])
+    assert {k: args[k] for k in tuned if k != "frames"} == {k: v for k, v in tuned.items() if k != "frames"}
+    assert args["frames"] == 600 and "env_steps=" in capsys.readouterr().out
+    lr = "critic_lr" if algo == "torchrl_trpo" else "lr"
+    module.main(["env=Pendulum-v1", "frames=600", f"{lr}=3e-4", "seed=3", "--no-progress", "--logger", "none"])
+    args, pendulum = vars(captured["args"]), load_config(OUR_CONFIGS[algo], "Pendulum-v1")
+    assert (args["env"], args[lr], args["seed"], args["gamma"]) == ("Pendulum-v1", 3e-4, 3, pendulum["gamma"])
+    with pytest.raises(SystemExit):
+        module.main([f"{lr}r=3"])
+    assert f"did you mean {lr!r}" in capsys.readouterr().err
 
 
 def _capture(store):
