@@ -23,8 +23,8 @@ test: setup
 	$(PY) -m pytest -n 2 -q tests
 
 lint: setup
-	$(VENV)/bin/ruff check pg_extras sb3_pg_extras torchrl_pg_extras tests benchmarks examples
-	$(VENV)/bin/ruff format --check pg_extras sb3_pg_extras torchrl_pg_extras tests benchmarks examples
+	$(VENV)/bin/ruff check pg_extras sb3_pg_extras torchrl_pg_extras torchrl_configs tests benchmarks examples
+	$(VENV)/bin/ruff format --check pg_extras sb3_pg_extras torchrl_pg_extras torchrl_configs tests benchmarks examples
 
 benchmark: setup
 	$(PY) -m benchmarks.run

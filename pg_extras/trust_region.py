@@ -212,6 +212,15 @@ def _unwrap(dist: Distribution) -> Distribution:
     return dist
 
 
+def _batch_weights(weights: torch.Tensor | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The batch-average weights of :func:`distribution_fisher`: ``weights``, or the mean over ``mask``'s valid steps."""
+    if mask is None:
+        return weights
+    if weights is not None:
+        raise ValueError("distribution_fisher: give mask or weights, not both.")
+    return mask.to(dtype) / mask.sum().clamp(min=1)  # in the parameters' precision
+
+
 def distribution_fisher(
     distributions: Sequence[Distribution],
     batch_dims: int = 1,
@@ -252,8 +261,6 @@ def distribution_fisher(
     if batch_dims < 0:
         raise ValueError(f"batch_dims must be >= 0, got {batch_dims}.")
     check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS)
-    if mask is not None and weights is not None:
-        raise ValueError("distribution_fisher: give mask or weights, not both.")
     # (output, elementwise Fisher weight, probabilities for the Categorical's -p p^T term or None, batch shape)
     terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Size]] = []
     for dist in distributions:
@@ -274,8 +281,7 @@ def distribution_fisher(
     if not terms:
         raise ValueError("distributions is empty: pass the policy's action distribution(s).")
     batch_shape = terms[0][3]
-    if mask is not None:  # the mean over the valid steps, in the parameters' precision
-        weights = mask.to(terms[0][0].dtype) / mask.sum().clamp(min=1)
+    weights = _batch_weights(weights, mask, terms[0][0].dtype)
     if weights is not None and weights.shape != batch_shape:
         raise ValueError(f"weights has shape {tuple(weights.shape)} but the batch shape is {tuple(batch_shape)}.")
     outputs, fishers, probs_list = [], [], []
