@@ -108,6 +108,22 @@ def parse_args(p: argparse.ArgumentParser, name: str, argv: list[str] | None = N
     return args
 
 
+def set_lr(optim: torch.optim.Optimizer, args, progress: float) -> None:
+    """``args.lr``, decayed linearly to 0 over ``args.frames`` when ``args.lr_linear`` (RL Zoo's ``lin_<lr>``)."""
+    for group in optim.param_groups:
+        group["lr"] = args.lr * (1.0 - progress if args.lr_linear else 1.0)
+
+
+def gradient_step(optim: torch.optim.Optimizer, out: TensorDictBase, params, max_grad_norm: float | None) -> None:
+    """One optimizer step on the sum of the ``loss_*`` entries of a loss module's output (clipped unless 0 / None)."""
+    total = sum(v for k, v in out.items() if k.startswith("loss_"))
+    optim.zero_grad()
+    total.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(list(params), max_grad_norm)
+    optim.step()
+
+
 def setup(args) -> torch.device:
     """Seed, CPU threads and device."""
     torch.manual_seed(args.seed)

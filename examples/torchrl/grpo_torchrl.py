@@ -21,7 +21,19 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import Progress, episode_returns, make_actor, make_collector, make_env, parse_args, parser, scalars, setup
+from _common import (
+    Progress,
+    episode_returns,
+    gradient_step,
+    make_actor,
+    make_collector,
+    make_env,
+    parse_args,
+    parser,
+    scalars,
+    set_lr,
+    setup,
+)
 
 from torchrl_pg_extras import GreedyMemberPolicy, GroupBatcher, GroupRelativeAdvantage, GRPOLoss
 
@@ -120,20 +132,14 @@ def main(argv: list[str] | None = None) -> float:
     progress = Progress(args, "grpo")
     updates = 0
     for batch in batches:  # each batch requested after a yield is one policy version later
-        for group in optim.param_groups:
-            group["lr"] = args.lr * (1.0 - progress.progress if args.lr_linear else 1.0)
+        set_lr(optim, args, progress.progress)
         batch = advantage(batch.to(device))
         size = args.batch_size or batch.numel()
         for _ in range(args.epochs):
             # minibatches of steps (token-level aggregation makes any subset of steps an unbiased one)
             for idx in torch.randperm(batch.numel(), device=batch.device).split(size) if size < batch.numel() else [None]:
                 out = loss(batch if idx is None else batch.reshape(-1)[idx])
-                total = sum(v for k, v in out.items() if k.startswith("loss_"))
-                optim.zero_grad()
-                total.backward()
-                if args.max_grad_norm:  # None / 0: no clipping
-                    torch.nn.utils.clip_grad_norm_(loss.parameters(), args.max_grad_norm)
-                optim.step()
+                gradient_step(optim, out, loss.parameters(), args.max_grad_norm)
                 updates += 1
                 if args.ref_update_interval and updates % args.ref_update_interval == 0:
                     loss.update_reference()

@@ -19,6 +19,7 @@ import torch
 from _common import (
     Progress,
     episode_returns,
+    gradient_step,
     make_actor,
     make_collector,
     make_critic,
@@ -26,6 +27,7 @@ from _common import (
     parse_args,
     parser,
     scalars,
+    set_lr,
     setup,
 )
 
@@ -70,16 +72,9 @@ def main(argv: list[str] | None = None) -> float:
     )
     progress = Progress(args, "reinforce")
     for batch in collector:
-        for group in optim.param_groups:
-            group["lr"] = args.lr * (1.0 - progress.progress if args.lr_linear else 1.0)
-        batch = batch.to(device)
-        out = loss(batch)
-        total = sum(v for k, v in out.items() if k.startswith("loss_"))
-        optim.zero_grad()
-        total.backward()
-        if args.max_grad_norm:  # None / 0: no clipping
-            torch.nn.utils.clip_grad_norm_(loss.parameters(), args.max_grad_norm)
-        optim.step()
+        set_lr(optim, args, progress.progress)
+        out = loss(batch.to(device))
+        gradient_step(optim, out, loss.parameters(), args.max_grad_norm)
         collector.update_policy_weights_()
         progress.update(env_steps(collector), episode_returns(batch), scalars(out))
         if progress.done():
