@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from pg_extras._checks import check_choice
 from pg_extras.episodes import EpisodeLayout
 from pg_extras.group import group_relative_advantages
 from pg_extras.returns import gae, returns_to_go
+from pg_extras.validation import check_choice
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "CRITIC_ESTIMATORS", "AdvantageEstimate", "estimate_advantages"]
 

@@ -23,9 +23,9 @@ import torch
 from torch.distributions import Categorical, Distribution, OneHotCategorical
 from torch.nn import functional as F
 
-from pg_extras._checks import check_choice, check_same_shape
 from pg_extras.kl import categorical_kl, exact_kl
 from pg_extras.surrogate import aggregate_loss, importance_ratio
+from pg_extras.validation import check_choice, check_same_shape
 
 __all__ = [
     "DEFAULT_KL_REDUCTION",

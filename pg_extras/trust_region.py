@@ -24,9 +24,9 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 from torch.nn.utils import parameters_to_vector
 
-from pg_extras._checks import check_choice, check_finite, check_float, check_nonnegative
 from pg_extras.mlp import MlpLinearization, mlp_layers
 from pg_extras.policy_ops import DEFAULT_KL_REDUCTION, KL_REDUCTIONS, action_dims, reachable_parameters
+from pg_extras.validation import check_choice, check_finite, check_float, check_nonnegative
 
 __all__ = [
     "TrustRegionResult",

@@ -332,7 +332,15 @@ def check_rate_or_schedule(
     return number
 
 
-def check_finite(name: str, tensor: torch.Tensor, hint: str = "", derived_from: str | None = None) -> torch.Tensor:
+def check_finite(
+    name: str,
+    tensor: torch.Tensor,
+    hint: str = "",
+    derived_from: str | None = None,
+    *,
+    mask: torch.Tensor | None = None,
+    owner: str | None = None,
+) -> torch.Tensor:
     """Return ``tensor`` if it holds no NaN / inf, else raise ``ValueError`` naming it, the bad entries and the fix.
 
     Costs one device synchronisation. Integer and bool tensors are always finite.
@@ -341,6 +349,9 @@ def check_finite(name: str, tensor: torch.Tensor, hint: str = "", derived_from: 
     :param hint: the likely cause and fix, appended to the message.
     :param derived_from: for a quantity computed from inputs already checked finite (say ``"rewards"``), the message
         says that the computation overflowed the dtype instead of blaming the input.
+    :param mask: optional bool mask of the valid entries (its shape a prefix of the tensor's): padding may hold
+        anything, only the valid entries are checked.
+    :param owner: the class or function to name at the start of the message (e.g. ``"GRPOLoss"``).
 
     Example::
 
@@ -352,14 +363,17 @@ def check_finite(name: str, tensor: torch.Tensor, hint: str = "", derived_from: 
     if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
         return tensor
     finite = torch.isfinite(tensor)
+    if mask is not None:  # padding counts as finite
+        finite = finite | ~mask.to(torch.bool).reshape(mask.shape + (1,) * (tensor.dim() - mask.dim()))
     if bool(finite.all()):
         return tensor
-    raise ValueError(_non_finite_message(name, tensor, finite, hint, derived_from))
+    message = _non_finite_message(name, tensor, finite, hint, derived_from)
+    raise ValueError(message if owner is None else f"{owner}: {message}")
 
 
 def _non_finite_message(name: str, tensor: torch.Tensor, finite: torch.Tensor, hint: str, derived_from: str | None) -> str:
     t = tensor.detach()
-    n_nan = int(torch.isnan(t).sum())
+    n_nan = int((torch.isnan(t) & ~finite).sum())
     n_inf = int((~finite).sum()) - n_nan
     first = tuple(int(i) for i in torch.nonzero(~finite)[0].tolist()) if t.dim() else ()
     value = t[first].item() if t.dim() else t.item()
@@ -387,7 +401,7 @@ def check_same_shape(reference_name: str, reference: torch.Tensor, **others: tor
             )
 
 
-# -- short forms kept for existing callers (pg_extras._checks) -------------------------------------------------------
+# -- short forms -------------------------------------------------------
 
 
 def check_nonnegative(name: str, value: Any, hint: str = "") -> float | None:

@@ -19,11 +19,10 @@ from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, 
 from torchrl.objectives.value import ValueEstimatorBase
 
 from pg_extras import explained_variance, regularized_loss, standardize
-from pg_extras.validation import check_bool, check_choice, check_float
+from pg_extras.validation import check_bool, check_choice, check_finite, check_float
 from torchrl_pg_extras._utils import (
     actor_context,
     as_batch,
-    check_finite,
     check_key_names,
     check_time_ordered,
     entropy_of,
@@ -274,11 +273,11 @@ class PolicyGradientLossBase(LossModule):
             reward_key = ("next", self.tensor_keys.reward)
             reward = tensordict.get(reward_key)
             check_finite(
-                reward,
-                mask,
                 f"the reward {reward_key!r}",
-                owner,
+                reward,
                 "check the environment (and rescale large rewards, e.g. with torchrl.envs.RewardScaling).",
+                mask=mask,
+                owner=owner,
             )
             work = tensordict
             if not reward.is_floating_point():  # integer rewards: the estimators work in floating point
@@ -293,11 +292,11 @@ class PolicyGradientLossBase(LossModule):
             mask = self._mask(tensordict)  # the estimator may have written a validity mask
             advantage = get_required(tensordict, self.tensor_keys.advantage, "advantage", owner)
         check_finite(
-            advantage,
-            mask,
             f"the advantage {self.tensor_keys.advantage!r}",
-            owner,
+            advantage,
             "check the rewards and the critic (rescale large rewards, e.g. with torchrl.envs.RewardScaling).",
+            mask=mask,
+            owner=owner,
         )
         return advantage
 
@@ -354,11 +353,11 @@ class PolicyGradientLossBase(LossModule):
         owner = type(self).__name__
         log_prob = log_prob_of(dist, tensordict, self.tensor_keys.action, owner)
         check_finite(
-            log_prob.detach(),
-            mask,
             "the log-probability of the stored actions",
-            owner,
+            log_prob.detach(),
             "check the actor's parameters (NaN after a diverged update?) and that the actions are in its support.",
+            mask=mask,
+            owner=owner,
         )
         return _valid_only(log_prob, mask)
 
@@ -370,12 +369,12 @@ class PolicyGradientLossBase(LossModule):
             raise RuntimeError(f"{owner}: the stored {self.tensor_keys.sample_log_prob!r} requires grad.")
         old = as_batch(old, tensordict.batch_size, "sample_log_prob")
         check_finite(
-            old,
-            mask,
             f"the behaviour log-probability {self.tensor_keys.sample_log_prob!r}",
-            owner,
+            old,
             "the stored actions must be possible under the policy that collected them (check the collector's policy "
             "and set_keys(sample_log_prob=...)).",
+            mask=mask,
+            owner=owner,
         )
         return _valid_only(old, mask)
 
@@ -417,11 +416,11 @@ class PolicyGradientLossBase(LossModule):
         target = as_batch(target, shape, "value_target").detach().to(value.dtype)
         value = as_batch(value, shape, "value")
         check_finite(
-            target,
-            mask,
             f"the value target {self.tensor_keys.value_target!r}",
-            owner,
+            target,
             "check the rewards (rescale large ones, e.g. with torchrl.envs.RewardScaling).",
+            mask=mask,
+            owner=owner,
         )
         loss = distance_loss(target, value, loss_function=self.loss_critic_type) * self.critic_coeff
         valid = value.numel() if mask is None else int(mask.sum())

@@ -21,7 +21,6 @@ from tensordict.utils import NestedKey
 __all__ = [
     "actor_context",
     "as_batch",
-    "check_finite",
     "check_time_ordered",
     "entropy_of",
     "from_time_major",
@@ -71,17 +70,6 @@ def time_dim(tensordict: TensorDictBase, time_dim: int | None = None, owner: obj
             f"use an integer in [{-ndim}, {ndim - 1}] (the dimension that indexes time; default: the last)."
         )
     return chosen % ndim
-
-
-def check_finite(tensor: torch.Tensor, mask: torch.Tensor | None, what: str, owner: str, fix: str) -> None:
-    """Raise ``ValueError`` naming ``what`` and ``fix`` if ``tensor`` has NaN / inf on the valid steps ``mask``."""
-    if not tensor.is_floating_point():
-        return
-    bad = ~torch.isfinite(tensor)
-    if mask is not None:
-        bad = bad & mask.reshape(mask.shape + (1,) * (bad.ndim - mask.ndim))
-    if bool(bad.any()):
-        raise ValueError(f"{owner}: {what} contains NaN or infinite values at {int(bad.sum())} valid steps: {fix}")
 
 
 def as_batch(x: torch.Tensor, batch_shape: torch.Size, name: str) -> torch.Tensor:

@@ -335,8 +335,7 @@ class TRPOLoss(PolicyGradientLossBase):
 
     def _fisher_product(self, td: TensorDictBase, dist, mask: torch.Tensor | None, params: list[torch.Tensor]):
         """The Gauss-Newton Fisher-vector product of the mean KL at the current parameters, or ``None``."""
-        weights = None if mask is None else mask.to(torch.get_default_dtype()) / mask.sum().clamp(min=1)
-        fisher = distribution_fisher([dist], td.batch_dims, weights, self.kl_reduction)
+        fisher = distribution_fisher([dist], td.batch_dims, kl_reduction=self.kl_reduction, mask=mask)
         if fisher is None:  # e.g. TanhNormal: trust_region_step falls back to the double backward of the KL
             return None
         net, inputs = self._policy_mlp(td)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import pg_extras._checks as legacy
 from pg_extras import validation
 from pg_extras.validation import (
     check_bool,
@@ -25,18 +24,6 @@ from pg_extras.validation import (
 def test_docstring_examples():
     result = doctest.testmod(validation, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
-
-
-def test_legacy_module_reexports_the_same_functions():
-    for name in (
-        "check_choice",
-        "check_finite",
-        "check_nonnegative",
-        "check_positive",
-        "check_same_shape",
-        "check_unit_interval",
-    ):
-        assert getattr(legacy, name) is getattr(validation, name)
 
 
 # -- strings for numbers ----------------------------------------------------------------------------------------------
@@ -231,15 +218,30 @@ def test_check_same_shape():
         check_same_shape("a", torch.zeros(2), b=torch.zeros(3))
 
 
-def test_legacy_short_forms_keep_their_meaning():
-    assert legacy.check_nonnegative("x", None) is None
-    assert legacy.check_nonnegative("x", float("inf")) == math.inf
-    assert legacy.check_positive("max_kl", 0.01) == 0.01
-    assert legacy.check_unit_interval("gamma", 1) == 1.0
-    for check, value in [(legacy.check_positive, 0.0), (legacy.check_nonnegative, -1), (legacy.check_unit_interval, 1.5)]:
+def test_short_forms_keep_their_meaning():
+    assert validation.check_nonnegative("x", None) is None
+    assert validation.check_nonnegative("x", float("inf")) == math.inf
+    assert validation.check_positive("max_kl", 0.01) == 0.01
+    assert validation.check_unit_interval("gamma", 1) == 1.0
+    for check, value in [
+        (validation.check_positive, 0.0),
+        (validation.check_nonnegative, -1),
+        (validation.check_unit_interval, 1.5),
+    ]:
         with pytest.raises(ValueError, match=r"x="):
             check("x", value)
     with pytest.raises(ValueError, match="is a string"):
-        legacy.check_unit_interval("gamma", "0.99")
+        validation.check_unit_interval("gamma", "0.99")
     with pytest.raises(ValueError, match="x=nan"):
-        legacy.check_positive("x", float("nan"))
+        validation.check_positive("x", float("nan"))
+
+
+def test_check_finite_with_a_mask_checks_the_valid_entries_only_and_names_the_owner():
+    values = torch.tensor([[1.0, float("nan")], [2.0, 3.0]])
+    valid = torch.tensor([[True, False], [True, True]])
+    assert validation.check_finite("advantage", values, mask=valid) is values  # the NaN is padding
+    values[1, 0] = float("inf")
+    with pytest.raises(
+        ValueError, match=r"^GRPOLoss: advantage has non-finite values \(0 NaN, 1 inf of 4, first at index \(1, 0\)"
+    ):
+        validation.check_finite("advantage", values, "rescale the rewards", mask=valid, owner="GRPOLoss")
