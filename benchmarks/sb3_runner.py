@@ -22,6 +22,7 @@ import torch
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from benchmarks.common import Curve
@@ -111,6 +112,16 @@ class _EvalAndTime(BaseCallback):
         return True
 
 
+class _Collect(KVWriter):
+    """An SB3 logger output that appends each dump's numbers to a list."""
+
+    def __init__(self, out: list[dict[str, float]]) -> None:
+        self.out = out
+
+    def write(self, key_values: dict, key_excluded: dict, step: int = 0) -> None:
+        self.out.append({"step": step, **{k: float(v) for k, v in key_values.items() if isinstance(v, (int, float))}})
+
+
 def run_sb3(
     name: str,
     env_id: str,
@@ -120,8 +131,12 @@ def run_sb3(
     n_eval_episodes: int = 10,
     stop_at: float | None = None,
     hyperparams: dict | None = None,
+    logged: list[dict[str, float]] | None = None,
 ) -> Curve:
-    """Train ``name`` on ``env_id`` for ``budget`` steps (or until the eval mean reaches ``stop_at``)."""
+    """Train ``name`` on ``env_id`` for ``budget`` steps (or until the eval mean reaches ``stop_at``).
+
+    ``logged``: a list that receives every logger dump of the run (SB3's ``rollout/...`` and ``train/...`` values).
+    """
     from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.utils import ALGOS
 
@@ -157,6 +172,8 @@ def run_sb3(
             # each sub-env, so the mean is over exactly n_eval_episodes complete episodes, with batched predictions
             eval_env = manager.create_envs(min(n_eval_episodes, 32), eval_env=True, no_log=True)
             eval_env.seed(seed + 10_000)  # not the training env's start states (as the TorchRL runner)
+        if logged is not None:  # the run's logger: its values into ``logged``, nothing printed or written
+            model.set_logger(Logger(None, [_Collect(logged)]))
         curve = Curve()
         callback = _EvalAndTime(eval_env, eval_every, n_eval_episodes, stop_at, curve)
         model.learn(budget, callback=callback)
