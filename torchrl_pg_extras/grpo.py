@@ -59,7 +59,7 @@ class GRPOLoss(PolicyGradientLossBase):
     behaviour log-probability that is NaN or infinite on a valid step raises ``ValueError`` before any update.
 
     ``A`` is a group-relative advantage (:class:`~torchrl_pg_extras.GroupRelativeAdvantage`), read from the input
-    or computed by the advantage module set with :meth:`make_value_estimator`. With ``reduction="mean"`` the
+    or computed by the advantage module set with :meth:`make_value_estimator`. Unless ``reduction`` is given the
     per-step terms are aggregated over variable-length episodes by ``loss_aggregation``
     (:func:`pg_extras.aggregate_loss`): ``"grpo"`` (mean over each episode's steps, then over episodes),
     ``"bnpo"`` / ``"dapo"`` (mean over all valid steps), ``"dr_grpo"`` (sum over valid steps divided by
@@ -77,7 +77,8 @@ class GRPOLoss(PolicyGradientLossBase):
         aggregation (str, optional): TorchRL ``GRPOLoss``'s name: ``"token_mean"`` (= ``loss_aggregation="bnpo"``),
             ``"prompt_mean"`` (= ``"grpo"``) or ``"none"`` (per-step losses, ``reduction="none"``).
         entropy_coeff (float): entropy bonus weight. Defaults to ``0.0``.
-        loss_aggregation (str): ``"grpo"`` (default), ``"bnpo"``, ``"dapo"`` or ``"dr_grpo"``.
+        loss_aggregation (str, optional): ``"grpo"`` (the default), ``"bnpo"``, ``"dapo"`` or ``"dr_grpo"``: how the
+            per-step terms reduce over variable-length episodes when ``reduction`` is not given.
         update_rule (str): ``"ppo_clip"`` (default), ``"cispo"`` (MiniMax-M1) or ``"sapo"`` (soft gate); the SB3
             ``GRPO(update_rule=...)`` options, docs/maths.md section 12.
         delta (float, optional): two-sided clip (INTELLECT-2, TRL ``delta``): cap of the unclipped ratio, > 1.
@@ -107,8 +108,9 @@ class GRPOLoss(PolicyGradientLossBase):
             step.
         max_length (int, optional): Dr. GRPO's constant ``max_length`` (default: the padded length of the batch).
         functional (bool): functionalise the actor (TorchRL convention). Defaults to ``True``.
-        reduction (str): ``"mean"`` (default: ``loss_aggregation``), ``"sum"`` (sum over valid steps) or
-            ``"none"`` (per-step terms, masked steps 0).
+        reduction (str, optional): as in ``torchrl.objectives``: ``"mean"`` (the mean over the valid steps, which is
+            ``loss_aggregation="bnpo"``), ``"sum"`` (sum over valid steps) or ``"none"`` (per-step terms, masked steps
+            0). Not given (default): ``loss_aggregation``.
 
     Outputs: ``loss_objective``, ``clip_fraction``, ``kl_approx`` (k3 estimate of ``KL(pi_old || pi)``),
     ``loss_kl_to_ref`` and ``kl_to_ref`` (when ``kl_coeff > 0``), ``loss_entropy`` and ``entropy`` (when
@@ -172,7 +174,7 @@ class GRPOLoss(PolicyGradientLossBase):
         clip_epsilon_high: float | None = None,
         kl_coeff: float = 0.0,
         entropy_coeff: float = 0.0,
-        loss_aggregation: str = "grpo",
+        loss_aggregation: str | None = None,
         max_length: int | None = None,
         kl_estimator: str = "k3",
         use_bias_correction_kl: bool = False,
@@ -206,6 +208,14 @@ class GRPOLoss(PolicyGradientLossBase):
         clip_epsilon = check_float("clip_epsilon", clip_epsilon, low=0.0, hint="e.g. 0.2")
         clip_epsilon_high = check_float("clip_epsilon_high", clip_epsilon_high, low=0.0, allow_none=True, hint="e.g. 0.28")
         kl_coeff = check_float("kl_coeff", kl_coeff, low=0.0, hint="beta, e.g. 0.04")
+        if reduction == "mean":  # TorchRL's meaning: the mean over the valid steps
+            if loss_aggregation not in (None, "bnpo"):
+                raise ValueError(
+                    f"reduction='mean' (TorchRL's mean over the valid steps, loss_aggregation='bnpo') and "
+                    f"loss_aggregation={loss_aggregation!r} disagree: give loss_aggregation alone for its reduction."
+                )
+            loss_aggregation = "bnpo"
+        loss_aggregation = "grpo" if loss_aggregation is None else loss_aggregation
         check_choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
         max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
         check_choice("importance_sampling_level", importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)

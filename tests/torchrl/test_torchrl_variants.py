@@ -639,3 +639,17 @@ def test_remax_without_greedy_member_policy_warns_and_with_it_does_not():
         collector.shutdown()
         warned = [w for w in caught if "GreedyMemberPolicy" in str(w.message)]
         assert bool(warned) == expect, [str(w.message) for w in caught]
+
+
+def test_reduction_mean_is_torchrls_mean_over_the_valid_steps():
+    """reduction='mean' means what it means in torchrl.objectives (the valid-step mean, our 'bnpo'); our aggregation
+    modes stay under loss_aggregation, whose default 'grpo' applies when reduction is not given."""
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    m = td["collector", "mask"]
+    per_step = GRPOLoss(actor, reduction="none")(td)["loss_objective"]
+    torch.testing.assert_close(GRPOLoss(actor, reduction="mean")(td)["loss_objective"], per_step[m].mean())
+    per_episode = torch.stack([per_step[i][m[i]].mean() for i in range(m.shape[0]) if m[i].any()]).mean()
+    torch.testing.assert_close(GRPOLoss(actor)(td)["loss_objective"], per_episode)  # loss_aggregation="grpo"
+    with pytest.raises(ValueError, match="disagree"):
+        GRPOLoss(actor, reduction="mean", loss_aggregation="dr_grpo")
