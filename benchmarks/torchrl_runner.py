@@ -264,15 +264,8 @@ class _GRPO(_Pipeline):
     def update(self, batch: TensorDictBase, progress: float) -> None:
         _set_lr(self.optim, self.hp["lr"], self.hp["lr_linear"], progress)
         batch = self.advantage(batch)
-        size = self.hp["batch_size"]
         for _ in range(self.hp["epochs"]):
-            # minibatches of steps (token-level aggregation: any subset of steps is an unbiased one), or the whole batch
-            parts = (
-                [batch]
-                if size is None or size >= batch.numel()
-                else [batch[i] for i in torch.randperm(batch.numel()).split(size)]
-            )
-            for part in parts:
+            for part in _load_examples_common().minibatches(batch, self.hp["batch_size"]):
                 _clip_grad_and_step(self.optim, _total(self.loss(part)), self.loss.parameters(), self.hp["max_grad_norm"])
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from tensordict import TensorDictBase, is_tensor_collection
 from tensordict.nn import CompositeDistribution
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 
 __all__ = [
     "actor_context",
@@ -230,7 +230,7 @@ def check_time_ordered(tensordict: TensorDictBase, done_key: NestedKey, tdim: in
     ids = ids.reshape(*tensordict.batch_size, -1)[..., 0]
     steps = ids.shape[tdim]
     changes = ids.narrow(tdim, 1, steps - 1) != ids.narrow(tdim, 0, steps - 1)
-    done = tensordict.get(("next", *_as_tuple(done_key)), default=None)
+    done = tensordict.get(unravel_key(("next", done_key)), default=None)
     if done is not None:
         changes = changes & ~done.reshape(*tensordict.batch_size, -1).any(-1).narrow(tdim, 0, steps - 1).to(torch.bool)
     broken = int(changes.sum())
@@ -242,7 +242,3 @@ def check_time_ordered(tensordict: TensorDictBase, done_key: NestedKey, tdim: in
             "or the advantage module, before flattening, shuffling or sampling minibatches from a replay buffer; "
             "TRPOStepper under a Trainer does so), or pass time_dim=<the dimension that indexes time>."
         )
-
-
-def _as_tuple(key: NestedKey) -> tuple[str, ...]:
-    return (key,) if isinstance(key, str) else tuple(key)

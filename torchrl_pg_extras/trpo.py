@@ -427,6 +427,7 @@ class TRPOStepper(OptimizationStepper):
         self.critic_optimizer = critic_optimizer
         self.critic_updates = critic_updates
         self.critic_batch_size = critic_batch_size
+        self._policy_metrics: TensorDictBase | None = None  # the step policy_step took on the current batch
 
     def register(self, trainer, name: str = "optimization_stepper") -> None:
         """Register with a Trainer: the trust-region step becomes a ``"batch_process"`` op on each collected batch."""
@@ -442,7 +443,7 @@ class TRPOStepper(OptimizationStepper):
 
     def step(self, trainer, sub_batch: TensorDictBase) -> TensorDictBase:
         loss = self.loss_module
-        metrics = getattr(self, "_policy_metrics", None)
+        metrics = self._policy_metrics
         if metrics is None:  # not under a Trainer: this batch is the collected one
             loss.compute_advantage(sub_batch)
             metrics = loss.trust_region_step(sub_batch)

@@ -114,6 +114,16 @@ def set_lr(optim: torch.optim.Optimizer, args, progress: float) -> None:
         group["lr"] = args.lr * (1.0 - progress if args.lr_linear else 1.0)
 
 
+def minibatches(batch: TensorDictBase, size: int | None) -> list[TensorDictBase]:
+    """The batch's steps in shuffled minibatches of ``size`` (the whole batch when ``size`` is None or not smaller):
+    for a token-level aggregation (``bnpo``), any subset of steps gives an unbiased loss."""
+    n = batch.numel()
+    if size is None or size >= n:
+        return [batch]
+    flat = batch.reshape(-1)
+    return [flat[idx] for idx in torch.randperm(n, device=batch.device).split(size)]
+
+
 def gradient_step(optim: torch.optim.Optimizer, out: TensorDictBase, params, max_grad_norm: float | None) -> None:
     """One optimizer step on the sum of the ``loss_*`` entries of a loss module's output (clipped unless 0 / None)."""
     total = sum(v for k, v in out.items() if k.startswith("loss_"))

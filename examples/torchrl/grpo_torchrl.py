@@ -28,6 +28,7 @@ from _common import (
     make_actor,
     make_collector,
     make_env,
+    minibatches,
     parse_args,
     parser,
     scalars,
@@ -134,11 +135,9 @@ def main(argv: list[str] | None = None) -> float:
     for batch in batches:  # each batch requested after a yield is one policy version later
         set_lr(optim, args, progress.progress)
         batch = advantage(batch.to(device))
-        size = args.batch_size or batch.numel()
         for _ in range(args.epochs):
-            # minibatches of steps (token-level aggregation makes any subset of steps an unbiased one)
-            for idx in torch.randperm(batch.numel(), device=batch.device).split(size) if size < batch.numel() else [None]:
-                out = loss(batch if idx is None else batch.reshape(-1)[idx])
+            for part in minibatches(batch, args.batch_size):
+                out = loss(part)
                 gradient_step(optim, out, loss.parameters(), args.max_grad_norm)
                 updates += 1
                 if args.ref_update_interval and updates % args.ref_update_interval == 0:
