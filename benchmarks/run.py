@@ -157,7 +157,6 @@ VERDICT_REASONS: dict[str, str] = {
     "benchmarks/probes/group_signal.py, docs/benchmarks/tuning/group_signal.csv)",
     "MountainCarContinuous-v0": "as MountainCar: until a member reaches the flag the only signal is the action cost, "
     "which a group learns to minimise (standing still)",
-    "LunarLander-v3": "long episodes and a 200k budget: few complete groups per update, no critic to bootstrap",
     "Acrobot-v1": "with dynamic sampling (zoo_configs/grpo.yml) every seed swings up, but the final returns stay a few "
     "steps per episode behind PPO's narrow CI; before it, groups whose members all returned -500 (zero spread) kept "
     "runs near -500 for tens of thousands of steps",
