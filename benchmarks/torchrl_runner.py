@@ -64,6 +64,7 @@ from torchrl_pg_extras.configs import envs as config_envs
 from torchrl_pg_extras.configs import load_config
 
 from benchmarks.common import Curve
+from sb3_pg_extras.registry import held_out_seeds
 from torchrl_pg_extras import (
     GreedyMemberPolicy,
     GroupBatcher,
@@ -488,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curves", action="store_true", help="print every evaluation")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     args = parser.parse_args(argv)
+    if held_out_seeds(args.seeds):
+        parser.error(f"seeds {held_out_seeds(args.seeds)}: 100 and above are held out for the report: tune on 0-4")
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")

@@ -1,9 +1,11 @@
-"""Compare hand-picked hyperparameter overrides of one zoo config on the tuning seeds 0-4 (never the grid's 100-104).
+"""Compare hand-picked hyperparameter overrides of one config on the tuning seeds 0-4 (never the grid's 100-104).
 
-Each candidate is ``NAME=JSON``: the overrides applied on top of the algorithm's ``zoo_configs/`` entry for the env
-(``{}`` is the shipped entry). Every run is one row of ``--out`` as it finishes, so a stopped search resumes; the
-summary gives, per candidate, the final returns per seed and their median. Complements
-``python -m sb3_pg_extras.zoo optimize`` (Optuna, one seed per trial) when a few candidates on five seeds say more.
+Each candidate is ``NAME=JSON``: the overrides applied on top of the algorithm's entry for the env (``{}`` is the
+shipped entry): ``zoo_configs/<algo>.yml`` for the SB3 algorithms, ``torchrl_configs/`` (or the peers' table in
+``benchmarks/torchrl_runner.py``) for the TorchRL pipelines (``--algo torchrl_grpo``, ...). Every run is one row of
+``--out`` as it finishes, so a stopped search resumes; the summary gives, per candidate, the final returns per seed and
+their median. Complements ``python -m sb3_pg_extras.zoo optimize --trial-seeds ...`` (an Optuna search) when a few
+candidates on five seeds say more.
 
 Example::
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from benchmarks.common import append_row, read_rows
 from benchmarks.run import ENVS, EVAL_EVERY, MUJOCO_ENVS
 from benchmarks.sb3_runner import SB3_ALGOS, run_sb3
+from benchmarks.torchrl_runner import TORCHRL_ALGOS, run_torchrl
 from sb3_pg_extras.registry import TUNING_SEEDS, held_out_seeds
 
 FIELDS = ["name", "overrides", "seed", "final", "curve", "wall_s"]
@@ -55,7 +58,7 @@ def summarize(rows: list[dict[str, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algo", required=True, choices=sorted(SB3_ALGOS))
+    parser.add_argument("--algo", required=True, choices=sorted({*SB3_ALGOS, *TORCHRL_ALGOS}))
     parser.add_argument("--env", required=True)
     parser.add_argument("candidates", nargs="+", type=parse_candidate, help="NAME=JSON overrides")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(TUNING_SEEDS))
@@ -76,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
             if (name, seed) in done:
                 continue
             start = time.perf_counter()
-            curve = run_sb3(args.algo, args.env, seed, budget, args.eval_every, hyperparams=overrides or None)
+            if args.algo in TORCHRL_ALGOS:
+                curve = run_torchrl(args.algo, args.env, seed, budget, args.eval_every, hyperparams=overrides or None)
+            else:
+                curve = run_sb3(args.algo, args.env, seed, budget, args.eval_every, hyperparams=overrides or None)
             row = {
                 "name": name,
                 "overrides": json.dumps(overrides, sort_keys=True),

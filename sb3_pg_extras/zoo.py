@@ -37,10 +37,13 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import csv
+import dataclasses
 import difflib
 import importlib
 import importlib.resources
 import inspect
+import json
 import os
 import random
 import sys
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import optuna
 import yaml
 from rl_zoo3 import hyperparams_opt as zoo_hyperparams_opt
@@ -57,9 +61,10 @@ from rl_zoo3 import train as zoo_train
 from rl_zoo3 import utils as zoo_utils
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import set_random_seed
 from torch import nn
 
-from sb3_pg_extras.registry import ALGORITHMS, REPORT_SEEDS
+from sb3_pg_extras.registry import ALGORITHMS, REPORT_SEEDS, TUNING_SEEDS, held_out_seeds
 
 __all__ = [
     "CONTRIB_TRPO",
@@ -68,6 +73,7 @@ __all__ = [
     "PG_EXTRAS_ALGOS",
     "ZOO_ONLY_KEYS",
     "PGExtrasExperimentManager",
+    "TrialOptions",
     "check_hyperparameters",
     "config_path",
     "main",
@@ -435,6 +441,39 @@ def check_hyperparameters(algo: str, hyperparams: dict[str, Any], source: str = 
         raise ZooConfigError(f"{source} has no 'policy' for {algo_class.__name__}: add e.g. policy: 'MlpPolicy'.")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialOptions:
+    """``optimize``'s options on top of rl-zoo3's (``--trial-seeds``, ``--tune-keys``, ``--trials-csv``).
+
+    Each trial trains once per seed of ``seeds`` and scores the mean of the last evaluations, so that one lucky seed
+    cannot win the search; ``tune_keys`` keeps the sampled values of those keys only (a search around the entry);
+    ``trials_csv`` gets one row per finished trial with the best value so far (the curve that shows a plateau).
+    """
+
+    seeds: tuple[int, ...]
+    tune_keys: frozenset[str] | None = None
+    trials_csv: Path | None = None
+
+    def write_row(self, trial: optuna.Trial, value: float, finals: list[float]) -> None:
+        assert self.trials_csv is not None
+        done = [t.value for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        best = max([value, *[v for v in done if v is not None]])
+        row = {
+            "trial": trial.number,
+            "value": round(value, 2),
+            "best_so_far": round(best, 2),
+            "finals": " ".join(f"{x:.1f}" for x in finals),
+            "hyperparams": trial.user_attrs.get("hyperparams", ""),
+        }
+        new = not self.trials_csv.exists()
+        self.trials_csv.parent.mkdir(parents=True, exist_ok=True)
+        with self.trials_csv.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
 class PGExtrasExperimentManager(ExperimentManager):
     """rl-zoo3's ``ExperimentManager`` that reads our ``zoo_configs/<algo>.yml`` when no ``-conf`` is given and
     rejects YAML/``-params`` keys the algorithm does not accept (with the key named) before building anything.
@@ -466,6 +505,38 @@ class PGExtrasExperimentManager(ExperimentManager):
         if self.algo in zoo_utils.ALGOS:
             check_hyperparameters(self.algo, hyperparams, source)
         return hyperparams, saved_hyperparams
+
+    #: ``optimize``'s own options (:class:`TrialOptions`), set by :func:`optimize` for the run; None: rl-zoo3's trials.
+    trial_options: TrialOptions | None = None
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """rl-zoo3's objective, once per seed of ``--trial-seeds`` (mean of the last evaluations), on the sampled
+        values of ``--tune-keys`` only (the entry's values for the rest); one row per trial in ``--trials-csv``."""
+        options = self.trial_options
+        if options is None:
+            return super().objective(trial)
+        sampler = zoo_hyperparams_opt.HYPERPARAMS_SAMPLER[self.algo]
+
+        def restricted(*args: Any) -> dict[str, Any]:
+            sampled = sampler(*args)
+            kept = sampled if options.tune_keys is None else {k: v for k, v in sampled.items() if k in options.tune_keys}
+            trial.set_user_attr("hyperparams", json.dumps(kept, sort_keys=True, default=str))
+            return kept
+
+        finals: list[float] = []
+        zoo_hyperparams_opt.HYPERPARAMS_SAMPLER[self.algo] = restricted
+        try:
+            for seed in options.seeds:
+                self.seed = seed  # the envs (create_envs) and, through the global RNGs, the model's initialisation
+                set_random_seed(seed)
+                finals.append(float(super().objective(trial)))
+        finally:
+            zoo_hyperparams_opt.HYPERPARAMS_SAMPLER[self.algo] = sampler
+        value = float(np.mean(finals))
+        trial.set_user_attr("finals", finals)
+        if options.trials_csv is not None:
+            options.write_row(trial, value, finals)
+        return value
 
     def setup_experiment(self) -> Any:
         """rl-zoo3's ``setup_experiment``; a bad hyperparameter value (our constructors' ValueError) is a config error."""
@@ -573,14 +644,46 @@ def optimize(argv: Sequence[str]) -> None:
             f"--seed {seed}: seeds {REPORT_SEEDS[0]}-{REPORT_SEEDS[-1]} are pg-extras' held-out report seeds (the "
             "benchmark is reported on them, so no hyperparameter may be chosen on them): optimize on 0-4 or any other seed."
         )
+    options = _pop_trial_options(arguments)
     n_trials = _peek(arguments, "--n-trials", default="500")
     if not str(n_trials).isdigit() or int(n_trials) < 1:
         raise ZooUsageError(f"--n-trials {n_trials}: give the number of Optuna trials, an integer >= 1.")
     storage = _peek(arguments, "--storage")
     if storage is not None:
         _create_shared_study(storage, _peek(arguments, "--study-name"))
-    with _argv("pg-extras-zoo optimize", arguments):
-        zoo_train.train()
+    PGExtrasExperimentManager.trial_options = options
+    try:
+        with _argv("pg-extras-zoo optimize", arguments):
+            zoo_train.train()
+    finally:
+        PGExtrasExperimentManager.trial_options = None
+
+
+def _pop_trial_options(arguments: list[str]) -> TrialOptions | None:
+    """Take ``--trial-seeds``, ``--tune-keys`` and ``--trials-csv`` out of ``arguments`` (rl-zoo3 does not know them)."""
+    parser = argparse.ArgumentParser(prog="pg-extras-zoo optimize", add_help=False, allow_abbrev=False)
+    parser.add_argument("--trial-seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--tune-keys", nargs="+", default=None)
+    parser.add_argument("--trials-csv", type=Path, default=None)
+    known, rest = parser.parse_known_args(arguments)
+    arguments[:] = rest
+    if known.trial_seeds is None:
+        if known.tune_keys is not None or known.trials_csv is not None:
+            raise ZooUsageError("--tune-keys and --trials-csv go with --trial-seeds (e.g. --trial-seeds 0 1 2).")
+        return None
+    held = held_out_seeds(known.trial_seeds)
+    if held:
+        raise ZooUsageError(
+            f"--trial-seeds {' '.join(map(str, held))}: seeds {REPORT_SEEDS[0]} and above are pg-extras' held-out report "
+            f"seeds: tune on {TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}."
+        )
+    if len(set(known.trial_seeds)) != len(known.trial_seeds):
+        raise ZooUsageError(f"--trial-seeds {' '.join(map(str, known.trial_seeds))}: each seed once.")
+    algo = _peek(arguments, "--algo", default="ppo")
+    if known.tune_keys is not None and algo in PG_EXTRAS_ALGOS:
+        check_hyperparameters(algo, {"policy": "MlpPolicy", **dict.fromkeys(known.tune_keys)}, "--tune-keys")
+    tune_keys = None if known.tune_keys is None else frozenset(known.tune_keys)
+    return TrialOptions(tuple(known.trial_seeds), tune_keys, known.trials_csv)
 
 
 def _create_shared_study(storage: str, study_name: str | None, attempts: int = 10) -> None:

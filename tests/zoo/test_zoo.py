@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -253,6 +254,35 @@ def test_optimize_two_trials(tmp_path):
     for key in ("group_size", "beta", "clip_range_high", "target_kl", "clip_range", "advantage_scale"):
         assert f"params_{key}" in trials.columns
     assert set(trials["params_group_size"]) <= {2, 4, 8, 16}  # any group size works with any number of envs
+
+
+def test_optimize_scores_each_trial_on_several_seeds(tmp_path):
+    """--trial-seeds: one run per seed, the trial's value is their mean; --tune-keys: only those keys are sampled;
+    --trials-csv: one row per trial with the running best (the best-so-far curve of the tuning protocol)."""
+    logs, table = tmp_path / "logs", tmp_path / "trials.csv"
+    _run_module(
+        *("optimize", "--algo", "grpo", "--env", "CartPole-v1", "-n", "600", "--n-trials", "3", "--n-evaluations", "1"),
+        *("--sampler", "random", "--pruner", "none", "--no-optim-plots", "--eval-episodes", "2", "--seed", "0"),
+        *("-f", str(logs), "--num-threads", "1", "-params", "n_envs:4", "--trial-seeds", "0", "1"),
+        *("--tune-keys", "learning_rate", "n_epochs", "--trials-csv", str(table)),
+        cwd=tmp_path,
+        timeout=240,
+    )
+    rows = pd.read_csv(table)
+    assert list(rows["trial"]) == [0, 1, 2]
+    for _, row in rows.iterrows():
+        finals = [float(x) for x in row["finals"].split()]
+        assert len(finals) == 2 and row["value"] == pytest.approx(np.mean(finals), abs=0.06)
+        assert set(json.loads(row["hyperparams"])) == {"learning_rate", "n_epochs"}
+    assert list(rows["best_so_far"]) == pytest.approx(list(rows["value"].cummax()), abs=0.01)
+
+
+def test_optimize_trial_options_are_checked(tmp_path, capsys):
+    base = ["optimize", "--algo", "grpo", "--env", "CartPole-v1", "-f", str(tmp_path), "--n-trials", "1", "-n", "100"]
+    assert "held-out report seeds" in _cli_error([*base, "--trial-seeds", "0", "101"], capsys)
+    assert "each seed once" in _cli_error([*base, "--trial-seeds", "1", "1"], capsys)
+    assert "group_sise" in _cli_error([*base, "--trial-seeds", "0", "--tune-keys", "group_sise"], capsys)
+    assert "go with --trial-seeds" in _cli_error([*base, "--tune-keys", "learning_rate"], capsys)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
