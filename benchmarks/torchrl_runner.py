@@ -57,7 +57,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase, ExplorationType, GymWrapper, set_exploration_type
+from torchrl.envs import EnvBase, ExplorationType, GymWrapper, TransformedEnv, VecNorm, VecNormV2, set_exploration_type
 from torchrl.objectives import ClipPPOLoss, ReinforceLoss, ValueEstimators
 from torchrl.objectives.llm import MCAdvantage
 from torchrl_pg_extras.configs import envs as config_envs
@@ -84,6 +84,18 @@ TORCHRL_ALGOS = ("torchrl_grpo", "torchrl_reinforce_pgx", "torchrl_trpo", "torch
 # torchrl_pg_extras.configs), which the example scripts read too; the competitors keep RL Zoo's (PPO) or TorchRL's
 # defaults (ReinforceLoss: GAE), here.
 OUR_CONFIGS = {"torchrl_grpo": "grpo", "torchrl_reinforce_pgx": "reinforce", "torchrl_trpo": "trpo"}
+
+
+def _mc_ppo_from_grpo(grpo: dict[str, Any]) -> dict[str, Any]:
+    """TorchRL's critic-free recipe (``torchrl_mc_ppo``) with our GRPO entry's groups, epochs, lr and clipping."""
+    same = ("num_envs", "group_size", "groups_per_batch", "epochs", "lr", "lr_linear", "max_grad_norm", "hidden")
+    return {
+        **{key: grpo[key] for key in same},
+        "steps_per_poll": max(grpo["frames_per_batch"] // grpo["num_envs"], 1),
+        "clip": grpo["clip_epsilon"],
+    }
+
+
 # fmt: off
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     **{name: {env: load_config(algo, env) for env in config_envs(algo)} for name, algo in OUR_CONFIGS.items()},
@@ -93,10 +105,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "Pendulum-v1": dict(num_envs=8, steps_per_env=32, lr=1e-3, gamma=0.9, gae_lambda=0.95, max_grad_norm=1.0,
                             hidden=64),
     },
-    "torchrl_mc_ppo": {  # our GRPO's CartPole settings (same groups, epochs, lr): only the grouping and the loss differ;
-        # Pendulum: the settings our GRPO had before the recipe (TanhNormal actor, full-batch epochs)
-        "CartPole-v1": dict(num_envs=16, group_size=8, groups_per_batch=1, steps_per_poll=8, epochs=8, lr=3e-3,
-                            lr_linear=True, clip=0.2, max_grad_norm=1.0, hidden=64),
+    "torchrl_mc_ppo": {  # our GRPO's settings on each env (same groups, epochs, lr): only the grouping and the loss
+        # differ; Pendulum: the settings our GRPO had before the recipe (TanhNormal actor, full-batch epochs)
+        **{env: _mc_ppo_from_grpo(load_config("grpo", env)) for env in config_envs("grpo")},
         "Pendulum-v1": dict(num_envs=16, group_size=4, groups_per_batch=2, steps_per_poll=8, epochs=8, lr=1e-3,
                             lr_linear=False, clip=0.2, max_grad_norm=1.0, hidden=64),
     },
@@ -188,6 +199,16 @@ class _Pipeline:
     actor: torch.nn.Module
     collector: Collector
     env_steps: int = 0
+    obs_norm: VecNormV2 | None = None  # the env's running observation normalisation (``normalize_obs``), if any
+
+    def normalized(self, env: EnvBase, hp: dict[str, Any]) -> EnvBase:
+        """``env`` with TorchRL's ``VecNorm`` on the observation when ``hp["normalize_obs"]`` (SB3's ``VecNormalize(
+        norm_reward=False)``: one running mean and variance over all sub-envs), else ``env``."""
+        if not hp.get("normalize_obs", False):
+            return env
+        env = TransformedEnv(env, VecNorm(in_keys=["observation"], new_api=True, decay=0.99999, reduce_batch_dims=True))
+        self.obs_norm = env.transform
+        return env
 
     def batches(self) -> Iterable[TensorDictBase]:
         for batch in self.collector:
@@ -225,6 +246,7 @@ class _GRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         remax = hp["mode"] == "remax"  # ReMax: one greedy member per group, played with the deterministic action
         env = GroupedEnv(make_batched_env(env_id, hp["num_envs"], seed), hp["group_size"], seed=seed, greedy_member=remax)
+        env = self.normalized(env, hp)
         self.actor, _ = _networks(env, hp["hidden"], critic=False, continuous=hp["continuous"])
         self.loss = GRPOLoss(
             self.actor,
@@ -272,7 +294,7 @@ class _GRPO(_Pipeline):
 
 class _ReinforcePgx(_EpisodePipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
-        env = make_batched_env(env_id, hp["num_envs"], seed)
+        env = self.normalized(make_batched_env(env_id, hp["num_envs"], seed), hp)
         self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"], continuous=hp["continuous"])
         self.loss = REINFORCELoss(self.actor, critic, normalize_advantage=True, critic_coeff=hp["critic_coeff"])
         self.loss.make_value_estimator(gamma=hp["gamma"])
@@ -287,7 +309,7 @@ class _ReinforcePgx(_EpisodePipeline):
 
 class _TRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
-        env = make_batched_env(env_id, hp["num_envs"], seed)
+        env = self.normalized(make_batched_env(env_id, hp["num_envs"], seed), hp)
         self.actor, critic = _networks(env, hp["hidden"], critic=True, continuous=hp["continuous"])
         self.loss = TRPOLoss(self.actor, critic, max_kl=hp["max_kl"], cg_damping=hp["cg_damping"])
         self.loss.make_value_estimator(gamma=hp["gamma"], lmbda=hp["lmbda"])
@@ -401,13 +423,15 @@ class _Evaluator:
         self.max_steps = spec.max_episode_steps or 100_000
 
     @torch.no_grad()
-    def __call__(self, actor: torch.nn.Module) -> tuple[float, float]:
+    def __call__(self, actor: torch.nn.Module, obs_norm: VecNormV2 | None = None) -> tuple[float, float]:
+        """Mean and std of the returns; ``obs_norm``: the training env's observation normalisation, applied frozen."""
+        env = self.env if obs_norm is None else TransformedEnv(self.env, obs_norm.frozen_copy())
         returns = torch.zeros(self.n, dtype=torch.float64)
         finished = torch.zeros(self.n, dtype=torch.bool)
         with set_exploration_type(ExplorationType.DETERMINISTIC):
-            td = self.env.reset()
+            td = env.reset()
             for _ in range(self.max_steps):
-                td, td_next = self.env.step_and_maybe_reset(actor(td))
+                td, td_next = env.step_and_maybe_reset(actor(td))
                 returns += torch.where(finished, 0.0, td["next", "reward"].reshape(self.n).to(returns.dtype))
                 finished |= td["next", "done"].reshape(self.n)
                 if bool(finished.all()):
@@ -457,7 +481,7 @@ def run_torchrl(
             if frames < next_eval and frames < budget:
                 continue
             eval_start = time.perf_counter()
-            mean, std = evaluator(pipeline.actor)
+            mean, std = evaluator(pipeline.actor, pipeline.obs_norm)
             curve.steps.append(frames)
             curve.mean.append(mean)
             curve.std.append(std)

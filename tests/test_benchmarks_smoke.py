@@ -11,7 +11,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
 # torchrl's wheel installs its own top-level ``benchmarks`` folder into site-packages: put the repository first
 _ROOT = str(Path(__file__).resolve().parents[1])
@@ -128,9 +128,9 @@ def test_stop_at_stops_at_first_evaluation():
 def test_evaluation_time_is_excluded(monkeypatch):
     original = torchrl_runner._Evaluator.__call__
 
-    def slow(self, actor):
+    def slow(self, actor, obs_norm=None):
         time.sleep(0.4)
-        return original(self, actor)
+        return original(self, actor, obs_norm)
 
     monkeypatch.setattr(torchrl_runner._Evaluator, "__call__", slow)
     start = time.perf_counter()
@@ -175,6 +175,37 @@ def test_evaluator_counts_each_episode_once_deterministically():
     assert std == pytest.approx(float(expected.std(unbiased=False)))
 
 
+def test_evaluator_applies_the_training_observation_normalisation_frozen():
+    """normalize_obs: the evaluation policy sees observations normalised by the training env's statistics, which the
+    evaluation does not change."""
+    from torchrl.envs import TransformedEnv, VecNorm
+
+    train = TransformedEnv(
+        torchrl_runner.make_batched_env("MountainCar-v0", 4, 0),
+        VecNorm(in_keys=["observation"], new_api=True, decay=0.99999, reduce_batch_dims=True),
+    )
+    train.rollout(64, break_when_any_done=False)
+    obs_norm = train.transform
+    before = {k: v.clone() for k, v in obs_norm.state_dict()["_extra_state"].items()}
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, td: TensorDictBase) -> TensorDictBase:
+            seen.append(td["observation"].clone())
+            td.set("action", torch.zeros(td.shape, dtype=torch.int64))
+            return td
+
+    evaluator = torchrl_runner._Evaluator("MountainCar-v0", 2, 7)
+    evaluator(Recorder(), obs_norm)
+    raw = torchrl_runner.make_batched_env("MountainCar-v0", 2, 7).reset()["observation"]
+    evaluator.close()
+    assert not torch.allclose(seen[0], raw, atol=1e-2)  # normalised ...
+    restored = obs_norm.denorm(TensorDict({"observation": seen[0]}, batch_size=[2]))["observation"]
+    torch.testing.assert_close(restored, raw, atol=1e-4, rtol=1e-4)  # ... by the training statistics
+    after = obs_norm.state_dict()["_extra_state"]
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # which the evaluation left alone
+
+
 def test_bad_names_are_rejected():
     with pytest.raises(ValueError, match="torchrl_grpo"):
         run_torchrl("torchrl_a3c", "CartPole-v1", 0, 100, 100)
@@ -209,5 +240,8 @@ def test_tuning_tools_refuse_the_report_seeds(tmp_path, capsys, seeds):
     assert "held out for the report" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tune.main(["--algo", "grpo", "--env", "CartPole-v1", "--seeds", *seeds, "--out", str(tmp_path / "t.csv"), "b={}"])
+    assert "held out for the report" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        torchrl_runner.main(["torchrl_grpo", "--seeds", *seeds])
     assert "held out for the report" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "t.csv").exists()

@@ -25,7 +25,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv
+from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv, VecNorm
 from torchrl.modules import MLP, IndependentNormal, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.record.loggers import Logger, get_logger
 from torchrl_pg_extras.configs import envs as config_envs
@@ -46,6 +46,9 @@ def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, default=envs, help="sub-envs per collector worker (gymnasium vector env)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=64)
+    p.add_argument(
+        "--normalize-obs", action=argparse.BooleanOptionalAction, default=False, help="running observation normalisation"
+    )
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
     p.add_argument("--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"])
     p.add_argument("--log-dir", default="logs/torchrl")
@@ -148,12 +151,20 @@ def device_of(name: str) -> torch.device:
 
 
 def make_env(
-    env_name: str, num_envs: int, seed: int, group_size: int | None = None, worker: int = 0, greedy_member: bool = False
+    env_name: str,
+    num_envs: int,
+    seed: int,
+    group_size: int | None = None,
+    worker: int = 0,
+    greedy_member: bool = False,
+    normalize_obs: bool = False,
 ) -> EnvBase:
     """A gymnasium vector env (sync, ``AutoresetMode.DISABLED``: TorchRL drives the resets) with episode returns.
 
     ``group_size`` wraps it in :class:`~torchrl_pg_extras.GroupedEnv` (GRPO groups of same-seed episodes, ids in the
     namespace of collector worker ``worker``; ``greedy_member``: ReMax's extra greedy member per group).
+    ``normalize_obs``: TorchRL's ``VecNorm`` on the observation, one running mean and variance over the sub-envs (as
+    SB3's ``VecNormalize(norm_reward=False)``; with several collector workers, each worker keeps its own).
     """
     vec = gym.make_vec(
         env_name, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
@@ -162,6 +173,8 @@ def make_env(
     if group_size is not None:
         env = GroupedEnv(env, group_size, seed=seed, id_offset=worker * ID_NAMESPACE, greedy_member=greedy_member)
     env = TransformedEnv(env, RewardSum())
+    if normalize_obs:
+        env.append_transform(VecNorm(in_keys=["observation"], new_api=True, decay=0.99999, reduce_batch_dims=True))
     env.set_seed(seed)
     return env
 
@@ -170,7 +183,9 @@ def env_factories(args, group_size: int | None = None, greedy_member: bool = Fal
     """One picklable env constructor per collector worker, each with its own seed and group-id namespace."""
     workers = 1 if args.backend == "serial" else args.workers
     return [
-        functools.partial(make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size, i, greedy_member)
+        functools.partial(
+            make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size, i, greedy_member, args.normalize_obs
+        )
         for i in range(workers)
     ]
 
