@@ -10,7 +10,7 @@ Example::
     >>> load_config("grpo", "Pendulum-v1")["group_size"]
     4
     >>> sorted(envs("trpo"))
-    ['CartPole-v1', 'Pendulum-v1']
+    ['Acrobot-v1', 'CartPole-v1', 'LunarLander-v3', 'MountainCar-v0', 'MountainCarContinuous-v0', 'Pendulum-v1']
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GRPO (docs/maths.md#6-grpo) for control with TorchRL on CartPole-v1 or Pendulum-v1: no critic, same-seed groups.
+"""GRPO (docs/maths.md#6-grpo) for control with TorchRL: no critic, same-seed groups.
 
     python examples/torchrl/grpo_torchrl.py                       # the tuned CartPole settings (reaches 475)
     python examples/torchrl/grpo_torchrl.py env=Pendulum-v1       # the Pendulum recipe (torchrl_configs/grpo.yaml)

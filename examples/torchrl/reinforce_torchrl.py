@@ -1,4 +1,4 @@
-"""REINFORCE (docs/maths.md §2) / REINFORCE with baseline (docs/maths.md §3) with TorchRL on CartPole-v1 or Pendulum-v1.
+"""REINFORCE (docs/maths.md §2) / REINFORCE with baseline (docs/maths.md §3) with TorchRL.
 
     python examples/torchrl/reinforce_torchrl.py                       # the tuned CartPole settings, no critic
     python examples/torchrl/reinforce_torchrl.py --baseline            # with a learned baseline

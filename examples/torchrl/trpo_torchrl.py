@@ -1,4 +1,4 @@
-"""TRPO (docs/maths.md §4) with TorchRL on CartPole-v1 or Pendulum-v1: GAE advantages, trust-region actor step, critic by Adam.
+"""TRPO (docs/maths.md §4) with TorchRL: GAE advantages, trust-region actor step, critic by Adam.
 
     python examples/torchrl/trpo_torchrl.py                        # the tuned CartPole settings
     python examples/torchrl/trpo_torchrl.py env=Pendulum-v1 frames=300000     # torchrl_configs/trpo.yaml
