@@ -867,6 +867,20 @@ def goals(report: Report) -> list[str]:
         "TorchRL GRPO ahead of TorchRL's critic-free recipe in frames to 475 on CartPole: "
         + (f"{_k(ours.median_hit)} vs {_k(theirs.median_hit)}" if ours and theirs else "n/a")
     )
+    sb3 = c("CartPole-v1", GRPO)
+    lines.append(
+        "TorchRL GRPO frames to 475 on CartPole at most SB3 GRPO's: "
+        + (f"{_k(ours.median_hit)} vs {_k(sb3.median_hit)} ({'yes' if ours.median_hit <= sb3.median_hit else 'no'})"
+           if ours and sb3 else "n/a")
+    )  # fmt: skip
+    parts = []
+    for e in envs:
+        ours, theirs = c(e, "torchrl_trpo"), c(e, "trpo")
+        if ours and theirs:
+            parts.append(
+                f"{e} {_fmt(ours.iqm[0])} vs {_fmt(theirs.iqm[0])} ({'yes' if ours.iqm[0] >= theirs.iqm[0] else 'no'})"
+            )
+    lines.append("TorchRL TRPO's final IQM at or above SB3 TRPO's (ours) on every env: " + ("; ".join(parts) or "n/a"))
     return lines
 
 
