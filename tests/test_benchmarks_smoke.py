@@ -245,3 +245,27 @@ def test_tuning_tools_refuse_the_report_seeds(tmp_path, capsys, seeds):
         torchrl_runner.main(["torchrl_grpo", "--seeds", *seeds])
     assert "held out for the report" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "t.csv").exists()
+
+
+def test_branched_groups_start_from_the_trunk_state_and_count_every_step():
+    """The branched-groups probe: every group starts from its trunk's state at the branch point (the whole Pendulum
+    state, restored exactly), its members differ afterwards, and trunk steps count as env steps."""
+    import numpy as np
+
+    from benchmarks.probes import branched_groups as bg
+
+    torch.manual_seed(0)
+    policy = bg.Policy(0.0)
+    trunks, g, every, length = 2, 3, 50, 20
+    obs, act, logp, adv, steps = bg.collect_branched(policy, np.random.default_rng(0), g, trunks, 0.95, every, length)
+    points = bg.VecPendulum.max_steps // every
+    assert steps == trunks * bg.VecPendulum.max_steps + points * trunks * g * length
+    assert len(obs) == len(act) == len(logp) == len(adv) == points * trunks * g * length
+    block = trunks * g * length
+    for p in range(points):
+        first = obs[p * block : p * block + trunks * g].reshape(trunks, g, 3)
+        assert np.allclose(first, first[:, :1])  # one start per group
+        later = obs[p * block + (length - 1) * trunks * g : (p + 1) * block].reshape(trunks, g, 3)
+        assert not np.allclose(later, later[:, :1])  # sampled actions separate the members
+    grouped = adv.reshape(points, length, trunks, g)
+    assert np.allclose(grouped.mean(axis=3), 0.0, atol=1e-6)  # advantage relative to the group's mean at each step

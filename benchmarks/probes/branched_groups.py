@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 
-from benchmarks.probes.grpo_pendulum import Policy, VecPendulum, evaluate
+from benchmarks.probes.grpo_pendulum import Policy, VecPendulum, evaluate, play
 
 
 def _rtg(rewards: np.ndarray, gamma: float) -> np.ndarray:
@@ -42,26 +42,11 @@ def _rtg(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return out
 
 
-def _play(policy: Policy, env: VecPendulum, steps: int) -> tuple[list, list, list, np.ndarray]:
-    obs_buf, act_buf, logp_buf, rew_buf = [], [], [], []
-    obs = env.obs()
-    with th.no_grad():
-        for _ in range(steps):
-            dist = policy.dist(th.as_tensor(obs))
-            action = dist.sample()
-            obs_buf.append(obs)
-            act_buf.append(action)
-            logp_buf.append(dist.log_prob(action).sum(-1))
-            obs, reward = env.step(action.numpy()[:, 0])
-            rew_buf.append(reward)
-    return obs_buf, act_buf, logp_buf, np.stack(rew_buf)
-
-
 def collect_same_start(policy: Policy, rng: np.random.Generator, group_size: int, groups: int, gamma: float):
     """``groups`` groups of ``group_size`` full episodes from one random start each. Returns (obs, act, logp, adv, steps)."""
     env = VecPendulum(group_size * groups)
     env.reset(rng, group_size)
-    obs, act, logp, rewards = _play(policy, env, VecPendulum.max_steps)
+    obs, act, logp, rewards = play(policy, env, VecPendulum.max_steps)
     grouped = _rtg(rewards, gamma).reshape(VecPendulum.max_steps, groups, group_size)
     adv = (grouped - grouped.mean(axis=2, keepdims=True)).reshape(VecPendulum.max_steps, -1)
     n = VecPendulum.max_steps * group_size * groups
@@ -94,7 +79,7 @@ def collect_branched(
         length = min(branch_len, VecPendulum.max_steps - t0)
         env = VecPendulum(trunks * group_size)
         env.th, env.thdot = np.repeat(theta, group_size), np.repeat(thetadot, group_size)  # restore the trunk's state
-        obs, act, logp, rewards = _play(policy, env, length)
+        obs, act, logp, rewards = play(policy, env, length)
         grouped = _rtg(rewards, gamma).reshape(length, trunks, group_size)
         adv = (grouped - grouped.mean(axis=2, keepdims=True)).reshape(length, -1)
         n = length * trunks * group_size

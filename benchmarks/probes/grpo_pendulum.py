@@ -61,6 +61,23 @@ class Policy(nn.Module):
         return th.distributions.Normal(self.mu(obs), self.log_std.exp())
 
 
+def play(policy: Policy, env: VecPendulum, steps: int) -> tuple[list, list, list, np.ndarray]:
+    """``steps`` steps of the sampling policy from the env's current state: observations, actions, log-probs (lists
+    over time) and the rewards ``[steps, n]``."""
+    obs_buf, act_buf, logp_buf, rew_buf = [], [], [], []
+    obs = env.obs()
+    with th.no_grad():
+        for _ in range(steps):
+            dist = policy.dist(th.as_tensor(obs))
+            action = dist.sample()
+            obs_buf.append(obs)
+            act_buf.append(action)
+            logp_buf.append(dist.log_prob(action).sum(-1))
+            obs, reward = env.step(action.numpy()[:, 0])
+            rew_buf.append(reward)
+    return obs_buf, act_buf, logp_buf, np.stack(rew_buf)
+
+
 def evaluate(policy: Policy, rng: np.random.Generator, episodes: int = 10) -> float:
     env = VecPendulum(episodes)
     obs, total = env.reset(rng, 1), np.zeros(episodes)
@@ -91,18 +108,8 @@ def run(
     n, T = group_size * groups, VecPendulum.max_steps
     env, done_steps, curve, next_eval = VecPendulum(n), 0, [], eval_every
     while done_steps < steps:
-        obs_buf, act_buf, logp_buf, rew_buf = [], [], [], []
-        obs = env.reset(rng, group_size)
-        with th.no_grad():
-            for _ in range(T):
-                dist = policy.dist(th.as_tensor(obs))
-                action = dist.sample()
-                obs_buf.append(obs)
-                act_buf.append(action)
-                logp_buf.append(dist.log_prob(action).sum(-1))
-                obs, reward = env.step(action.numpy()[:, 0])
-                rew_buf.append(reward)
-        rewards = np.stack(rew_buf)  # [T, n]
+        env.reset(rng, group_size)
+        obs_buf, act_buf, logp_buf, rewards = play(policy, env, T)  # rewards: [T, n]
         rtg = np.zeros_like(rewards)
         running = np.zeros(n)
         for t in reversed(range(T)):
