@@ -960,8 +960,8 @@ def _tuning_files(tuning: Path) -> list[Path]:
 
 
 def tuning_lines(tuning: Path) -> list[str]:
-    """The tuning searches and experiments on seeds 0-4, read from their CSV rows (``zoo optimize --trials-csv``, the
-    shipped entry's rows from ``benchmarks.tune`` in ``<search>_shipped.csv``, ``benchmarks/probes/branched_groups.py``)."""
+    """The tuning searches and experiments on seeds 0-4, read from their CSV rows: ``zoo optimize --trials-csv``, the
+    entry a search started from (``benchmarks.tune``, ``<search>_shipped.csv``), ``benchmarks/probes/branched_groups.py``."""
     lines: list[str] = []
     for path in _tuning_files(tuning):
         rows = list(csv.DictReader(path.open()))
@@ -981,7 +981,8 @@ def tuning_lines(tuning: Path) -> list[str]:
             if shipped.is_file():
                 finals = [float(r["final"]) for r in csv.DictReader(shipped.open())]
                 mean = _fmt(float(np.mean(finals)))
-                line += f"; the shipped entry on the same seeds: {mean} ({' '.join(map(_fmt, finals))})"
+                start = " ".join(map(_fmt, finals))
+                line += f"; the entry the search started from, on the same seeds: {mean} ({start})"
             lines.append(line + f" (`{rel}`)")
         else:
             by: dict[str, list[float]] = {}
