@@ -33,7 +33,9 @@ def common():
 def test_grpo_over_ray_forms_whole_groups_and_syncs_weights(common):
     torch.manual_seed(0)
     group_size = 4
-    args = argparse.Namespace(backend="ray", workers=2, env="CartPole-v1", num_envs=4, seed=0, mp_start_method=None)
+    args = argparse.Namespace(
+        backend="ray", workers=2, env="CartPole-v1", num_envs=4, seed=0, mp_start_method=None, normalize_obs=False
+    )
     probe = common.make_env("CartPole-v1", 1, 0)
     actor = common.make_actor(probe, 32, torch.device("cpu"))
     probe.close()
