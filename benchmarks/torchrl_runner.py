@@ -57,7 +57,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase, ExplorationType, GymWrapper, TransformedEnv, VecNorm, VecNormV2, set_exploration_type
+from torchrl.envs import EnvBase, ExplorationType, GymWrapper, TransformedEnv, VecNormV2, set_exploration_type
 from torchrl.objectives import ClipPPOLoss, ReinforceLoss, ValueEstimators
 from torchrl.objectives.llm import MCAdvantage
 from torchrl_pg_extras.configs import envs as config_envs
@@ -206,7 +206,7 @@ class _Pipeline:
         norm_reward=False)``: one running mean and variance over all sub-envs), else ``env``."""
         if not hp.get("normalize_obs", False):
             return env
-        env = TransformedEnv(env, VecNorm(in_keys=["observation"], new_api=True, decay=0.99999, reduce_batch_dims=True))
+        env = TransformedEnv(env, _load_examples_common().obs_normalization())
         self.obs_norm = env.transform
         return env
 

@@ -178,11 +178,10 @@ def test_evaluator_counts_each_episode_once_deterministically():
 def test_evaluator_applies_the_training_observation_normalisation_frozen():
     """normalize_obs: the evaluation policy sees observations normalised by the training env's statistics, which the
     evaluation does not change."""
-    from torchrl.envs import TransformedEnv, VecNorm
+    from torchrl.envs import TransformedEnv
 
     train = TransformedEnv(
-        torchrl_runner.make_batched_env("MountainCar-v0", 4, 0),
-        VecNorm(in_keys=["observation"], new_api=True, decay=0.99999, reduce_batch_dims=True),
+        torchrl_runner.make_batched_env("MountainCar-v0", 4, 0), torchrl_runner._load_examples_common().obs_normalization()
     )
     train.rollout(64, break_when_any_done=False)
     obs_norm = train.transform

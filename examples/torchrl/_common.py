@@ -174,9 +174,15 @@ def make_env(
         env = GroupedEnv(env, group_size, seed=seed, id_offset=worker * ID_NAMESPACE, greedy_member=greedy_member)
     env = TransformedEnv(env, RewardSum())
     if normalize_obs:
-        env.append_transform(VecNorm(in_keys=["observation"], new_api=True, decay=0.99999, reduce_batch_dims=True))
+        env.append_transform(obs_normalization())
     env.set_seed(seed)
     return env
+
+
+def obs_normalization() -> VecNorm:
+    """TorchRL's ``VecNorm`` on the observation with one running mean and variance over all sub-envs (SB3's
+    ``VecNormalize(norm_reward=False)``), the ``normalize_obs`` of the configs."""
+    return VecNorm(in_keys=["observation"], new_api=True, decay=0.99999, reduce_batch_dims=True)
 
 
 def env_factories(args, group_size: int | None = None, greedy_member: bool = False) -> list[Callable[[], EnvBase]]:
