@@ -104,6 +104,7 @@ def _file_section(name: str, command: str) -> Callable[[], str]:
 # docs/benchmarks/speed.md: the pages the speed scripts write, in this order (each script writes its own)
 SPEED_PARTS = (
     ("trpo_speed.md", "python -m benchmarks.trpo_update_speed"),
+    ("trpo_speed_hopper.md", "python -m benchmarks.trpo_update_speed --env Hopper-v5 --out docs/benchmarks/trpo_speed_hopper"),
     ("grpo_torchrl_vs_sb3.md", "python -m benchmarks.grpo_torchrl_vs_sb3"),
 )
 

@@ -5,9 +5,10 @@ The hyperparameters are read from the installed ``rl_zoo3/hyperparams/trpo.yml``
 so that load changes on a shared machine hit both alike:
 
 * ``learn``: a full ``learn(--steps)`` of each from the same seed: env-steps/s, and the time per update split into
-  rollout (SB3's ``collect_rollouts``, the same code for both) and ``train()``; a third row runs our TRPO with SB3's
-  own ``ActorCriticPolicy`` instead of our ``MlpPolicy`` (whose ``forward`` skips torch's distribution validation), to
-  show what each part contributes;
+  rollout (``collect_rollouts``: SB3's for sb3-contrib, our collection loop for ours), the vec env's own
+  ``step_wait`` inside it (the same code for both: the ceiling of any speed-up), and ``train()``; a third row runs our
+  TRPO with SB3's own ``ActorCriticPolicy`` instead of our ``MlpPolicy`` (whose action sampling skips the value head
+  and torch's distribution objects), to show what each part contributes;
 * ``train``: ``train()`` alone on the same filled rollout buffer, the same weights and optimizer state.
 
 Results go to ``docs/benchmarks/trpo_speed.csv`` and ``.md`` (``--out`` to change; ``python -m benchmarks.readme``
@@ -18,6 +19,7 @@ Usage::
 
     python -m benchmarks.trpo_update_speed                      # 3 x learn(20480) of each + 10 train() timings
     python -m benchmarks.trpo_update_speed --steps 10240 --reps 2 --cpu-time
+    python -m benchmarks.trpo_update_speed --env Hopper-v5 --out docs/benchmarks/trpo_speed_hopper  # zoo's Hopper-v4 entry
 """
 
 from __future__ import annotations
@@ -45,11 +47,14 @@ CLOCK = time.perf_counter
 
 
 def zoo_config(env_id: str = "CartPole-v1") -> tuple[int, dict[str, Any]]:
-    """``(n_envs, constructor kwargs)`` of rl-zoo3's TRPO config for ``env_id``."""
+    """``(n_envs, constructor kwargs)`` of rl-zoo3's TRPO config for ``env_id`` (a MuJoCo ``-v5`` env takes the zoo's
+    ``-v4`` entry, the newest it has)."""
     import rl_zoo3
 
     path = Path(rl_zoo3.__file__).parent / "hyperparams" / "trpo.yml"
-    config = dict(yaml.safe_load(path.read_text())[env_id])
+    table = yaml.safe_load(path.read_text())
+    key = env_id if env_id in table else env_id.replace("-v5", "-v4")
+    config = dict(table[key])
     n_envs = int(config.pop("n_envs", 1))
     for key in ("n_timesteps", "policy", "normalize", "env_wrapper", "frame_stack", "callback"):
         config.pop(key, None)
@@ -57,9 +62,10 @@ def zoo_config(env_id: str = "CartPole-v1") -> tuple[int, dict[str, Any]]:
 
 
 def _timed(model: Any, timers: dict[str, float]) -> None:
-    """Accumulate the time of ``collect_rollouts`` and ``train`` of ``model`` into ``timers``."""
-    for name in ("collect_rollouts", "train"):
-        original = getattr(model, name)
+    """Accumulate the time of ``collect_rollouts``, ``train`` and of the env's ``step_wait`` (the vec env's own work,
+    the same for both algorithms) of ``model`` into ``timers``."""
+    for owner, name in ((model, "collect_rollouts"), (model, "train"), (model.env, "step_wait")):
+        original = getattr(owner, name)
 
         def wrapper(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
             start = CLOCK()
@@ -68,14 +74,14 @@ def _timed(model: Any, timers: dict[str, float]) -> None:
             finally:
                 timers[_name] += CLOCK() - start
 
-        setattr(model, name, wrapper)
+        setattr(owner, name, wrapper)
 
 
 def time_learn(
     cls: type, env_id: str, n_envs: int, config: dict, steps: int, seed: int, policy: Any = "MlpPolicy"
 ) -> dict[str, float]:
     model = cls(policy, make_vec_env(env_id, n_envs=n_envs, seed=seed), seed=seed, device="cpu", **config)
-    timers = {"collect_rollouts": 0.0, "train": 0.0}
+    timers = {"collect_rollouts": 0.0, "train": 0.0, "step_wait": 0.0}
     _timed(model, timers)
     start = CLOCK()
     model.learn(steps)
@@ -85,6 +91,7 @@ def time_learn(
         "env_steps_per_s": model.num_timesteps / elapsed,
         "rollout_ms_per_update": 1e3 * timers["collect_rollouts"] / updates,
         "train_ms_per_update": 1e3 * timers["train"] / updates,
+        "env_ms_per_update": 1e3 * timers["step_wait"] / updates,
     }
 
 
@@ -144,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio = med["sb3_pg_extras"]["env_steps_per_s"] / med["sb3_contrib"]["env_steps_per_s"]
     stock_ratio = med[variants[2][0]]["env_steps_per_s"] / med["sb3_contrib"]["env_steps_per_s"]
 
+    contrib = med["sb3_contrib"]
+    contrib_ms = contrib["rollout_ms_per_update"] + contrib["train_ms_per_update"]
+    env_ms = max(contrib["env_ms_per_update"], 1e-9)
     clock = "process CPU time" if args.cpu_time else "wall time"
     setting = (
         f"{args.env}, rl-zoo3 trpo.yml config (n_envs={n_envs}, {config}), learn({args.steps}) x {args.reps} per "
@@ -164,25 +174,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "# TRPO speed: sb3_pg_extras.TRPO vs sb3_contrib.TRPO",
+        f"# TRPO speed on {args.env}: sb3_pg_extras.TRPO vs sb3_contrib.TRPO",
         "",
         f"Setting: {setting}. Generated by `python -m benchmarks.trpo_update_speed`.",
         "",
-        "| algorithm | env-steps/s (learn) | rollout ms / update | train() ms / update | train() ms, same batch |",
-        "|---|---|---|---|---|",
+        "| algorithm | env-steps/s (learn) | rollout ms / update | of which the env's step | train() ms / update "
+        "| train() ms, same batch |",
+        "|---|---|---|---|---|---|",
         *(
             f"| {r['algorithm']} | {r['env_steps_per_s']:.0f} | {r['rollout_ms_per_update']:.1f} | "
-            f"{r['train_ms_per_update']:.1f} | {r['train_ms_same_batch']} |"
+            f"{r['env_ms_per_update']:.1f} | {r['train_ms_per_update']:.1f} | {r['train_ms_same_batch']} |"
             for r in rows
         ),
         "",
         f"learn() speed-up: **{ratio:.2f}x** ({stock_ratio:.2f}x with SB3's ActorCriticPolicy)"
         + (f"; train() speed-up on the same batch: **{train['contrib'] / train['ours']:.2f}x**" if train else ""),
         "",
+        f"Ceiling: the vec env's own step (`step_wait`, the same code for both) takes {env_ms:.1f} ms of sb3-contrib's "
+        f"{contrib_ms:.1f} ms per update, so an algorithm whose policy, buffer and update cost nothing would run at most "
+        f"**{contrib_ms / env_ms:.2f}x** sb3-contrib's env-steps/s here.",
+        "",
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
-    return {"median": med, "train_ms": train, "ratio": ratio, "stock_policy_ratio": stock_ratio}
+    return {
+        "median": med,
+        "train_ms": train,
+        "ratio": ratio,
+        "stock_policy_ratio": stock_ratio,
+        "ceiling": contrib_ms / env_ms,
+    }
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pg_extras.group import (
     remax_advantages,
 )
 from pg_extras.kl import KL_ESTIMATORS, categorical_kl, exact_kl, kl_estimate
-from pg_extras.mlp import MLP_ACTIVATIONS, MlpLinearization, mlp_layers
+from pg_extras.mlp import MLP_ACTIVATIONS, MlpLinearization, mlp_forward, mlp_layers
 from pg_extras.objectives import (
     RATIO_RULES,
     UPDATE_RULES,
@@ -135,6 +135,7 @@ __all__ = [
     "log_ratio",
     "mask_truncated_episodes",
     "mix_parameters_",
+    "mlp_forward",
     "mlp_fvp_fn",
     "mlp_layers",
     "next_values_from_values",

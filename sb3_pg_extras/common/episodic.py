@@ -1,7 +1,7 @@
-"""The episodic base of the SB3 algorithms: collection of whole episodes, optionally in groups.
+"""The base of the SB3 algorithms: one collection loop, for whole episodes (optionally in groups) and for SB3's steps.
 
 :class:`EpisodicOnPolicyAlgorithm` is SB3's ``OnPolicyAlgorithm`` (same ``learn`` loop, callbacks, logger, progress
-bar, save/load) with one ``collect_rollouts`` override for the estimators that need whole episodes
+bar, save/load) with one ``collect_rollouts`` override, for every estimator; the estimators that need whole episodes
 (docs/design.md "The episode and group engine"):
 
 * the steps go into an :class:`~sb3_pg_extras.common.buffers.EpisodeBuffer` with the id of their episode; episodes
@@ -13,8 +13,9 @@ bar, save/load) with one ``collect_rollouts`` override for the estimators that n
 * ``advantage_mode="remax"``: each group gets one extra, greedy member (the deterministic action, from the group's
   seed; not stored, not trained on) whose return is the group's baseline (docs/maths.md#remax).
 
-With ``advantage_estimator="gae"`` (TRPO's default) nothing is overridden: SB3's ``collect_rollouts`` and
-``RolloutBuffer`` run unchanged. ``n_steps`` keeps SB3's meaning (steps per env per rollout, one update per rollout).
+With ``advantage_estimator="gae"`` (TRPO's default) the same loop fills SB3's ``RolloutBuffer`` as SB3's own
+``collect_rollouts`` would (callbacks, info buffers, the time-limit bootstrap, ``compute_returns_and_advantage``), with
+the actions sampled without the value head and the rollout's values computed in one batch at its end. ``n_steps`` keeps SB3's meaning (steps per env per rollout, one update per rollout).
 The advantages of every estimator come from :func:`pg_extras.estimate_advantages`, the losses from
 :mod:`pg_extras.objectives`.
 """
@@ -432,15 +433,18 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         rollout_buffer: Any,
         n_rollout_steps: int,
     ) -> bool:
-        """Collect ``n_rollout_steps`` steps per env; keep the unfinished episodes and the incomplete groups.
+        """Collect ``n_rollout_steps`` steps per env: the one collection loop of every algorithm and estimator.
 
-        ``advantage_estimator="gae"``: SB3's own ``collect_rollouts``. :return: False if a callback stopped training.
+        Whole episodes (every estimator but ``"gae"``): the unfinished episodes and the incomplete groups are kept for
+        the next rollout. ``"gae"``: the steps fill SB3's ``RolloutBuffer`` as SB3's own ``collect_rollouts`` does
+        (same callbacks, info buffers, time-limit bootstrap ``r += gamma V(s_final)`` and
+        ``compute_returns_and_advantage``), except that the values are computed in one batch at the end of the rollout
+        instead of one forward pass per step (the policy does not change during a rollout, so they are the same
+        values). :return: False if a callback stopped training.
         """
-        if not self.episodic:
-            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         assert self._last_obs is not None, "No previous observation was provided"
-        slots = self._slots
-        if slots.needs_reset:  # the previous rollout was interrupted: start afresh
+        slots = self._slots if self.episodic else None
+        if slots is not None and slots.needs_reset:  # the previous rollout was interrupted: start afresh
             slots.prepare_reset(env)
             rollout_buffer.clear()
             self._last_obs = env.reset()  # type: ignore[assignment]
@@ -452,32 +456,42 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
         try:
-            return self._collect_episodic(env, callback, rollout_buffer, n_rollout_steps)
+            return self._collect(env, callback, rollout_buffer, n_rollout_steps)
         except BaseException:
             # A callback or the env raised (KeyboardInterrupt included): the running episodes lost this step and
             # cannot be completed. Drop them, so that a later learn(reset_num_timesteps=False) starts afresh
-            # instead of training on episodes without their first steps.
-            slots.interrupt()
+            # instead of training on episodes without their first steps. (A step buffer is reset by the next rollout.)
+            if slots is not None:
+                slots.interrupt()
             raise
 
-    def _collect_episodic(self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int) -> bool:
-        """The loop of :meth:`collect_rollouts` for whole episodes (see there)."""
-        slots = self._slots
+    def _sample_actions(self, obs_tensor: Any, greedy: np.ndarray | None) -> tuple[th.Tensor, th.Tensor]:
+        """``(actions, log_prob)`` at one env step; ``greedy``: the envs that act with the deterministic action."""
+        if greedy is not None and greedy.any():  # ReMax's greedy members: one forward pass for both kinds of member
+            distribution = self.policy.get_distribution(obs_tensor)
+            flag = th.as_tensor(greedy, device=self.device).reshape(-1, *[1] * (len(self.action_space.shape)))
+            actions = th.where(flag, distribution.get_actions(deterministic=True), distribution.get_actions())
+            log_probs = distribution.log_prob(actions)
+            return actions.reshape((-1, *self.action_space.shape)), log_probs
+        sample = getattr(self.policy, "sample_actions", None)  # our policies: no value head at every step
+        if sample is not None:
+            return sample(obs_tensor)
+        actions, _, log_probs = self.policy(obs_tensor)  # any other policy: its own forward, as in SB3
+        return actions, log_probs
+
+    def _collect(self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int) -> bool:
+        """The loop of :meth:`collect_rollouts` (see there)."""
+        slots = self._slots if self.episodic else None
+        timeouts: list[tuple[int, int, Any]] = []  # "gae": (step, env, final observation) of time-limit truncations
         n_steps, active_steps = 0, 0
+        dones = self._last_episode_starts
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
-            greedy = slots.greedy.copy()
-            with th.no_grad():
+            greedy = slots.greedy.copy() if slots is not None else None
+            with th.inference_mode():  # (both buffers store numpy copies: no inference tensor reaches training)
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                if greedy.any():  # ReMax's greedy members act with the deterministic action: one forward pass
-                    distribution = self.policy.get_distribution(obs_tensor)
-                    flag = th.as_tensor(greedy, device=self.device).reshape(-1, *[1] * (len(self.action_space.shape)))
-                    actions = th.where(flag, distribution.get_actions(deterministic=True), distribution.get_actions())
-                    log_probs = distribution.log_prob(actions)
-                    actions = actions.reshape((-1, *self.action_space.shape))
-                else:
-                    actions, _, log_probs = self.policy(obs_tensor)
+                actions, log_probs = self._sample_actions(obs_tensor, greedy)
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
@@ -488,17 +502,35 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += env.num_envs
-            episode, group = slots.episode.copy(), slots.group.copy()
-            infos, round_end = slots.step(env, dones, infos, rewards)
+            round_end = False
+            if slots is not None:
+                episode, group = slots.episode.copy(), slots.group.copy()
+                infos, round_end = slots.step(env, dones, infos, rewards)
 
             callback.update_locals(locals())
             if not callback.on_step():
-                slots.interrupt()  # this step is not stored: the running episodes cannot be completed
+                if slots is not None:
+                    slots.interrupt()  # this step is not stored: the running episodes cannot be completed
                 return False
 
             self._update_info_buffer(infos, dones)
+            if slots is None:  # SB3's RolloutBuffer, as SB3's collect_rollouts fills it (values: after the loop)
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = actions.reshape(-1, 1)
+                for idx in np.flatnonzero(dones):
+                    final_obs = infos[idx].get("terminal_observation")
+                    if final_obs is not None and infos[idx].get("TimeLimit.truncated", False):
+                        timeouts.append((n_steps, int(idx), final_obs))
+                rollout_buffer.add(
+                    self._last_obs, actions, rewards, self._last_episode_starts, th.zeros(env.num_envs), log_probs
+                )
+                n_steps += 1
+                self._last_obs = new_obs  # type: ignore[assignment]
+                self._last_episode_starts = dones
+                continue
             n_steps += 1
             active_steps += int((episode >= 0).sum())
+            assert greedy is not None
             episode[greedy] = -1  # a greedy member's steps are not stored: only its return is used
             ended = np.asarray(dones, dtype=bool)
             truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & ended
@@ -521,6 +553,52 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
+        if slots is None:
+            self._finish_step_rollout(rollout_buffer, timeouts, dones)
+        else:
+            self._finish_episodic_rollout(rollout_buffer, n_steps, active_steps, env.num_envs)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _batched_values(self, observations: Any, n: int) -> th.Tensor:
+        """``V(s)`` of ``n`` stacked observations (an array, or a dict of arrays), in chunks of 4096."""
+        parts = []
+        with th.no_grad():
+            for start in range(0, n, 4096):
+                if isinstance(observations, dict):
+                    chunk: Any = {k: v[start : start + 4096] for k, v in observations.items()}
+                else:
+                    chunk = observations[start : start + 4096]
+                parts.append(self.policy.predict_values(obs_as_tensor(chunk, self.device)).flatten())  # type: ignore[arg-type]
+        return th.cat(parts)
+
+    def _finish_step_rollout(self, rollout_buffer: Any, timeouts: list[tuple[int, int, Any]], dones: np.ndarray) -> None:
+        """``"gae"``: the rollout's values in one batch, SB3's time-limit bootstrap, returns and advantages."""
+        buffer_size, n_envs = rollout_buffer.buffer_size, rollout_buffer.n_envs
+        observations = rollout_buffer.observations
+        if isinstance(observations, dict):
+            flat: Any = {k: v.reshape(buffer_size * n_envs, *v.shape[2:]) for k, v in observations.items()}
+        else:
+            flat = observations.reshape(buffer_size * n_envs, *observations.shape[2:])
+        values = self._batched_values(flat, buffer_size * n_envs)
+        rollout_buffer.values[:] = values.cpu().numpy().reshape(buffer_size, n_envs)
+        if timeouts:  # SB3: r += gamma * V(s_final) where a time limit cut the episode
+            finals = [obs for _, _, obs in timeouts]
+            if isinstance(finals[0], dict):
+                stacked: Any = {k: np.stack([o[k] for o in finals]) for k in finals[0]}
+            else:
+                stacked = np.stack(finals)
+            final_values = self._batched_values(stacked, len(finals)).cpu().numpy()
+            for (step, idx, _), value in zip(timeouts, final_values, strict=True):
+                rollout_buffer.rewards[step, idx] += self.gamma * value
+        with th.no_grad():
+            last_values = self.policy.predict_values(obs_as_tensor(self._last_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+
+    def _finish_episodic_rollout(self, rollout_buffer: Any, n_steps: int, active_steps: int, n_envs: int) -> None:
+        """Whole episodes: hand the complete episodes (and groups) to training, log the scheduler's counters."""
+        slots = self._slots
         ready = None
         if slots.scheduler is not None:
             complete = slots.scheduler.pop_complete()
@@ -533,10 +611,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             self.logger.record("rollout/groups_dropped_stale", slots.scheduler.groups_dropped_stale)
             self.logger.record("rollout/groups_abandoned", slots.scheduler.groups_abandoned)
         self._episode_batch = rollout_buffer.finalize(ready, slots.pop_discarded())
-        self.logger.record("rollout/active_step_fraction", active_steps / (n_steps * env.num_envs))
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
+        self.logger.record("rollout/active_step_fraction", active_steps / (n_steps * n_envs))
 
     # ------------------------------------------------------------------ training helpers
     def _training_episodes(self) -> EpisodeBatch | None:

@@ -141,6 +141,11 @@ class ActorOnlyPolicy(ActorCriticPolicy):
         values = th.zeros(log_prob.shape[0], 1, device=log_prob.device)
         return actions.reshape((-1, *self.action_space.shape)), values, log_prob  # type: ignore[misc]
 
+    def sample_actions(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor]:
+        """``(actions, log_prob)``: ``forward`` without the zeros (what the collection loop calls at every step)."""
+        actions, _, log_prob = self.forward(obs, deterministic)
+        return actions, log_prob
+
     def evaluate_actions(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """``(zeros in place of values, log_prob, entropy)`` of ``actions``."""
         distribution = self._get_action_dist_from_latent(self._actor_latent(obs))

@@ -1,8 +1,8 @@
 """Trust Region Policy Optimization (TRPO) for Stable-Baselines3, a drop-in for ``sb3_contrib.TRPO``.
 
 Maths: docs/maths.md#4-importance-ratio-and-trpo and Schulman et al. 2015, "Trust Region Policy Optimization"
-(https://arxiv.org/abs/1502.05477). The rollouts are SB3's own (``OnPolicyAlgorithm.collect_rollouts`` and the
-buffer's ``compute_returns_and_advantage``); the policy step is :func:`pg_extras.trust_region_step` on
+(https://arxiv.org/abs/1502.05477). The rollouts fill SB3's ``RolloutBuffer`` through the base's collection loop
+(the one loop of every algorithm; the buffer's own ``compute_returns_and_advantage``); the policy step is :func:`pg_extras.trust_region_step` on
 :func:`pg_extras.trust_region_surrogate` and :func:`pg_extras.action_kl`, with Gauss-Newton Fisher-vector products
 from :func:`pg_extras.mlp_fvp_fn` (MLP actors, no autograd) or :func:`pg_extras.gauss_newton_fvp_fn`. This module
 only moves data between SB3 and the core.
@@ -315,7 +315,7 @@ class TRPO(EpisodicOnPolicyAlgorithm):
     def _training_batch(self) -> TrainingBatch | None:
         """The data of this update, as flat tensors: the one place :meth:`train` reads the rollout from.
 
-        ``"gae"``: SB3's rollout buffer, filled by ``OnPolicyAlgorithm.collect_rollouts`` and the buffer's own
+        ``"gae"``: SB3's rollout buffer, filled by the base's collection loop and the buffer's own
         ``compute_returns_and_advantage``. ``"mc"`` / ``"group"``: the whole episodes of the episodic base and
         :func:`pg_extras.estimate_advantages`. ``None``: no episode (or group) is complete yet.
         """

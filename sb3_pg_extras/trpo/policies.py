@@ -28,7 +28,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution, Diag
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-from pg_extras import sample_categorical, sample_diag_gaussian
+from pg_extras import mlp_forward, mlp_layers, sample_categorical, sample_diag_gaussian
 from sb3_pg_extras.common.policies import explain_non_finite_observations
 
 __all__ = ["CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
@@ -44,33 +44,61 @@ class _RolloutForward:
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         try:
-            return self._lean_forward(obs, deterministic)
+            actions, log_prob, values = self._lean_forward(obs, deterministic, with_values=True)
         except (RuntimeError, ValueError) as error:
             raise explain_non_finite_observations(obs, error) from error
+        assert values is not None
+        return actions, values, log_prob
 
-    def _lean_forward(self, obs: PyTorchObs, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def sample_actions(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor]:
+        """``(actions, log_prob)`` of ``forward`` without the critic: what the collection loop calls at every env step
+        (the values of a rollout are computed in one batch at its end). Same random draws as ``forward``."""
+        try:
+            actions, log_prob, _ = self._lean_forward(obs, deterministic, with_values=False)
+        except (RuntimeError, ValueError) as error:
+            raise explain_non_finite_observations(obs, error) from error
+        return actions, log_prob
+
+    def _actor_layers(self) -> list | None:
+        """The ``(weight, bias, activation)`` layers of the actor (``policy_net`` + ``action_net``), ``None`` if it is
+        not a plain MLP; read once per pair of modules (the parameters are read by reference, so loading weights or
+        moving the policy to another device keeps them current)."""
+        policy: ActorCriticPolicy = self  # type: ignore[assignment]
+        modules = (policy.mlp_extractor.policy_net, policy.action_net)
+        cached = getattr(self, "_actor_layers_cache", None)
+        if cached is None or cached[0] != tuple(map(id, modules)):
+            cached = self._actor_layers_cache = (tuple(map(id, modules)), mlp_layers(list(modules)))
+        return cached[1]
+
+    def _lean_forward(
+        self, obs: PyTorchObs, deterministic: bool, with_values: bool
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         policy: ActorCriticPolicy = self  # type: ignore[assignment]
         kind = type(policy.action_dist)
         if (
             kind not in (CategoricalDistribution, DiagGaussianDistribution)
             or type(policy)._get_action_dist_from_latent is not ActorCriticPolicy._get_action_dist_from_latent
         ):
-            return super().forward(obs, deterministic)  # type: ignore[misc]
+            if with_values:
+                actions, values, log_prob = super().forward(obs, deterministic)  # type: ignore[misc]
+                return actions, log_prob, values
+            distribution = policy.get_distribution(obs)  # SB3's forward without the value head
+            actions = distribution.get_actions(deterministic=deterministic)
+            return actions.reshape((-1, *policy.action_space.shape)), distribution.log_prob(actions), None  # type: ignore[misc]
         features = policy.extract_features(obs)
-        if policy.share_features_extractor:
-            latent_pi, latent_vf = policy.mlp_extractor(features)
+        pi_features, vf_features = (features, features) if policy.share_features_extractor else features
+        values = policy.value_net(policy.mlp_extractor.forward_critic(vf_features)) if with_values else None
+        layers = self._actor_layers()
+        if layers is not None and pi_features.dim() == 2:  # plain MLP actor: its operations without module calls
+            mean_actions = mlp_forward(layers, pi_features)
         else:
-            pi_features, vf_features = features
-            latent_pi = policy.mlp_extractor.forward_actor(pi_features)
-            latent_vf = policy.mlp_extractor.forward_critic(vf_features)
-        values = policy.value_net(latent_vf)
-        mean_actions = policy.action_net(latent_pi)
+            mean_actions = policy.action_net(policy.mlp_extractor.forward_actor(pi_features))
         if kind is CategoricalDistribution:  # as CategoricalDistribution.proba_distribution / get_actions / log_prob
             actions, log_prob = sample_categorical(mean_actions, deterministic)
         else:  # as DiagGaussianDistribution (std = exp(log_std) for every state)
             std = th.ones_like(mean_actions) * policy.log_std.exp()
             actions, log_prob = sample_diag_gaussian(mean_actions, std, deterministic)
-        return actions.reshape((-1, *policy.action_space.shape)), values, log_prob  # type: ignore[misc]
+        return actions.reshape((-1, *policy.action_space.shape)), log_prob, values  # type: ignore[misc]
 
 
 class MlpPolicy(_RolloutForward, ActorCriticPolicy):

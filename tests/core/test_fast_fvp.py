@@ -468,3 +468,16 @@ def test_mlp_layers_reads_sequential_mlps_only():
         nn.Sequential(),
     ):
         assert mlp_layers(bad) is None
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU])
+def test_mlp_forward_equals_the_modules(activation):
+    # the rollout step's functional actor: the same output as the modules, bit for bit (with and without biases)
+    from pg_extras import mlp_forward, mlp_layers
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 8), activation(), nn.Linear(8, 8, bias=False), activation(), nn.Linear(8, 3))
+    x = torch.randn(7, 5)
+    assert torch.equal(mlp_forward(mlp_layers(net), x), net(x))
+    net[0].weight.data.mul_(2.0)  # the layers hold the parameters by reference: a change is seen
+    assert torch.equal(mlp_forward(mlp_layers(net), x), net(x))

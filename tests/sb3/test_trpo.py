@@ -26,6 +26,7 @@ from stable_baselines3.common.envs import (
     IdentityEnvMultiDiscrete,
     SimpleMultiObsEnv,
 )
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack, VecNormalize
 from torch import nn
@@ -531,31 +532,49 @@ def test_joint_kl_reduction_is_mean_with_the_radius_and_damping_times_the_action
 # Rollouts and advantages
 # ----------------------------------------------------------------------------------------------------------------------
 def _rollout(env_fn, ours: bool = True, **kwargs) -> TRPO:
-    """Build a model (which seeds the global generators) and fill its buffer with SB3's collect_rollouts, calling our
-    policy's forward (``ours``) or SB3's ``ActorCriticPolicy.forward``."""
+    """Build a model (which seeds the global generators) and fill its buffer: with our collection loop and our
+    policy's lean sampling (``ours``), or with SB3's ``OnPolicyAlgorithm.collect_rollouts`` and SB3's
+    ``ActorCriticPolicy.forward``."""
     model = make(env_fn, n_steps=64, **kwargs)
-    if not ours:
-        model.policy.forward = types.MethodType(ActorCriticPolicy.forward, model.policy)
     _, callback = model._setup_learn(model.n_steps * model.n_envs)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    if ours:
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    else:
+        model.policy.forward = types.MethodType(ActorCriticPolicy.forward, model.policy)
+        OnPolicyAlgorithm.collect_rollouts(model, model.env, callback, model.rollout_buffer, model.n_steps)
     return model
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Discrete", "MultiDiscrete"])
-def test_rollouts_are_sb3s_and_our_forward_equals_sb3s(env_id):
-    # TRPO uses OnPolicyAlgorithm.collect_rollouts as is; our policies' lean forward gives the same actions, values and
-    # log-probs from the same random draws (MultiDiscrete falls back to SB3's forward). Short time limits exercise
-    # SB3's time-limit bootstrap; "Discrete" has Discrete observations too.
-    assert not TRPO("MlpPolicy", "CartPole-v1").episodic  # "gae": the base hands over to SB3's collect_rollouts
+def test_our_collection_loop_fills_the_buffer_as_sb3s(env_id):
+    # Our loop (one for every estimator) samples actions without the value head and computes the rollout's values
+    # in one batch at its end; the buffer is SB3's, to float32 rounding of the batched values: same actions, log-probs,
+    # time-limit bootstraps (short time limits), returns and advantages. "Discrete" has Discrete observations too;
+    # MultiDiscrete falls back to SB3's distribution.
     env_fn = SPACE_ENVS.get(env_id) or (lambda: gym.make(env_id, max_episode_steps=20))
     ours = _rollout(env_fn, ours=True)
     sb3 = _rollout(env_fn, ours=False)
     assert type(ours.policy) is MlpPolicy and isinstance(ours.policy, ActorCriticPolicy)
     a, b = ours.rollout_buffer, sb3.rollout_buffer
-    for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns"):
+    for name in ("observations", "actions", "episode_starts", "log_probs"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ("rewards", "values", "advantages", "returns"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-5, err_msg=name)
     assert a.episode_starts[1:].any()  # episodes did end inside the rollout
+    if env_id == "Pendulum-v1":  # only time limits end its episodes: SB3's bootstrap ran, to the same rewards
+        assert a.episode_starts[1:].sum() >= 4
     assert np.array_equal(ours._last_obs, sb3._last_obs) and ours.num_timesteps == sb3.num_timesteps
+
+
+def test_collection_loop_computes_no_value_per_step():
+    calls = []
+    model = make("CartPole-v1", n_steps=64)
+    original = model.policy.predict_values
+    model.policy.predict_values = lambda obs: calls.append(len(obs)) or original(obs)
+    _, callback = model._setup_learn(model.n_steps * model.n_envs)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    assert calls[0] == model.n_steps * model.n_envs  # one batch for the rollout (+ the last observation, timeouts)
+    assert len(calls) <= 3
 
 
 @pytest.mark.parametrize("deterministic", [True, False])
