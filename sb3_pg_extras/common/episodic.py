@@ -15,7 +15,8 @@ bar, save/load) with one ``collect_rollouts`` override, for every estimator; the
 
 With ``advantage_estimator="gae"`` (TRPO's default) the same loop fills SB3's ``RolloutBuffer`` as SB3's own
 ``collect_rollouts`` would (callbacks, info buffers, the time-limit bootstrap, ``compute_returns_and_advantage``), with
-the actions sampled without the value head and the rollout's values computed in one batch at its end. ``n_steps`` keeps SB3's meaning (steps per env per rollout, one update per rollout).
+the actions sampled without the value head and the rollout's values computed in one batch at its end. ``n_steps``
+keeps SB3's meaning (steps per env per rollout, one update per rollout).
 The advantages of every estimator come from :func:`pg_extras.estimate_advantages`, the losses from
 :mod:`pg_extras.objectives`.
 """

@@ -2,10 +2,10 @@
 
 Maths: docs/maths.md#4-importance-ratio-and-trpo and Schulman et al. 2015, "Trust Region Policy Optimization"
 (https://arxiv.org/abs/1502.05477). The rollouts fill SB3's ``RolloutBuffer`` through the base's collection loop
-(the one loop of every algorithm; the buffer's own ``compute_returns_and_advantage``); the policy step is :func:`pg_extras.trust_region_step` on
-:func:`pg_extras.trust_region_surrogate` and :func:`pg_extras.action_kl`, with Gauss-Newton Fisher-vector products
-from :func:`pg_extras.mlp_fvp_fn` (MLP actors, no autograd) or :func:`pg_extras.gauss_newton_fvp_fn`. This module
-only moves data between SB3 and the core.
+(the one loop of every algorithm; the buffer's own ``compute_returns_and_advantage``); the policy step is
+:func:`pg_extras.trust_region_step` on :func:`pg_extras.trust_region_surrogate` and :func:`pg_extras.action_kl`, with
+Gauss-Newton Fisher-vector products from :func:`pg_extras.mlp_fvp_fn` (MLP actors, no autograd) or
+:func:`pg_extras.gauss_newton_fvp_fn`. This module only moves data between SB3 and the core.
 """
 
 from __future__ import annotations
