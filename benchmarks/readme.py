@@ -106,6 +106,7 @@ SPEED_PARTS = (
     ("trpo_speed.md", "python -m benchmarks.trpo_update_speed"),
     ("trpo_speed_hopper.md", "python -m benchmarks.trpo_update_speed --env Hopper-v5 --out docs/benchmarks/trpo_speed_hopper"),
     ("grpo_torchrl_vs_sb3.md", "python -m benchmarks.grpo_torchrl_vs_sb3"),
+    ("collection_limit.md", "python -m benchmarks.collection_limit"),
 )
 
 

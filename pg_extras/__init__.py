@@ -45,7 +45,14 @@ from pg_extras.policy_ops import (
     sample_diag_gaussian,
     trust_region_surrogate,
 )
-from pg_extras.returns import complete_episode_mask, discounted_cumsum, gae, next_values_from_values, returns_to_go
+from pg_extras.returns import (
+    complete_episode_mask,
+    discounted_cumsum,
+    episode_returns,
+    gae,
+    next_values_from_values,
+    returns_to_go,
+)
 from pg_extras.scheduler import CompletedGroup, GroupHarvest, GroupJob, GroupScheduler
 from pg_extras.signal import NoSignalWarning, SignalMonitor
 from pg_extras.surrogate import (
@@ -115,6 +122,7 @@ __all__ = [
     "discounted_cumsum",
     "distribution_fisher",
     "distribution_fvp_fn",
+    "episode_returns",
     "estimate_advantages",
     "exact_kl",
     "explained_variance",

@@ -15,7 +15,14 @@ import torch
 
 from pg_extras.validation import check_finite, check_int, check_same_shape, check_unit_interval
 
-__all__ = ["complete_episode_mask", "discounted_cumsum", "gae", "next_values_from_values", "returns_to_go"]
+__all__ = [
+    "complete_episode_mask",
+    "discounted_cumsum",
+    "episode_returns",
+    "gae",
+    "next_values_from_values",
+    "returns_to_go",
+]
 
 _CHUNK = 128
 _RESCALE_HINT = "rescale the rewards, e.g. with VecNormalize(norm_reward=True) or a reward scale wrapper"
@@ -185,6 +192,29 @@ def returns_to_go(
         x = rewards + gamma * used
     returns = _discounted_cumsum(x, gamma, done)
     return check_finite("returns", returns, hint=_RESCALE_HINT, derived_from="rewards")
+
+
+def episode_returns(rewards: torch.Tensor, done: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """The discounted return ``sum_t gamma^t r_t`` of each episode of a flat sequence of whole episodes, in order: its
+    return-to-go (:func:`returns_to_go`) at its first step. What decides a group's spread (DAPO's dynamic sampling).
+
+    :param rewards: ``[N]`` rewards of whole episodes, one after the other.
+    :param done: bool ``[N]``: the last step of each episode (the last entry must be one).
+    :return: ``[n_episodes]``.
+
+    Example::
+
+        >>> episode_returns(torch.ones(5), torch.tensor([False, True, False, False, True]), gamma=0.5)
+        tensor([1.5000, 1.7500])
+    """
+    done = done.to(torch.bool)
+    if rewards.dim() != 1 or done.shape != rewards.shape:
+        raise ValueError(f"rewards and done: expected two [N] tensors, got {tuple(rewards.shape)} and {tuple(done.shape)}.")
+    if rewards.numel() and not bool(done[-1]):
+        raise ValueError("done: the last step must end an episode (whole episodes only).")
+    starts = torch.ones_like(done)
+    starts[1:] = done[:-1]
+    return returns_to_go(rewards, done, gamma=gamma)[starts]
 
 
 def gae(

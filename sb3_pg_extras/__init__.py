@@ -17,6 +17,7 @@ from sb3_pg_extras.registry import ALGORITHMS
 
 if TYPE_CHECKING:
     from sb3_pg_extras.common.group_env import GroupResetWrapper
+    from sb3_pg_extras.common.vec_env import GymnasiumVecEnv
     from sb3_pg_extras.grpo import GRPO
     from sb3_pg_extras.reinforce import REINFORCE
     from sb3_pg_extras.reinforce_baseline import REINFORCEWithBaseline
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 # class name -> module (lazy imports); the zoo names live in sb3_pg_extras.registry
 _ALGOS = {entry.class_name: entry.module for entry in ALGORITHMS.values()}
 _ALGOS["GroupResetWrapper"] = "sb3_pg_extras.common.group_env"
+_ALGOS["GymnasiumVecEnv"] = "sb3_pg_extras.common.vec_env"
 
-__all__ = ["GRPO", "REINFORCE", "TRPO", "GroupResetWrapper", "REINFORCEWithBaseline", "__version__"]
+__all__ = ["GRPO", "REINFORCE", "TRPO", "GroupResetWrapper", "GymnasiumVecEnv", "REINFORCEWithBaseline", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -43,6 +43,18 @@ def get_required(tensordict: TensorDictBase, key: NestedKey, key_name: str, owne
     return value
 
 
+def end_flags(tensordict: TensorDictBase, keys: object, owner: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(done, terminated, truncated)`` of the ``("next", ...)`` entries named by ``keys`` (a loss's or an advantage
+    module's ``tensor_keys``), as bool: the one place an episode end is read. A missing ``terminated`` is ``done`` (no
+    truncation known); a missing ``truncated`` is a ``done`` that is not a termination; ``done`` covers both."""
+    done = get_required(tensordict, ("next", keys.done), "done", owner).to(torch.bool)  # type: ignore[attr-defined]
+    terminated = tensordict.get(("next", keys.terminated), default=None)  # type: ignore[attr-defined]
+    terminated = done if terminated is None else terminated.to(torch.bool)
+    truncated = tensordict.get(("next", keys.truncated), default=None)  # type: ignore[attr-defined]
+    truncated = (done if truncated is None else truncated.to(torch.bool)) & ~terminated
+    return done | terminated | truncated, terminated, truncated
+
+
 def time_dim(tensordict: TensorDictBase, time_dim: int | None = None, owner: object = None) -> int:
     """The time dimension, with the rule of TorchRL's value estimators (``ValueEstimatorBase._get_time_dim``):
     ``time_dim``, else ``owner.time_dim``, else the dimension named ``"time"``, else the last one; refused (with the

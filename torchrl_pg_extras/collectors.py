@@ -21,7 +21,7 @@ from tensordict import TensorDictBase, pad_sequence
 from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase, TransformedEnv
 
-from pg_extras import CompletedGroup, GroupHarvest, informative_groups, returns_to_go
+from pg_extras import CompletedGroup, GroupHarvest, episode_returns, informative_groups
 from pg_extras.signal import NO_SIGNAL_CAUSES, SignalMonitor
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from pg_extras.variants import check_return_bounds
@@ -415,8 +415,7 @@ class GroupBatcher:
         ends = torch.cumsum(lengths, 0)
         done = torch.zeros(int(ends[-1]), dtype=torch.bool)
         done[ends - 1] = True
-        # the discounted return of each episode: its return-to-go at its first step
-        returns = returns_to_go(reward.reshape(-1), done, gamma=self.gamma)[ends - lengths]
+        returns = episode_returns(reward.reshape(-1), done, gamma=self.gamma)
         sampled = torch.tensor([e != g.greedy_episode for g in groups for e in self._members(g)])
         group_of = torch.tensor([g.group for g in groups for _ in g.episodes], dtype=torch.int64)
         keep, dropped = informative_groups(

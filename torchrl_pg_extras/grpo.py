@@ -31,7 +31,16 @@ from pg_extras import (
 )
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase
-from torchrl_pg_extras._utils import _sum_leaves, _to_batch, as_batch, from_time_major, get_required, time_dim, to_time_major
+from torchrl_pg_extras._utils import (
+    _sum_leaves,
+    _to_batch,
+    as_batch,
+    end_flags,
+    from_time_major,
+    get_required,
+    time_dim,
+    to_time_major,
+)
 from torchrl_pg_extras.value import GroupRelativeAdvantage
 
 __all__ = ["GRPOLoss"]
@@ -336,11 +345,7 @@ class GRPOLoss(PolicyGradientLossBase):
             return mask
         shape = tensordict.batch_size
         layout, tdim = self._episodes(tensordict)
-        truncated = tensordict.get(("next", self.tensor_keys.truncated), default=None)
-        if truncated is None:  # as the advantage modules: a done that is not a termination is a truncation
-            terminated = get_required(tensordict, ("next", self.tensor_keys.terminated), "truncated", type(self).__name__)
-            done = tensordict.get(("next", self.tensor_keys.done))
-            truncated = done.to(torch.bool) & ~terminated.to(torch.bool)
+        _, _, truncated = end_flags(tensordict, self.tensor_keys, type(self).__name__)  # as the advantage modules
         valid = torch.ones(shape, dtype=torch.bool, device=truncated.device) if mask is None else mask
         ep_valid = layout.to_episodes(to_time_major(valid, shape, tdim, "mask"), fill=False)
         ep_truncated = layout.to_episodes(to_time_major(truncated.to(torch.bool), shape, tdim, "truncated"), fill=False)

@@ -37,7 +37,15 @@ from pg_extras import (
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from pg_extras.variants import check_return_bounds
 from torchrl_pg_extras._base import PolicyGradientKeys
-from torchrl_pg_extras._utils import check_key_names, from_time_major, gather_mask, get_required, time_dim, to_time_major
+from torchrl_pg_extras._utils import (
+    check_key_names,
+    end_flags,
+    from_time_major,
+    gather_mask,
+    get_required,
+    time_dim,
+    to_time_major,
+)
 
 __all__ = ["GroupRelativeAdvantage", "MonteCarloEstimator"]
 
@@ -127,14 +135,10 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
         tdim = time_dim(tensordict, time_dim_arg, owner=self)
         shape = tensordict.batch_size
         reward = get_required(tensordict, ("next", self.tensor_keys.reward), "reward", owner)
-        done = get_required(tensordict, ("next", self.tensor_keys.done), "done", owner)
-        terminated = tensordict.get(("next", self.tensor_keys.terminated), default=None)
-        truncated = tensordict.get(("next", self.tensor_keys.truncated), default=None)
-        done_tm = to_time_major(done, shape, tdim, "done").to(torch.bool)
-        term_tm = done_tm if terminated is None else to_time_major(terminated, shape, tdim, "terminated").to(torch.bool)
-        trunc_tm = (
-            done_tm & ~term_tm if truncated is None else to_time_major(truncated, shape, tdim, "truncated").to(torch.bool)
-        )
+        done, terminated, truncated = end_flags(tensordict, self.tensor_keys, owner)
+        done_tm = to_time_major(done, shape, tdim, "done")
+        term_tm = to_time_major(terminated, shape, tdim, "terminated")
+        trunc_tm = to_time_major(truncated, shape, tdim, "truncated")
         mask = gather_mask(tensordict, [self.tensor_keys.mask])
         self._has_mask = mask is not None
         valid_tm = torch.ones_like(done_tm) if mask is None else to_time_major(mask, shape, tdim, "mask")
@@ -142,7 +146,7 @@ class _EpisodeEstimatorBase(ValueEstimatorBase):
         if not reward_tm.is_floating_point():  # integer rewards: returns and advantages are real numbers
             reward_tm = reward_tm.to(torch.get_default_dtype())
         reward_tm = torch.where(valid_tm, reward_tm, torch.zeros_like(reward_tm))
-        return tdim, reward_tm, term_tm, trunc_tm & ~term_tm, done_tm | term_tm | trunc_tm, valid_tm
+        return tdim, reward_tm, term_tm, trunc_tm, done_tm, valid_tm
 
     def _incomplete(self, incomplete: torch.Tensor, reward: torch.Tensor, done: torch.Tensor) -> ValueError:
         """The error for valid steps of episodes that do not end; it names a missing mask when the batch looks padded

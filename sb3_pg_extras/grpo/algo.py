@@ -27,6 +27,7 @@ from pg_extras import (
     LOSS_AGGREGATIONS,
     EpisodeLayout,
     aggregate_loss,
+    episode_returns,
     informative_groups,
     kl_estimate,
     mask_truncated_episodes,
@@ -363,9 +364,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         ``rollout/frac_groups_filtered`` (this rollout); ``None`` when no group is left.
         """
         layout = EpisodeLayout.from_dones(batch.terminated | batch.truncated)
-        rewards = layout.to_episodes(batch.rewards[:, None])
-        discount = self.gamma ** th.arange(layout.max_length, device=rewards.device, dtype=th.float64)
-        returns = (rewards * discount.to(rewards.dtype)).sum(1)
+        returns = episode_returns(batch.rewards, batch.terminated | batch.truncated, gamma=self.gamma)
         group_ids = batch.group[layout.start_step]
         keep, dropped = informative_groups(returns, group_ids, self.keep_return_bounds, drop_zero_spread=self.dynamic_sampling)
         self.groups_filtered += dropped

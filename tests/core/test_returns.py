@@ -210,3 +210,20 @@ def test_returns_scale_with_the_rewards(dtype, scale):
     base = returns_to_go(rewards.to(dtype), terminated, truncated, gamma=0.9)
     scaled = returns_to_go(rewards.to(dtype) * scale, terminated, truncated, gamma=0.9)
     torch.testing.assert_close(scaled / scale, base, rtol=1e-5, atol=1e-6)
+
+
+def test_episode_returns_are_the_discounted_sums_of_each_episode():
+    from pg_extras import episode_returns
+
+    torch.manual_seed(0)
+    lengths, gamma = [3, 1, 5], 0.9
+    rewards = torch.randn(sum(lengths), dtype=torch.float64)
+    done = torch.zeros(sum(lengths), dtype=torch.bool)
+    done[torch.tensor(lengths).cumsum(0) - 1] = True
+    expected, start = [], 0
+    for n in lengths:
+        expected.append(sum(gamma**t * float(rewards[start + t]) for t in range(n)))
+        start += n
+    torch.testing.assert_close(episode_returns(rewards, done, gamma=gamma), torch.tensor(expected, dtype=torch.float64))
+    with pytest.raises(ValueError, match="last step"):
+        episode_returns(rewards, torch.zeros_like(done))
