@@ -30,6 +30,7 @@ from pg_extras.objectives import (
     policy_gradient_loss,
     policy_loss,
     ratio_rule_options,
+    regress_critic,
     regularized_loss,
     standardize,
 )
@@ -151,6 +152,7 @@ __all__ = [
     "policy_loss",
     "ratio_rule_options",
     "reachable_parameters",
+    "regress_critic",
     "regularized_loss",
     "remax_advantages",
     "returns_to_go",

@@ -18,9 +18,12 @@ Every SB3 algorithm and TorchRL loss module calls these; none writes the formula
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from pg_extras.kl import kl_estimate
 from pg_extras.surrogate import _log_ratio, cispo_loss, clipped_surrogate_loss, sapo_loss
@@ -33,6 +36,7 @@ __all__ = [
     "policy_gradient_loss",
     "policy_loss",
     "ratio_rule_options",
+    "regress_critic",
     "regularized_loss",
     "standardize",
 ]
@@ -261,3 +265,52 @@ def ratio_rule_options(
     for name, value in (("sapo_temperature_pos", sapo_temperature_pos), ("sapo_temperature_neg", sapo_temperature_neg)):
         options[name] = check_float(name, value, 0.0, low_inclusive=False, hint="SAPO's gate temperature, e.g. 1.0")
     return options
+
+
+def regress_critic(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    batch_size: int,
+    parameters: Sequence[torch.nn.Parameter] = (),
+    frozen: Sequence[torch.nn.Parameter] = (),
+    max_grad_norm: float | None = None,
+    permutation: Callable[[int], torch.Tensor] | None = None,
+    hint: str = "the critic diverged: lower its learning rate or rescale the rewards",
+) -> list[float]:
+    """``epochs`` passes of minibatch MSE regression of a critic on ``targets`` (docs/maths.md#3-baselines-and-gae):
+    the critic fit of TRPO and of REINFORCE with baseline (sb3-contrib's and SB3's loop).
+
+    Each pass shuffles the ``N`` steps (``permutation(N)``, default ``torch.randperm``) and takes one ``optimizer`` step
+    per ``batch_size`` minibatch on ``mean((predict(index) - targets[index])^2)``; ``frozen`` parameters (an actor that
+    shares a features extractor) get no gradient, ``parameters`` are clipped to ``max_grad_norm``.
+
+    :param predict: ``index [b] -> V(s) [b]`` of those steps (with autograd).
+    :return: the loss of each minibatch. :raises ValueError: a non-finite loss (``hint``), before its step is taken.
+
+    Example::
+
+        >>> critic = torch.nn.Linear(1, 1)
+        >>> x, y = torch.randn(64, 1), torch.randn(64)
+        >>> losses = regress_critic(lambda i: critic(x[i]).flatten(), y, torch.optim.SGD(critic.parameters(), 0.1), 2, 16)
+        >>> len(losses)
+        8
+    """
+    n = int(targets.numel())
+    losses: list[float] = []
+    for _ in range(epochs):
+        order = torch.randperm(n, device=targets.device) if permutation is None else permutation(n)
+        for index in order.split(batch_size):
+            loss = F.mse_loss(predict(index), targets[index])
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                check_finite("value loss", loss.detach(), hint=hint)
+            optimizer.zero_grad()
+            loss.backward()
+            for param in frozen:
+                param.grad = None
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)
+            optimizer.step()
+    return losses

@@ -6,12 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-import torch.nn.functional as F
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 
-from pg_extras import explained_variance, standardize
+from pg_extras import explained_variance, regress_critic, standardize
 from pg_extras.validation import check_bool, check_int, check_rate_or_schedule
 from sb3_pg_extras.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_pg_extras.reinforce_baseline.policies import BaselineCnnPolicy, BaselineMultiInputPolicy, BaselinePolicy
@@ -167,20 +166,16 @@ class REINFORCEWithBaseline(EpisodicOnPolicyAlgorithm):
         advantages = standardize(estimate.advantages) if self.normalize_advantage else estimate.advantages
         self._policy_gradient_step(batch, advantages, self.policy.actor_parameters)
 
-        critic_params = self.policy.critic_parameters()
-        value_losses = []
-        for _ in range(self.n_critic_updates):
-            order = th.as_tensor(np.random.permutation(n), device=self.device)
-            for chunk in self._chunks(n):
-                index = order[chunk]
-                obs = batch.take(index).observations
-                value_loss = F.mse_loss(self.policy.critic_values(obs), returns[index])
-                self.policy.vf_optimizer.zero_grad()
-                value_loss.backward()
-                if self.max_grad_norm is not None:
-                    th.nn.utils.clip_grad_norm_(critic_params, self.max_grad_norm)
-                self.policy.vf_optimizer.step()
-                value_losses.append(value_loss.item())
+        value_losses = regress_critic(
+            lambda index: self.policy.critic_values(batch.take(index).observations),
+            returns,
+            self.policy.vf_optimizer,
+            self.n_critic_updates,
+            self.batch_size or n,
+            parameters=self.policy.critic_parameters(),
+            max_grad_norm=self.max_grad_norm,
+            permutation=lambda size: th.as_tensor(np.random.permutation(size), device=self.device),  # SB3's shuffle
+        )
 
         self._finish_update()
         self.logger.record("train/value_loss", float(np.mean(value_losses)))

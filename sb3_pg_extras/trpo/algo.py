@@ -22,7 +22,6 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from torch import nn
-from torch.nn import functional as F
 
 from pg_extras import (
     DEFAULT_KL_REDUCTION,
@@ -35,6 +34,7 @@ from pg_extras import (
     gauss_newton_fvp_fn,
     mlp_fvp_fn,
     reachable_parameters,
+    regress_critic,
     standardize,
     trust_region_surrogate,
 )
@@ -425,19 +425,16 @@ class TRPO(EpisodicOnPolicyAlgorithm):
 
         # Critic: n_critic_updates epochs of minibatch MSE on the returns, with the policy's optimizer
         value_losses = []
-        for _ in range(self.n_critic_updates if batch.returns is not None else 0):
-            for idx in th.randperm(len(batch.returns), device=batch.returns.device).split(self.batch_size):
-                values_pred = self.policy.predict_values(_index(batch.observations, idx))
-                value_loss = F.mse_loss(batch.returns[idx], values_pred.flatten())
-                value_losses.append(value_loss.item())
-                if not math.isfinite(value_losses[-1]):
-                    check_finite("TRPO value loss", value_loss, hint="the critic diverged: lower learning_rate or " + _RESCALE)
-                self.policy.optimizer.zero_grad()
-                value_loss.backward()
-                # Removing gradients of parameters shared with the actor: the critic step never moves the actor
-                for param in actor_params:
-                    param.grad = None
-                self.policy.optimizer.step()
+        if batch.returns is not None:  # (the critic step never moves the actor: its shared parameters are frozen)
+            value_losses = regress_critic(
+                lambda idx: self.policy.predict_values(_index(batch.observations, idx)).flatten(),
+                batch.returns,
+                self.policy.optimizer,
+                self.n_critic_updates,
+                self.batch_size,
+                frozen=actor_params,
+                hint="the critic diverged: lower learning_rate or " + _RESCALE,
+            )
 
         self._finish_update()
         explained_var = float("nan")
