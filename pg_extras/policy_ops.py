@@ -16,7 +16,7 @@ Pure torch (no RL-framework import); the SB3 ``TRPO`` and TorchRL's ``TRPOLoss``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ __all__ = [
     "action_dims",
     "action_kl",
     "diag_gaussian_log_prob",
+    "entropy_or_estimate",
     "joint_kl",
     "reachable_parameters",
     "sample_categorical",
@@ -266,3 +267,21 @@ def sample_diag_gaussian(
     """
     actions = mean if deterministic else mean + torch.empty_like(mean).normal_() * std
     return actions, diag_gaussian_log_prob(actions, mean, std)
+
+
+def entropy_or_estimate(entropy: torch.Tensor | None, sample_log_prob: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The policy entropy per step: its closed form ``entropy`` when there is one, else the one-sample estimate
+    ``-log pi(a~|s)`` of a fresh action ``a~ ~ pi(.|s)`` (``sample_log_prob()``, drawn with ``rsample`` where the
+    distribution has it): the one rule of every adapter for distributions without a closed-form entropy (a tanh-squashed
+    Gaussian, gSDE with squashing, TorchRL's ``TanhNormal``). Not the stored action's ``-log pi(a_t|s_t)``: on-policy its
+    gradient has expectation zero, so an entropy bonus built on it would do nothing; the reparameterised estimate's
+    gradient is the entropy's (docs/maths.md#entropy).
+
+    Example::
+
+        >>> mean, log_std = torch.zeros(3, 2), torch.zeros(3, 2, requires_grad=True)
+        >>> normal = torch.distributions.Normal(mean, log_std.exp())
+        >>> entropy_or_estimate(None, lambda: normal.log_prob(normal.rsample()).sum(-1)).shape
+        torch.Size([3])
+    """
+    return entropy if entropy is not None else -sample_log_prob()

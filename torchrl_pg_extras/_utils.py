@@ -18,6 +18,8 @@ from tensordict import TensorDictBase, is_tensor_collection
 from tensordict.nn import CompositeDistribution
 from tensordict.utils import NestedKey, unravel_key
 
+from pg_extras import entropy_or_estimate
+
 __all__ = [
     "actor_context",
     "as_batch",
@@ -184,7 +186,7 @@ def _check_categorical_action(dist: torch.distributions.Distribution, action: to
 
 
 def entropy_of(dist: torch.distributions.Distribution, batch_shape: Sequence[int]) -> torch.Tensor:
-    """Entropy per step: analytic when available, else a one-sample Monte-Carlo estimate ``-log pi(a~)``."""
+    """Entropy per step: analytic when available, else :func:`pg_extras.entropy_or_estimate`'s one-sample estimate."""
     try:
         ent = dist.entropy()
     except NotImplementedError:
@@ -193,11 +195,12 @@ def entropy_of(dist: torch.distributions.Distribution, batch_shape: Sequence[int
         return _to_batch(ent, batch_shape)
     if ent is not None and is_tensor_collection(ent):
         return _sum_leaves(ent, batch_shape)
-    sample = dist.rsample() if getattr(dist, "has_rsample", False) else dist.sample()
-    lp = dist.log_prob(sample)
-    if is_tensor_collection(lp):
-        return -_sum_leaves(lp, batch_shape)
-    return -_to_batch(lp, batch_shape)
+
+    def sample_log_prob() -> torch.Tensor:
+        lp = dist.log_prob(dist.rsample() if getattr(dist, "has_rsample", False) else dist.sample())
+        return _sum_leaves(lp, batch_shape) if is_tensor_collection(lp) else _to_batch(lp, batch_shape)
+
+    return entropy_or_estimate(None, sample_log_prob)
 
 
 def check_key_names(owner: object, keys: dict) -> None:

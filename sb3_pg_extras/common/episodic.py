@@ -49,6 +49,7 @@ from pg_extras import (
     ADVANTAGE_SCALES,
     AdvantageEstimate,
     GroupScheduler,
+    entropy_or_estimate,
     estimate_advantages,
     kl_estimate,
     policy_loss,
@@ -703,8 +704,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             part = batch.take(chunk)
             distribution = self.policy.get_distribution(part.observations)
             log_prob = distribution.log_prob(self._policy_actions(part.actions))
-            entropy = distribution.entropy()
-            entropy = -log_prob if entropy is None else entropy  # no closed form: one-sample estimate, as SB3's A2C
+            entropy = entropy_or_estimate(distribution.entropy(), lambda d=distribution: d.log_prob(d.sample()))
             pg_sum = policy_loss("pg", log_prob, None, advantages[chunk])[0].sum()
             ent_sum = -entropy.sum()
             ((pg_sum + self.ent_coef * ent_sum) / n).backward()

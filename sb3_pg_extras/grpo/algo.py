@@ -27,6 +27,7 @@ from pg_extras import (
     LOSS_AGGREGATIONS,
     EpisodeLayout,
     aggregate_loss,
+    entropy_or_estimate,
     episode_returns,
     informative_groups,
     kl_estimate,
@@ -357,6 +358,11 @@ class GRPO(EpisodicOnPolicyAlgorithm):
                 stacklevel=2,
             )
 
+    def _fresh_sample_log_prob(self, observations: Any) -> th.Tensor:
+        """``log pi(a~|s)`` of a fresh action (the entropy estimate of :func:`pg_extras.entropy_or_estimate`)."""
+        distribution = self.policy.get_distribution(observations)
+        return distribution.log_prob(distribution.sample())
+
     def _informative_episodes(self, batch: EpisodeBatch) -> EpisodeBatch | None:
         """DAPO's dynamic sampling: the episodes of the groups with a signal (:func:`pg_extras.informative_groups`).
 
@@ -421,7 +427,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         )
         with th.no_grad():
             _, ref_log_prob, _ = self.ref_policy.evaluate_actions(part.observations, actions)
-        entropy = -log_prob if entropy is None else entropy  # no closed form: one-sample estimate (SB3's PPO)
+        entropy = entropy_or_estimate(entropy, lambda: self._fresh_sample_log_prob(part.observations))
         stats: dict[str, float] = {}
         if self.top_entropy_quantile < 1.0:  # the policy-gradient term of the high-entropy steps only (TRL)
             in_loss = layout.to_steps(loss_mask)[:, 0]

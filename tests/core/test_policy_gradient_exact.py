@@ -157,3 +157,22 @@ def test_action_independent_term_has_zero_expectation(setup):
     est_a = (sc * fa[actions][..., None, None]).sum(0).reshape(N_SAMPLES, -1)
     with pytest.raises(AssertionError):
         _check_unbiased(est_a, torch.zeros(S * A, dtype=torch.float64))
+
+
+def test_entropy_estimate_without_closed_form_has_the_entropys_gradient():
+    # pg_extras.entropy_or_estimate: a fresh reparameterised sample gives the entropy's gradient (d H / d log_std = 1 per
+    # dimension of a Gaussian); the stored action's -log pi(a) has zero expected gradient on-policy
+    from pg_extras import entropy_or_estimate
+
+    torch.manual_seed(0)
+    log_std = torch.zeros(20000, 2, requires_grad=True)
+    normal = torch.distributions.Normal(torch.zeros(20000, 2), log_std.exp())
+    fresh = entropy_or_estimate(None, lambda: normal.log_prob(normal.rsample()).sum(-1))
+    (grad,) = torch.autograd.grad(fresh.mean(), log_std)
+    torch.testing.assert_close(grad.sum(0), torch.ones(2), atol=0.05, rtol=0)  # exact: 1 per dimension
+    normal = torch.distributions.Normal(torch.zeros(20000, 2), log_std.exp())
+    stored = normal.sample()
+    (grad_stored,) = torch.autograd.grad(-normal.log_prob(stored).sum(-1).mean(), log_std)
+    assert grad_stored.sum(0).abs().max() < 0.05  # ~0: the bonus would do nothing
+    closed = torch.ones(3)
+    assert entropy_or_estimate(closed, lambda: 1 / 0) is closed  # a closed form is used as is, nothing is sampled
