@@ -38,6 +38,14 @@ from pg_extras import sample_categorical
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "collection_limit"
 ZOO = Path(__file__).resolve().parent.parent / "zoo_configs"
+NOTE = (
+    "Why the GRPO rows stay far from the limit: the limit is gymnasium's numpy-vectorised CartPole, and neither "
+    "pipeline can run grouped GRPO on it. A group needs its members to start from one state, i.e. a seeded reset of"
+    " one sub-env, and `CartPoleVectorEnv` resets its sub-envs only all together (one generator) or one step after "
+    "they end (`NEXT_STEP`, in a step whose action is ignored, which SB3's `VecEnv` contract cannot express: "
+    "`GymnasiumVecEnv` refuses it). The fastest env that GRPO can use here is gymnasium's `SyncVectorEnv`, a Python"
+    " loop over the sub-envs; its own step is most of the SB3 GRPO run (profiled)."
+)
 
 
 def collection_limit(n_envs: int, steps: int, seed: int = 0) -> float:
@@ -172,6 +180,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             + " |"
             for r in rows
         ),
+        "",
+        NOTE,
         "",
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines))
