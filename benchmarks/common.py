@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,11 @@ class RunRecord:
     def first_hit(self, threshold: float) -> float:
         """Env steps of the first evaluation whose mean return reached ``threshold`` (nan: never)."""
         return next((float(s) for s, m in zip(self.curve.steps, self.curve.mean, strict=True) if m >= threshold), float("nan"))
+
+    def first_hit_time(self, threshold: float) -> float:
+        """Training wall seconds (evaluation excluded) at that first evaluation (nan: never, or no times recorded)."""
+        points = zip(self.curve.mean, self.curve.train_time or [math.nan] * len(self.curve.mean), strict=True)
+        return next((float(t) for m, t in points if m >= threshold), float("nan"))
 
 
 def run_path(cache: Path, env_id: str, algo: str, seed: int) -> Path:

@@ -513,6 +513,7 @@ class CellStats:
     mean: tuple[float, float, float] = (math.nan,) * 3
     hits: tuple[float, ...] = ()
     median_hit: float = math.nan
+    median_hit_time: float = math.nan  # training wall seconds to the threshold (same rule as median_hit)
     sps: float = math.nan
 
     @property
@@ -582,6 +583,7 @@ def collect(grid: Grid) -> Report:
         cs.mean = (point["x"][1], ci["x"][0][1], ci["x"][1][1])
         cs.hits = tuple(r.first_hit(THRESHOLDS.get(cs.env, math.inf)) for r in cs.runs)
         cs.median_hit = _median_hits(list(cs.hits))
+        cs.median_hit_time = _median_hits([r.first_hit_time(THRESHOLDS.get(cs.env, math.inf)) for r in cs.runs])
         cs.sps = float(np.median([r.steps_per_second for r in cs.runs]))
     report = Report(grid, runs, complete, partial, missing, skipped, stale, best, [], {}, {}, {}, None)
     _across(report)
@@ -889,8 +891,8 @@ def _env_table(report: Report, env_id: str) -> list[str]:
     threshold = THRESHOLDS.get(env_id, math.inf)
     lines = [
         f"| algorithm | runs | final IQM [95% CI] | final mean [95% CI] | normalised IQM | steps to {threshold:g} "
-        "(median; per seed) | steps vs PPO | env-steps/s | speed vs PPO |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(median; per seed) | steps vs PPO | wall s to it (median) | env-steps/s | speed vs PPO |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for algo in report.grid.algos:
         cs = report.cell(env_id, algo)
@@ -901,7 +903,8 @@ def _env_table(report: Report, env_id: str) -> list[str]:
         lines.append(
             f"| {_label(algo)} | {len(cs.runs)} | {_ci(cs.iqm)} | {_ci(cs.mean)} | {norm:.2f} "
             f"| {_k(cs.median_hit)}; {per_seed} "
-            f"| {_ratio(cs.median_hit, ref.median_hit) if ref else 'n/a'} | {cs.sps:.0f} "
+            f"| {_ratio(cs.median_hit, ref.median_hit) if ref else 'n/a'} "
+            f"| {'not reached' if math.isnan(cs.median_hit_time) else f'{cs.median_hit_time:.0f}'} | {cs.sps:.0f} "
             f"| {_ratio(cs.sps, ref.sps) if ref else 'n/a'} |"
         )
     return lines
