@@ -32,7 +32,9 @@ from pg_extras.validation import check_bool, check_choice, check_finite, check_f
 __all__ = [
     "RATIO_RULES",
     "UPDATE_RULES",
+    "entropy_bonus",
     "explained_variance",
+    "kl_penalty",
     "policy_gradient_loss",
     "policy_loss",
     "ratio_rule_options",
@@ -153,35 +155,73 @@ def regularized_loss(
         >>> total
         tensor([0.1931, 0.0000])
     """
-    use_bias_correction_kl = check_bool("use_bias_correction_kl", use_bias_correction_kl)
-    total = loss
-    kl = None
+    total, kl = loss, None
     if ref_log_prob is not None:
         if log_prob is None:
             raise ValueError("ref_log_prob needs log_prob (the current policy's log-probabilities of the same actions).")
-        kl = kl_estimate(log_prob, ref_log_prob.detach(), kl_estimator)
-        if use_bias_correction_kl:
-            if old_log_prob is None:
-                raise ValueError(
-                    "use_bias_correction_kl=True needs old_log_prob (the behaviour log-probabilities) for the ratio."
-                )
-            check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob)
-            kl = kl * torch.exp(_log_ratio(log_prob, old_log_prob))
-            check_finite(
-                "bias-corrected KL estimate",
-                kl.detach(),
-                hint="the importance ratio pi / pi_old overflowed: lower the learning rate or the number of epochs",
-                derived_from="log_prob and old_log_prob",
-            )
+        penalty, kl = kl_penalty(
+            log_prob,
+            ref_log_prob,
+            beta,
+            kl_estimator,
+            old_log_prob=old_log_prob,
+            use_bias_correction_kl=use_bias_correction_kl,
+        )
         if beta:
-            total = total + beta * kl
+            total = total + penalty
     elif beta:
         raise ValueError(f"beta={beta} needs ref_log_prob (the reference policy's log-probabilities).")
     if ent_coef:
         if entropy is None:
-            raise ValueError(f"ent_coef={ent_coef} needs entropy (or -log_prob when there is no closed form).")
-        total = total - ent_coef * entropy
+            raise ValueError(f"ent_coef={ent_coef} needs entropy (see pg_extras.entropy_or_estimate without a closed form).")
+        total = total + entropy_bonus(entropy, ent_coef)
     return total, kl
+
+
+def kl_penalty(
+    log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    beta: float,
+    kl_estimator: str = "k3",
+    *,
+    old_log_prob: torch.Tensor | None = None,
+    use_bias_correction_kl: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The KL term of :func:`regularized_loss` on its own: ``(beta * KL, KL)`` per step, the KL estimated by
+    :func:`pg_extras.kl_estimate` against the detached ``ref_log_prob`` (importance-weighted by ``pi / pi_old`` with
+    ``use_bias_correction_kl``). TorchRL's ``GRPOLoss`` reports it as ``loss_kl_to_ref``.
+
+    Example::
+
+        >>> kl_penalty(torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25])), beta=2.0)[0]
+        tensor([0.3863])
+    """
+    use_bias_correction_kl = check_bool("use_bias_correction_kl", use_bias_correction_kl)
+    kl = kl_estimate(log_prob, ref_log_prob.detach(), kl_estimator)
+    if use_bias_correction_kl:
+        if old_log_prob is None:
+            raise ValueError("use_bias_correction_kl=True needs old_log_prob (the behaviour log-probabilities) for the ratio.")
+        check_same_shape("log_prob", log_prob, old_log_prob=old_log_prob)
+        kl = kl * torch.exp(_log_ratio(log_prob, old_log_prob))
+        check_finite(
+            "bias-corrected KL estimate",
+            kl.detach(),
+            hint="the importance ratio pi / pi_old overflowed: lower the learning rate or the number of epochs",
+            derived_from="log_prob and old_log_prob",
+        )
+    return beta * kl, kl
+
+
+def entropy_bonus(entropy: torch.Tensor, ent_coef: float) -> torch.Tensor:
+    """The entropy term of :func:`regularized_loss` on its own: ``-ent_coef * H`` per step (TorchRL's
+    ``loss_entropy``).
+
+    Example::
+
+        >>> entropy_bonus(torch.tensor([0.5, 1.0]), 0.1)
+        tensor([-0.0500, -0.1000])
+    """
+    return -ent_coef * entropy
 
 
 def standardize(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, distance_loss
 from torchrl.objectives.value import ValueEstimatorBase
 
-from pg_extras import explained_variance, regularized_loss, standardize
+from pg_extras import entropy_bonus, explained_variance, standardize
 from pg_extras.validation import check_bool, check_choice, check_finite, check_float
 from torchrl_pg_extras._utils import (
     actor_context,
@@ -382,8 +382,8 @@ class PolicyGradientLossBase(LossModule):
         return entropy_of(dist, tensordict.batch_size)
 
     def _entropy_term(self, entropy: torch.Tensor) -> torch.Tensor:
-        """Per-step ``-entropy_coeff * H`` (the entropy term of :func:`pg_extras.regularized_loss`)."""
-        return regularized_loss(torch.zeros_like(entropy), entropy=entropy, ent_coef=self.entropy_coeff)[0]
+        """Per-step ``-entropy_coeff * H`` (:func:`pg_extras.entropy_bonus`)."""
+        return entropy_bonus(entropy, self.entropy_coeff)
 
     def _mask(self, tensordict: TensorDictBase) -> torch.Tensor | None:
         """The valid steps (``None`` when every step is valid: no masking work to differentiate through)."""

@@ -22,11 +22,11 @@ from pg_extras import (
     EpisodeLayout,
     aggregate_loss,
     kl_estimate,
+    kl_penalty,
     mask_truncated_episodes,
     mix_parameters_,
     policy_loss,
     ratio_rule_options,
-    regularized_loss,
     top_entropy_mask,
 )
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
@@ -62,7 +62,8 @@ class GRPOLoss(PolicyGradientLossBase):
       (:func:`pg_extras.policy_loss` with the ``"ppo_clip"`` rule);
     * ``loss_kl_to_ref``: ``kl_coeff * KL(pi || pi_ref)`` with the k3 estimator ``exp(ref - logp) - (ref - logp) - 1``
       against a frozen reference actor (a snapshot of the initial actor, refreshed by :meth:`update_reference`);
-    * ``loss_entropy``: ``-entropy_coeff * H(pi(.|s))`` (both from :func:`pg_extras.regularized_loss`).
+    * ``loss_entropy``: ``-entropy_coeff * H(pi(.|s))`` (both from :func:`pg_extras.kl_penalty` and
+      :func:`pg_extras.entropy_bonus`, the terms of :func:`pg_extras.regularized_loss`).
 
     Any advantage module plugs in (PPO-clip with :class:`~torchrl_pg_extras.MonteCarloEstimator` works as well); a
     behaviour log-probability that is NaN or infinite on a valid step raises ``ValueError`` before any update.
@@ -378,7 +379,7 @@ class GRPOLoss(PolicyGradientLossBase):
         if self.importance_sampling_level != "token":  # GSPO: one ratio per episode
             level = dict(importance_sampling_level=self.importance_sampling_level)
             level["episode_index"] = self._episode_index(tensordict, mask)
-        # GRPO's per-step objective (pg_extras.policy_loss + pg_extras.regularized_loss), kept as separate loss_* terms
+        # GRPO's per-step objective (pg_extras.policy_loss + the terms of pg_extras.regularized_loss), as separate loss_* terms
         objective, clipped = policy_loss(
             self.update_rule,
             log_prob,
@@ -405,8 +406,7 @@ class GRPOLoss(PolicyGradientLossBase):
         if self._has_kl:
             with torch.no_grad():
                 ref_log_prob = self._log_prob(self._dist(tensordict, self.reference_actor_network_params), tensordict, mask)
-            terms["loss_kl_to_ref"], kl = regularized_loss(
-                torch.zeros_like(log_prob),
+            terms["loss_kl_to_ref"], kl = kl_penalty(
                 log_prob,
                 ref_log_prob,
                 beta=self.kl_coeff,
