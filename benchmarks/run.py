@@ -956,10 +956,35 @@ def _load_note(report: Report) -> str:
 
 
 def _tuning_files(tuning: Path) -> list[Path]:
-    """The Optuna searches (``optuna_<algo>_<env>.csv``) and the branched-groups probe rows in ``tuning``."""
-    return sorted(p for p in tuning.glob("optuna_*.csv") if not p.stem.endswith("_shipped")) + sorted(
-        tuning.glob("branched_groups_*.csv")
+    """The Optuna searches (``optuna_<algo>_<env>.csv``), the branched-groups and REINFORCE probe rows in ``tuning``."""
+    return (
+        sorted(p for p in tuning.glob("optuna_*.csv") if not p.stem.endswith("_shipped"))
+        + sorted(tuning.glob("branched_groups_*.csv"))
+        + sorted(tuning.glob("reinforce_probe_*.csv"))
     )
+
+
+def _reinforce_probe_line(path: Path, rows: list[dict[str, str]]) -> str:
+    """The independent REINFORCE probe's grid (``benchmarks/probes/reinforce_pendulum.py``) against our shipped entry."""
+    env = path.stem[len("reinforce_probe_") :]
+    by: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["lr"], r["n_envs"], r["gamma"]), []).append(float(r["final"]))
+    medians = {k: float(np.median(v)) for k, v in by.items()}
+    best = max(medians, key=medians.__getitem__)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    line = (
+        f"- independent REINFORCE probe on {env} (numpy env, no framework), {len(by)} settings (lr x envs per update x "
+        f"gamma) on seeds {' '.join(map(str, seeds))} at {int(rows[0]['steps']) // 1000}k steps: medians "
+        f"{_fmt(min(medians.values()))} to {_fmt(medians[best])}, best lr {best[0]}, {best[1]} envs, gamma {best[2]} "
+        f"({' '.join(map(_fmt, by[best]))})"
+    )
+    shipped = path.with_name(f"optuna_reinforce_{env}_shipped.csv")
+    if shipped.is_file():
+        finals = [float(r["final"]) for r in csv.DictReader(shipped.open())]
+        median = _fmt(float(np.median(finals)))
+        line += f"; our shipped REINFORCE entry on the same seeds: median {median} ({' '.join(map(_fmt, finals))})"
+    return line + f" (`{path.as_posix()}`)"
 
 
 def tuning_lines(tuning: Path) -> list[str]:
@@ -987,6 +1012,8 @@ def tuning_lines(tuning: Path) -> list[str]:
                 start = " ".join(map(_fmt, finals))
                 line += f"; the entry the search started from, on the same seeds: {mean} ({start})"
             lines.append(line + f" (`{rel}`)")
+        elif path.stem.startswith("reinforce_probe_"):
+            lines.append(_reinforce_probe_line(path, rows))
         else:
             by: dict[str, list[float]] = {}
             for r in rows:

@@ -18,6 +18,7 @@ Every SB3 algorithm and TorchRL loss module calls these; none writes the formula
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,18 +26,30 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from pg_extras.kl import kl_estimate
-from pg_extras.surrogate import _log_ratio, cispo_loss, clipped_surrogate_loss, sapo_loss
+from pg_extras.kl import KL_ESTIMATORS, kl_estimate
+from pg_extras.surrogate import (
+    IMPORTANCE_SAMPLING_LEVELS,
+    LOSS_AGGREGATIONS,
+    _log_ratio,
+    cispo_loss,
+    clipped_surrogate_loss,
+    sapo_loss,
+)
 from pg_extras.validation import check_bool, check_choice, check_finite, check_float, check_same_shape
 
 __all__ = [
+    "OBJECTIVE_OPTION_NAMES",
     "RATIO_RULES",
     "UPDATE_RULES",
+    "ObjectiveOptions",
+    "ObjectiveTerms",
     "entropy_bonus",
     "explained_variance",
     "kl_penalty",
+    "objective_option",
     "policy_gradient_loss",
     "policy_loss",
+    "policy_objective",
     "ratio_rule_options",
     "regress_critic",
     "regularized_loss",
@@ -354,3 +367,268 @@ def regress_critic(
                 torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)
             optimizer.step()
     return losses
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveOptions:
+    """The options of :func:`policy_objective`, checked once when built (errors name the argument and the fix).
+
+    Every adapter builds one from its own constructor arguments (SB3's ``GRPO(update_rule=...)``, TorchRL's
+    ``GRPOLoss(update_rule=...)``) and hands it to :func:`policy_objective`; ``dataclasses.replace`` re-checks. The
+    coefficients (``clip_range``, ``beta``, ``ent_coef``) are arguments of the call instead, since SB3 schedules them and
+    TorchRL keeps them live.
+
+    :param update_rule: one of :data:`UPDATE_RULES` (docs/maths.md#10-estimators-x-update-rules).
+    :param delta: ``"ppo_clip"``'s two-sided clip (``> 1``; ``None``: off).
+    :param clip_ratio_c: ``"ppo_clip"``'s dual clip (``> 1``; ``None``: off).
+    :param sapo_temperature_pos: ``"sapo"``'s temperature where ``A > 0``.
+    :param sapo_temperature_neg: ``"sapo"``'s temperature where ``A <= 0``.
+    :param importance_sampling_level: ``"token"`` or ``"sequence"`` (GSPO).
+    :param kl_estimator: the estimator of ``KL(pi || pi_ref)`` (:data:`pg_extras.KL_ESTIMATORS`).
+    :param use_bias_correction_kl: weight the KL estimate by ``pi / pi_old`` (TRL's option).
+    :param loss_aggregation: :func:`pg_extras.aggregate_loss`'s mode, for the adapter's layout.
+    :param mask_truncated_completions: leave the truncated episodes out of the loss (the adapter's loss mask).
+    :param top_entropy_quantile: the fraction of steps whose policy term is kept, by entropy (``1.0``: all).
+
+    Example::
+
+        >>> ObjectiveOptions("ppo_clip", delta=4.0).policy_loss_kwargs()["delta"]
+        4.0
+    """
+
+    update_rule: str = "ppo_clip"
+    delta: float | None = None
+    clip_ratio_c: float | None = None
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
+    importance_sampling_level: str = "token"
+    kl_estimator: str = "k3"
+    use_bias_correction_kl: bool = False
+    loss_aggregation: str = "grpo"
+    mask_truncated_completions: bool = False
+    top_entropy_quantile: float = 1.0
+
+    def __post_init__(self) -> None:
+        rule = check_choice("update_rule", self.update_rule, UPDATE_RULES)
+        if rule in RATIO_RULES:
+            rule_options = ratio_rule_options(
+                rule, self.delta, self.clip_ratio_c, self.sapo_temperature_pos, self.sapo_temperature_neg
+            )
+        else:
+            for name in ("delta", "clip_ratio_c"):
+                value = getattr(self, name)
+                if value is not None:
+                    raise ValueError(f"{name}={value} is a bound of update_rule='ppo_clip', not {rule!r}: remove it.")
+            rule_options = ratio_rule_options("ppo_clip", None, None, self.sapo_temperature_pos, self.sapo_temperature_neg)
+        checked = dict(
+            rule_options,
+            importance_sampling_level=check_choice(
+                "importance_sampling_level", self.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS
+            ),
+            kl_estimator=check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS),
+            use_bias_correction_kl=check_bool("use_bias_correction_kl", self.use_bias_correction_kl),
+            loss_aggregation=check_choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS),
+            mask_truncated_completions=check_bool("mask_truncated_completions", self.mask_truncated_completions),
+            top_entropy_quantile=check_float(
+                "top_entropy_quantile", self.top_entropy_quantile, 0.0, 1.0, low_inclusive=False,
+                hint="the fraction of steps kept in the policy loss, e.g. 0.2; 1.0 keeps every step",
+            ),
+        )  # fmt: skip
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any], **overrides: Any) -> ObjectiveOptions:
+        """The options named in ``arguments`` (an adapter's constructor arguments, e.g. its ``locals()``), the other
+        keys ignored; ``overrides`` replace values first.
+
+        Example::
+
+            >>> ObjectiveOptions.from_arguments(dict(update_rule="sapo", n_epochs=10)).update_rule
+            'sapo'
+        """
+        values = {**arguments, **overrides}
+        return cls(**{name: values[name] for name in OBJECTIVE_OPTION_NAMES if name in values})
+
+    def policy_loss_kwargs(self) -> dict[str, Any]:
+        """The keyword options of :func:`policy_loss` (the ratio variants and the importance-sampling level)."""
+        names = ("delta", "clip_ratio_c", "sapo_temperature_pos", "sapo_temperature_neg", "importance_sampling_level")
+        return {name: getattr(self, name) for name in names}
+
+
+#: the fields of :class:`ObjectiveOptions` (the constructor arguments an adapter hands over as they are)
+OBJECTIVE_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ObjectiveOptions))
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveTerms:
+    """What :func:`policy_objective` returns: the per-step loss terms ``[*S]`` and their diagnostics.
+
+    ``policy``: the update rule's term (zero outside the top-entropy steps); ``kl_penalty``: ``beta * KL`` (``None``
+    when ``beta = 0``); ``entropy_bonus``: ``-ent_coef * H`` (``None`` when ``ent_coef = 0``). Diagnostics: ``kl``
+    (the KL to the reference, weighted with ``use_bias_correction_kl``), ``entropy``, ``clipped`` (bool),
+    ``approx_kl`` (SB3's ``approx_kl``: the k3 estimate of ``KL(pi_old || pi)``), ``entropy_mask_fraction`` (a
+    scalar tensor, with ``top_entropy_quantile < 1``).
+    """
+
+    policy: torch.Tensor
+    clipped: torch.Tensor
+    kl_penalty: torch.Tensor | None = None
+    entropy_bonus: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    approx_kl: torch.Tensor | None = None
+    entropy_mask_fraction: torch.Tensor | None = None
+
+    def losses(self) -> dict[str, torch.Tensor]:
+        """The loss terms that are on: ``{"policy", "kl_penalty", "entropy_bonus"}`` (per step)."""
+        terms = {"policy": self.policy, "kl_penalty": self.kl_penalty, "entropy_bonus": self.entropy_bonus}
+        return {name: term for name, term in terms.items() if term is not None}
+
+    def total(self) -> torch.Tensor:
+        """The per-step objective to minimise: the sum of :meth:`losses`."""
+        return sum(self.losses().values())  # type: ignore[return-value]
+
+
+def policy_objective(
+    options: ObjectiveOptions,
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor | None,
+    advantages: torch.Tensor,
+    *,
+    clip_range: float | None = None,
+    clip_range_high: float | None = None,
+    beta: float = 0.0,
+    ent_coef: float = 0.0,
+    ref_log_prob: torch.Tensor | None = None,
+    entropy: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    in_loss: torch.Tensor | None = None,
+    episode_index: torch.Tensor | None = None,
+) -> ObjectiveTerms:
+    """The whole per-step policy objective of every update rule (docs/maths.md#6-grpo, #10, #12), in one place.
+
+    ``policy_loss(options.update_rule, ...)`` per step, kept on the top-entropy steps only when
+    ``options.top_entropy_quantile < 1`` (Wang et al. 2025), plus ``beta * KL(pi || pi_ref)`` (:func:`kl_penalty`) and
+    ``-ent_coef * H`` (:func:`entropy_bonus`). Aggregating the terms over the steps is the adapter's, on its layout
+    (:func:`pg_extras.aggregate_loss` with ``options.loss_aggregation``, or TorchRL's ``reduction``).
+
+    :param log_prob: ``[*S]`` current log-probabilities of the taken actions (with autograd).
+    :param old_log_prob: ``[*S]`` behaviour log-probabilities (``None`` only for ``"pg"``; then no ``approx_kl``).
+    :param advantages: ``[*S]``, treated as constants.
+    :param ref_log_prob: ``[*S]`` the reference policy's (needed when ``beta > 0``; given with ``beta = 0``, the KL is
+        only logged).
+    :param entropy: ``[*S]`` per-step entropy, or a function that returns it (called only when needed: ``ent_coef`` or
+        the top-entropy mask); see :func:`pg_extras.entropy_or_estimate` for distributions without a closed form.
+    :param in_loss: bool ``[*S]`` the steps in the loss, among which the top-entropy fraction is taken (default all).
+    :param episode_index: ``[*S]`` episode of each step (``importance_sampling_level="sequence"`` only).
+
+    Example::
+
+        >>> options = ObjectiveOptions("ppo_clip")
+        >>> lp = torch.log(torch.tensor([1.5, 0.5]))
+        >>> terms = policy_objective(options, lp, torch.zeros(2), torch.ones(2), clip_range=0.2)
+        >>> terms.policy, terms.clipped
+        (tensor([-1.2000, -0.5000]), tensor([True, True]))
+    """
+    policy, clipped = policy_loss(
+        options.update_rule,
+        log_prob,
+        old_log_prob,
+        advantages,
+        clip_range,
+        clip_range_high,
+        episode_index=episode_index,
+        **options.policy_loss_kwargs(),
+    )
+    if callable(entropy) and (ent_coef or options.top_entropy_quantile < 1.0):
+        entropy = entropy()
+    elif callable(entropy):
+        entropy = None
+    fraction = None
+    if options.top_entropy_quantile < 1.0:  # the policy term of the high-entropy steps only (TRL)
+        from pg_extras.variants import top_entropy_mask  # variants -> group -> objectives: imported here, not at the top
+
+        if entropy is None:
+            raise ValueError("top_entropy_quantile < 1 ranks the steps by entropy: pass entropy (a tensor or a function).")
+        valid = torch.ones_like(policy, dtype=torch.bool) if in_loss is None else in_loss.to(torch.bool)
+        ranked = torch.where(valid, entropy.detach(), torch.zeros_like(policy))  # padding may hold anything
+        keep = top_entropy_mask(ranked, options.top_entropy_quantile, valid)
+        policy = torch.where(keep, policy, torch.zeros_like(policy))
+        fraction = keep.sum().to(policy.dtype) / valid.sum().clamp(min=1)
+    penalty = kl = None
+    if ref_log_prob is not None:
+        penalty, kl = kl_penalty(
+            log_prob,
+            ref_log_prob,
+            beta,
+            options.kl_estimator,
+            old_log_prob=old_log_prob,
+            use_bias_correction_kl=options.use_bias_correction_kl,
+        )
+    elif beta:
+        raise ValueError(f"beta={beta} needs ref_log_prob (the reference policy's log-probabilities).")
+    bonus = None
+    if ent_coef:
+        if entropy is None:
+            raise ValueError(f"ent_coef={ent_coef} needs entropy (see pg_extras.entropy_or_estimate without a closed form).")
+        bonus = entropy_bonus(entropy, ent_coef)
+    approx_kl = None if old_log_prob is None else kl_estimate(old_log_prob, log_prob.detach(), "k3")
+    return ObjectiveTerms(
+        policy=policy,
+        clipped=clipped,
+        kl_penalty=penalty if beta else None,
+        entropy_bonus=bonus,
+        kl=kl,
+        entropy=entropy,  # type: ignore[arg-type]
+        approx_kl=approx_kl,
+        entropy_mask_fraction=fraction,
+    )
+
+
+class ObjectiveOptionAttributes:
+    """Mixin of an adapter that holds an :class:`ObjectiveOptions` in ``objective_options``: every field is an
+    attribute of the adapter (:func:`objective_option`), read from and set into the options (SB3's ``GRPO``, TorchRL's
+    ``GRPOLoss``).
+
+    Example::
+
+        >>> class Loss(ObjectiveOptionAttributes):
+        ...     objective_options = ObjectiveOptions()
+        >>> Loss().kl_estimator
+        'k3'
+    """
+
+    objective_options: ObjectiveOptions
+
+
+def objective_option(name: str, holder: str = "objective_options") -> property:
+    """A class attribute that reads and sets field ``name`` of the :class:`ObjectiveOptions` held in ``holder``.
+
+    Setting it builds a new, re-checked options object (``dataclasses.replace``), so ``model.update_rule = "cispo"``
+    (SB3) or ``loss.top_entropy_quantile = 0.2`` (TorchRL) takes effect at the next update and a bad value is refused.
+
+    Example::
+
+        >>> class Loss:
+        ...     objective_options = ObjectiveOptions()
+        ...     update_rule = objective_option("update_rule")
+        >>> loss = Loss()
+        >>> loss.update_rule = "cispo"
+        >>> loss.objective_options.update_rule
+        'cispo'
+    """
+    if name not in OBJECTIVE_OPTION_NAMES:
+        raise ValueError(f"{name!r} is not a field of ObjectiveOptions.")
+
+    def get(self: Any) -> Any:
+        return getattr(getattr(self, holder), name)
+
+    def set_(self: Any, value: Any) -> None:
+        setattr(self, holder, dataclasses.replace(getattr(self, holder), **{name: value}))
+
+    return property(get, set_, doc=f"``{name}`` of :class:`pg_extras.ObjectiveOptions` (re-checked when set).")
+
+
+for _name in OBJECTIVE_OPTION_NAMES:
+    setattr(ObjectiveOptionAttributes, _name, objective_option(_name))
+del _name

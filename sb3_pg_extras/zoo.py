@@ -156,15 +156,26 @@ def _convert_pg_params(params: dict[str, Any]) -> dict[str, Any]:
     return hyperparams
 
 
-def _suggest_common(trial: optuna.Trial, discount: bool = True, gae: bool = False) -> dict[str, Any]:
-    """Learning rate and network shape (all algorithms), ``gamma`` and GAE ``lambda`` where asked."""
+#: the widest ``1 - gamma`` the REINFORCE searches sample (``gamma >= 0.9``; rl-zoo3's own spaces stop at 0.03)
+CRITIC_FREE_MAX_ONE_MINUS_GAMMA = 0.1
+
+
+def _suggest_common(
+    trial: optuna.Trial, discount: bool = True, gae: bool = False, max_one_minus_gamma: float = 0.03
+) -> dict[str, Any]:
+    """Learning rate and network shape (all algorithms), ``gamma`` and GAE ``lambda`` where asked.
+
+    ``gamma`` is sampled as rl-zoo3 does (``1 - gamma`` log-uniform from 1e-4 to ``max_one_minus_gamma``, rl-zoo3's
+    0.03); the critic-free searches widen it to 0.1, since their shipped Pendulum entries use ``gamma = 0.9`` (a short
+    horizon is their only variance control), which rl-zoo3's range cannot reach.
+    """
     params: dict[str, Any] = {
         "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.01, log=True),
         "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small", "medium"]),
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
     }
     if discount:
-        params["one_minus_gamma"] = trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True)
+        params["one_minus_gamma"] = trial.suggest_float("one_minus_gamma", 0.0001, max_one_minus_gamma, log=True)
     if gae:
         params["one_minus_gae_lambda"] = trial.suggest_float("one_minus_gae_lambda", 0.0001, 0.1, log=True)
     return params
@@ -172,7 +183,7 @@ def _suggest_common(trial: optuna.Trial, discount: bool = True, gae: bool = Fals
 
 def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """Optuna search space of :class:`~sb3_pg_extras.REINFORCE` (docs/maths.md#2-reinforce-and-return-to-go)."""
-    params = _suggest_common(trial)
+    params = _suggest_common(trial, max_one_minus_gamma=CRITIC_FREE_MAX_ONE_MINUS_GAMMA)
     params["n_steps_pow"] = trial.suggest_int("n_steps_pow", 6, 11)
     params["normalize_advantage"] = trial.suggest_categorical("normalize_advantage", [True, False])
     params["ent_coef"] = trial.suggest_float("ent_coef", 1e-8, 0.05, log=True)
@@ -184,7 +195,7 @@ def sample_reinforce_baseline_params(
     trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
 ) -> dict[str, Any]:
     """Optuna search space of :class:`~sb3_pg_extras.REINFORCEWithBaseline` (docs/maths.md#3-baselines-and-gae)."""
-    params = _suggest_common(trial)
+    params = _suggest_common(trial, max_one_minus_gamma=CRITIC_FREE_MAX_ONE_MINUS_GAMMA)
     params["n_steps_pow"] = trial.suggest_int("n_steps_pow", 6, 11)
     params["batch_size_pow"] = trial.suggest_int("batch_size_pow", 5, 10)
     params["vf_learning_rate"] = trial.suggest_float("vf_learning_rate", 1e-4, 0.01, log=True)

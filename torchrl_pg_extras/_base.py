@@ -18,7 +18,7 @@ from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, distance_loss
 from torchrl.objectives.value import ValueEstimatorBase
 
-from pg_extras import entropy_bonus, explained_variance, standardize
+from pg_extras import ObjectiveOptions, ObjectiveTerms, explained_variance, policy_objective, standardize
 from pg_extras.validation import check_bool, check_choice, check_finite, check_float
 from torchrl_pg_extras._utils import (
     actor_context,
@@ -156,6 +156,8 @@ class PolicyGradientLossBase(LossModule):
     _loss_out_keys: tuple[str, ...] = ()  # the loss terms and diagnostics every call writes
     _critic_out_key = "loss_critic"
     _has_kl = False
+    #: the options of the per-step objective (:class:`pg_extras.ObjectiveOptions`); each loss sets its own
+    objective_options: ObjectiveOptions
 
     @property
     def _has_entropy(self) -> bool:
@@ -381,9 +383,18 @@ class PolicyGradientLossBase(LossModule):
     def _entropy(self, dist, tensordict: TensorDictBase) -> torch.Tensor:
         return entropy_of(dist, tensordict.batch_size)
 
-    def _entropy_term(self, entropy: torch.Tensor) -> torch.Tensor:
-        """Per-step ``-entropy_coeff * H`` (:func:`pg_extras.entropy_bonus`)."""
-        return entropy_bonus(entropy, self.entropy_coeff)
+    def _policy_terms(self, dist, tensordict: TensorDictBase, log_prob, old_log_prob, advantage, **kwargs) -> ObjectiveTerms:
+        """:func:`pg_extras.policy_objective` with this loss's ``objective_options`` and live ``entropy_coeff`` (the
+        entropy computed only when a term needs it); ``kwargs``: the other arguments of the call."""
+        return policy_objective(
+            self.objective_options,
+            log_prob,
+            old_log_prob,
+            advantage,
+            ent_coef=float(self.entropy_coeff),
+            entropy=lambda: self._entropy(dist, tensordict),
+            **kwargs,
+        )
 
     def _mask(self, tensordict: TensorDictBase) -> torch.Tensor | None:
         """The valid steps (``None`` when every step is valid: no masking work to differentiate through)."""

@@ -11,29 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict, TensorDictBase, TensorDictParams, is_tensor_collection
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
 from pg_extras import (
-    IMPORTANCE_SAMPLING_LEVELS,
-    KL_ESTIMATORS,
-    LOSS_AGGREGATIONS,
     EpisodeLayout,
+    ObjectiveOptionAttributes,
+    ObjectiveOptions,
     aggregate_loss,
-    kl_estimate,
-    kl_penalty,
     mask_truncated_episodes,
     mix_parameters_,
-    policy_loss,
-    ratio_rule_options,
-    top_entropy_mask,
 )
-from pg_extras.validation import check_bool, check_choice, check_float, check_int
+from pg_extras.validation import check_choice, check_float, check_int
 from torchrl_pg_extras._base import PolicyGradientLossBase
 from torchrl_pg_extras._utils import (
-    _sum_leaves,
-    _to_batch,
     as_batch,
     end_flags,
     from_time_major,
@@ -51,7 +43,7 @@ __all__ = ["GRPOLoss"]
 TORCHRL_AGGREGATIONS = {"token_mean": "bnpo", "prompt_mean": "grpo", "none": "grpo"}
 
 
-class GRPOLoss(PolicyGradientLossBase):
+class GRPOLoss(ObjectiveOptionAttributes, PolicyGradientLossBase):
     """Critic-free GRPO loss for discrete and continuous control (not only LLMs).
 
     Per step ``t`` of episode ``i`` (docs/design.md "GRPO"), GRPO's objective from the core, kept as separate ``loss_*``
@@ -62,8 +54,10 @@ class GRPOLoss(PolicyGradientLossBase):
       (:func:`pg_extras.policy_loss` with the ``"ppo_clip"`` rule);
     * ``loss_kl_to_ref``: ``kl_coeff * KL(pi || pi_ref)`` with the k3 estimator ``exp(ref - logp) - (ref - logp) - 1``
       against a frozen reference actor (a snapshot of the initial actor, refreshed by :meth:`update_reference`);
-    * ``loss_entropy``: ``-entropy_coeff * H(pi(.|s))`` (both from :func:`pg_extras.kl_penalty` and
-      :func:`pg_extras.entropy_bonus`, the terms of :func:`pg_extras.regularized_loss`).
+    * ``loss_entropy``: ``-entropy_coeff * H(pi(.|s))``;
+
+    all three from one call of :func:`pg_extras.policy_objective` (the options in ``objective_options``, a
+    :class:`pg_extras.ObjectiveOptions`; setting ``loss.update_rule`` and the other options re-checks them).
 
     Any advantage module plugs in (PPO-clip with :class:`~torchrl_pg_extras.MonteCarloEstimator` works as well); a
     behaviour log-probability that is NaN or infinite on a valid step raises ``ValueError`` before any update.
@@ -225,27 +219,16 @@ class GRPOLoss(PolicyGradientLossBase):
                     f"loss_aggregation={loss_aggregation!r} disagree: give loss_aggregation alone for its reduction."
                 )
             loss_aggregation = "bnpo"
-        loss_aggregation = "grpo" if loss_aggregation is None else loss_aggregation
-        check_choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
+        objective_options = ObjectiveOptions.from_arguments(  # checked once: pg_extras.ObjectiveOptions
+            locals(), loss_aggregation="grpo" if loss_aggregation is None else loss_aggregation
+        )
         max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
-        check_choice("importance_sampling_level", importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
-        mask_truncated_completions = check_bool("mask_truncated_completions", mask_truncated_completions)
-        top_entropy_quantile = check_float(
-            "top_entropy_quantile", top_entropy_quantile, 0.0, 1.0, low_inclusive=False,
-            hint="the fraction of steps kept in the policy loss, e.g. 0.2; 1.0 keeps every step",
-        )  # fmt: skip
         super().__init__(actor_network, None, functional=functional, reduction=reduction, entropy_coeff=entropy_coeff)
         self.clip_epsilon = float(clip_epsilon)
         self.clip_epsilon_high = None if clip_epsilon_high is None else float(clip_epsilon_high)
-        self.loss_aggregation = loss_aggregation
         self.max_length = max_length
-        self.update_rule = update_rule
-        self.rule_options = ratio_rule_options(update_rule, delta, clip_ratio_c, sapo_temperature_pos, sapo_temperature_neg)
-        self.kl_estimator = check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
-        self.use_bias_correction_kl = check_bool("use_bias_correction_kl", use_bias_correction_kl)
-        self.importance_sampling_level = importance_sampling_level
-        self.mask_truncated_completions = mask_truncated_completions
-        self.top_entropy_quantile = float(top_entropy_quantile)
+        #: the checked options of the objective (pg_extras.policy_objective); the attributes below read and set them
+        self.objective_options = objective_options
         self.register_coeff_buffer("kl_coeff", float(kl_coeff), device=self._default_device)
         self.reference_actor_network_params = TensorDictParams(self._current_actor_params().data.clone(), no_convert=True)
 
@@ -353,18 +336,6 @@ class GRPOLoss(PolicyGradientLossBase):
         kept = mask_truncated_episodes(layout.mask & ep_valid, ep_truncated)
         return from_time_major(layout.to_steps(kept), shape, tdim).reshape(shape)
 
-    @staticmethod
-    def _step_entropy(dist, shape: torch.Size, log_prob: torch.Tensor) -> torch.Tensor:
-        """The entropy the top-entropy mask ranks: closed form, else ``-log pi(a|s)`` of the stored action (SB3's)."""
-        try:
-            entropy = dist.entropy()
-        except NotImplementedError:
-            return -log_prob.detach()
-        if is_tensor_collection(entropy):
-            return _sum_leaves(entropy, shape).detach()
-        entropy = _to_batch(entropy, shape).detach()
-        return entropy if bool(torch.isfinite(entropy).all()) else -log_prob.detach()
-
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if tensordict.batch_size.numel() == 0:  # an empty batch: zero losses, finite diagnostics
@@ -375,55 +346,44 @@ class GRPOLoss(PolicyGradientLossBase):
         log_prob = self._log_prob(dist, tensordict, mask)
         old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
         loss_mask = self._loss_mask(tensordict, mask)
-        level = {}
+        episode_index = None
         if self.importance_sampling_level != "token":  # GSPO: one ratio per episode
-            level = dict(importance_sampling_level=self.importance_sampling_level)
-            level["episode_index"] = self._episode_index(tensordict, mask)
-        # GRPO's per-step objective (pg_extras.policy_loss + the terms of pg_extras.regularized_loss), as separate loss_* terms
-        objective, clipped = policy_loss(
-            self.update_rule,
-            log_prob,
-            old_log_prob,
-            advantage,
-            self.clip_epsilon,
-            self.clip_epsilon_high,
-            **self.rule_options,
-            **level,
-        )
-        diagnostics = {
-            "clip_fraction": self._mean(clipped.to(log_prob.dtype), tensordict),
-            "kl_approx": self._mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), tensordict),
-        }
-        if self.top_entropy_quantile < 1.0:  # the policy-gradient term of the high-entropy steps only (TRL)
-            in_loss = torch.ones_like(objective, dtype=torch.bool) if loss_mask is None else loss_mask
-            entropy = self._step_entropy(dist, tensordict.batch_size, log_prob)
-            entropy = torch.where(in_loss, entropy, torch.zeros_like(entropy))  # padding may hold anything
-            keep = top_entropy_mask(entropy, self.top_entropy_quantile, in_loss)
-            objective = torch.where(keep, objective, torch.zeros_like(objective))
-            fraction = keep.sum().to(log_prob.dtype) / in_loss.sum().clamp(min=1)
-            diagnostics["entropy_mask_fraction"] = fraction
-        terms = {"loss_objective": objective}
+            episode_index = self._episode_index(tensordict, mask)
+        ref_log_prob = None
         if self._has_kl:
             with torch.no_grad():
                 ref_log_prob = self._log_prob(self._dist(tensordict, self.reference_actor_network_params), tensordict, mask)
-            terms["loss_kl_to_ref"], kl = kl_penalty(
-                log_prob,
-                ref_log_prob,
-                beta=self.kl_coeff,
-                kl_estimator=self.kl_estimator,
-                old_log_prob=old_log_prob,
-                use_bias_correction_kl=self.use_bias_correction_kl,
-            )
-            diagnostics["kl_to_ref"] = self._mean(kl, tensordict)
-        if self._has_entropy:
-            entropy = self._entropy(dist, tensordict)
-            terms["loss_entropy"] = self._entropy_term(entropy)
-            diagnostics["entropy"] = self._mean(entropy, tensordict)
+        terms = self._policy_terms(
+            dist,
+            tensordict,
+            log_prob,
+            old_log_prob,
+            advantage,
+            clip_range=self.clip_epsilon,
+            clip_range_high=self.clip_epsilon_high,
+            beta=float(self.kl_coeff),
+            ref_log_prob=ref_log_prob,
+            in_loss=loss_mask,
+            episode_index=episode_index,
+        )
+        diagnostics = {
+            "clip_fraction": self._mean(terms.clipped.to(log_prob.dtype), tensordict),
+            "kl_approx": self._mean(terms.approx_kl, tensordict),
+        }
+        if terms.entropy_mask_fraction is not None:
+            diagnostics["entropy_mask_fraction"] = terms.entropy_mask_fraction
+        losses = {"loss_objective": terms.policy}
+        if terms.kl_penalty is not None:
+            losses["loss_kl_to_ref"] = terms.kl_penalty
+            diagnostics["kl_to_ref"] = self._mean(terms.kl, tensordict)
+        if terms.entropy_bonus is not None:
+            losses["loss_entropy"] = terms.entropy_bonus
+            diagnostics["entropy"] = self._mean(terms.entropy, tensordict)
         if self.reduction == "mean":
             aggregate = self._episode_aggregator(tensordict, mask, log_prob.device, loss_mask)
-            terms = {k: aggregate(v) for k, v in terms.items()}
+            losses = {k: aggregate(v) for k, v in losses.items()}
         else:
             if loss_mask is not mask:  # truncated episodes leave the loss
-                terms = {k: torch.where(loss_mask, v, torch.zeros_like(v)) for k, v in terms.items()}
-            terms = {k: self._reduce_loss(v, tensordict) for k, v in terms.items()}
-        return self._out({**terms, **diagnostics})
+                losses = {k: torch.where(loss_mask, v, torch.zeros_like(v)) for k, v in losses.items()}
+            losses = {k: self._reduce_loss(v, tensordict) for k, v in losses.items()}
+        return self._out({**losses, **diagnostics})

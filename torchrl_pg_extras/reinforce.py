@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
 
-from pg_extras import policy_loss
+from pg_extras import ObjectiveOptions
 from pg_extras.validation import check_bool, check_float
 from torchrl_pg_extras._base import PolicyGradientLossBase
 from torchrl_pg_extras._utils import deprecated_discount
@@ -112,6 +112,8 @@ class REINFORCELoss(PolicyGradientLossBase):
         self.normalize_advantage = normalize_advantage
 
     _loss_out_keys = ("loss_actor",)
+    #: the options of :func:`pg_extras.policy_objective`: the score-function rule
+    objective_options = ObjectiveOptions("pg")
     _critic_out_key = "loss_value"
 
     def _make_default_estimator(self, **hyperparams):
@@ -127,14 +129,13 @@ class REINFORCELoss(PolicyGradientLossBase):
         advantage, mask = self._advantage(tensordict, self.normalize_advantage)
         dist = self._dist(tensordict)
         log_prob = self._log_prob(dist, tensordict, mask)
-        loss_actor, _ = policy_loss("pg", log_prob, None, advantage)
-        out = {"loss_actor": self._reduce_loss(loss_actor, tensordict)}
+        terms = self._policy_terms(dist, tensordict, log_prob, None, advantage)
+        out = {"loss_actor": self._reduce_loss(terms.policy, tensordict)}
         if self.critic_network is not None:
             loss_value, explained_variance = self._critic_loss(tensordict, mask)
             out["loss_value"] = self._reduce_loss(loss_value, tensordict)
             out["explained_variance"] = explained_variance
-        if self._has_entropy:
-            entropy = self._entropy(dist, tensordict)
-            out["loss_entropy"] = self._reduce_loss(self._entropy_term(entropy), tensordict)
-            out["entropy"] = self._mean(entropy, tensordict)
+        if terms.entropy_bonus is not None:
+            out["loss_entropy"] = self._reduce_loss(terms.entropy_bonus, tensordict)
+            out["entropy"] = self._mean(terms.entropy, tensordict)  # type: ignore[arg-type]
         return self._out(out)

@@ -13,13 +13,12 @@ from torchrl.trainers import OptimizationStepper
 from pg_extras import (
     DEFAULT_KL_REDUCTION,
     KL_REDUCTIONS,
+    ObjectiveOptions,
     TrustRegionSettings,
     action_kl,
     distribution_fisher,
     gauss_newton_fvp_fn,
-    kl_estimate,
     mlp_fvp_fn,
-    policy_loss,
     trust_region_surrogate,
 )
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
@@ -220,6 +219,8 @@ class TRPOLoss(PolicyGradientLossBase):
         self.differentiable_objective = differentiable_objective
 
     _loss_out_keys = ("loss_objective", "kl_approx")
+    #: the options of :func:`pg_extras.policy_objective`: the importance-ratio surrogate of the trust-region step
+    objective_options = ObjectiveOptions("trust_region")
     _critic_out_key = "loss_critic"
 
     def _make_default_estimator(self, **hyperparams):
@@ -238,23 +239,22 @@ class TRPOLoss(PolicyGradientLossBase):
         dist = self._dist(tensordict)
         log_prob = self._log_prob(dist, tensordict, mask)
         old_log_prob = self._old_log_prob(tensordict, mask).to(log_prob.dtype)
-        objective, _ = policy_loss("trust_region", log_prob, old_log_prob, advantage)
+        terms = self._policy_terms(dist, tensordict, log_prob, old_log_prob, advantage)
         out = {
             "loss_objective": _report_only(
-                self._reduce_loss(objective, tensordict), "loss_objective", self.differentiable_objective
+                self._reduce_loss(terms.policy, tensordict), "loss_objective", self.differentiable_objective
             ),
-            "kl_approx": self._mean(kl_estimate(old_log_prob, log_prob.detach(), "k3"), tensordict),
+            "kl_approx": self._mean(terms.approx_kl, tensordict),  # type: ignore[arg-type]
         }
         if self.critic_network is not None:
             loss_critic, explained_variance = self._critic_loss(tensordict, mask)
             out["loss_critic"] = self._reduce_loss(loss_critic, tensordict)
             out["explained_variance"] = explained_variance
-        if self._has_entropy:
-            entropy = self._entropy(dist, tensordict)
+        if terms.entropy_bonus is not None:
             out["loss_entropy"] = _report_only(
-                self._reduce_loss(self._entropy_term(entropy), tensordict), "loss_entropy", self.differentiable_objective
+                self._reduce_loss(terms.entropy_bonus, tensordict), "loss_entropy", self.differentiable_objective
             )
-            out["entropy"] = self._mean(entropy, tensordict)
+            out["entropy"] = self._mean(terms.entropy, tensordict)  # type: ignore[arg-type]
         return self._out(out)
 
     def trust_region_step(self, tensordict: TensorDictBase) -> TensorDictBase:

@@ -49,10 +49,10 @@ from pg_extras import (
     ADVANTAGE_SCALES,
     AdvantageEstimate,
     GroupScheduler,
+    ObjectiveOptions,
     entropy_or_estimate,
     estimate_advantages,
-    kl_estimate,
-    policy_loss,
+    policy_objective,
 )
 from pg_extras.signal import SignalMonitor
 from pg_extras.validation import check_bool, check_choice, check_finite, check_float, check_int, check_rate_or_schedule
@@ -139,6 +139,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     estimators: ClassVar[tuple[str, ...]] = ("mc", "group")
     #: the action spaces the algorithm supports
     supported_spaces: ClassVar[tuple[type[spaces.Space], ...]] = SUPPORTED_ACTION_SPACES
+    #: the options of :func:`pg_extras.policy_objective` (REINFORCE's ``"pg"`` rule; GRPO holds its own per instance)
+    objective_options: ObjectiveOptions = ObjectiveOptions("pg")
 
     def __init__(
         self,
@@ -705,12 +707,13 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             distribution = self.policy.get_distribution(part.observations)
             log_prob = distribution.log_prob(self._policy_actions(part.actions))
             entropy = entropy_or_estimate(distribution.entropy(), lambda d=distribution: d.log_prob(d.sample()))
-            pg_sum = policy_loss("pg", log_prob, None, advantages[chunk])[0].sum()
-            ent_sum = -entropy.sum()
-            ((pg_sum + self.ent_coef * ent_sum) / n).backward()
-            pg_total += pg_sum.item()
-            ent_total += ent_sum.item()
-            kl_total += kl_estimate(part.old_log_prob, log_prob.detach(), "k3").sum().item()
+            terms = policy_objective(
+                self.objective_options, log_prob, part.old_log_prob, advantages[chunk], ent_coef=self.ent_coef, entropy=entropy
+            )
+            (terms.total().sum() / n).backward()
+            pg_total += terms.policy.sum().item()
+            ent_total -= entropy.sum().item()
+            kl_total += terms.approx_kl.sum().item()  # type: ignore[union-attr]
         params = list(parameters() if parameters is not None else self.policy.parameters())
         if self.max_grad_norm is not None:
             th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)

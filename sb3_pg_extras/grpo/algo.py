@@ -10,6 +10,7 @@ docs/maths.md#12-variants, each one core function or option that ``train`` calls
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, ClassVar, TypeVar
 
@@ -22,22 +23,18 @@ from stable_baselines3.common.utils import FloatSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from pg_extras import (
-    IMPORTANCE_SAMPLING_LEVELS,
-    KL_ESTIMATORS,
-    LOSS_AGGREGATIONS,
+    OBJECTIVE_OPTION_NAMES,
     EpisodeLayout,
+    ObjectiveOptionAttributes,
+    ObjectiveOptions,
     aggregate_loss,
     entropy_or_estimate,
     episode_returns,
     informative_groups,
-    kl_estimate,
     mask_truncated_episodes,
     mix_parameters_,
-    policy_loss,
-    ratio_rule_options,
-    regularized_loss,
+    policy_objective,
     standardize,
-    top_entropy_mask,
 )
 from pg_extras.validation import check_bool, check_choice, check_float, check_int
 from pg_extras.variants import check_return_bounds
@@ -58,7 +55,7 @@ def _check_clip(name: str, value: float | Schedule | None, allow_none: bool) -> 
     check_float(name, value, 0.0, low_inclusive=False, allow_none=allow_none, hint="e.g. 0.2, or a schedule")
 
 
-class GRPO(EpisodicOnPolicyAlgorithm):
+class GRPO(ObjectiveOptionAttributes, EpisodicOnPolicyAlgorithm):
     """Group Relative Policy Optimization (docs/maths.md#6-grpo): critic-free PPO-clip on group-relative advantages.
 
     A *group* is ``group_size`` episodes that start from the same reset seed (the same initial state for deterministic
@@ -212,26 +209,16 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         check_int("n_envs", n_envs, 1, allow_none=True)
         check_int("n_epochs", n_epochs, 1)
         check_int("ref_update_interval", ref_update_interval, 1, allow_none=True, hint="None: a frozen reference")
-        check_choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
         _check_clip("clip_range", clip_range, allow_none=False)
         _check_clip("clip_range_high", clip_range_high, allow_none=True)
         check_float("beta", beta, 0.0, hint="the weight of the KL penalty; 0 disables it")
         check_float("target_kl", target_kl, 0.0, low_inclusive=False, allow_none=True, hint="None: no early stopping")
+        objective_options = ObjectiveOptions.from_arguments(locals())  # checked once: pg_extras.ObjectiveOptions
         self._check_variants(
-            update_rule=update_rule,
-            importance_sampling_level=importance_sampling_level,
-            delta=delta,
-            clip_ratio_c=clip_ratio_c,
-            sapo_temperature_pos=sapo_temperature_pos,
-            sapo_temperature_neg=sapo_temperature_neg,
-            kl_estimator=kl_estimator,
-            use_bias_correction_kl=use_bias_correction_kl,
             ref_model_mixup_alpha=ref_model_mixup_alpha,
             ref_update_interval=ref_update_interval,
             dynamic_sampling=dynamic_sampling,
             keep_return_bounds=keep_return_bounds,
-            mask_truncated_completions=mask_truncated_completions,
-            top_entropy_quantile=top_entropy_quantile,
             advantage_estimator=advantage_estimator,
         )
         if isinstance(env, str):
@@ -274,21 +261,12 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         self.clip_range_high = clip_range_high
         self.beta = beta
         self.ref_update_interval = ref_update_interval
-        self.loss_aggregation = loss_aggregation
         self.target_kl = target_kl
-        self.update_rule = update_rule
-        self.importance_sampling_level = importance_sampling_level
-        self.delta = delta
-        self.clip_ratio_c = clip_ratio_c
-        self.sapo_temperature_pos = sapo_temperature_pos
-        self.sapo_temperature_neg = sapo_temperature_neg
-        self.kl_estimator = kl_estimator
-        self.use_bias_correction_kl = bool(use_bias_correction_kl)
+        #: the checked options of the objective (pg_extras.policy_objective); the attributes below read and set them
+        self.objective_options = objective_options
         self.ref_model_mixup_alpha = float(ref_model_mixup_alpha)
         self.dynamic_sampling = bool(dynamic_sampling)
         self.keep_return_bounds = check_return_bounds(keep_return_bounds)
-        self.mask_truncated_completions = bool(mask_truncated_completions)
-        self.top_entropy_quantile = float(top_entropy_quantile)
         self.groups_filtered = 0  # groups dropped by dynamic sampling (cumulative)
         self._n_grad_steps = 0
         self._warned_zero_signal = False
@@ -297,12 +275,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
 
     @staticmethod
     def _check_variants(**kw: Any) -> None:
-        """Argument checks of the variants of docs/maths.md#12-variants (errors name the argument and the fix)."""
-        rule_options = ("update_rule", "delta", "clip_ratio_c", "sapo_temperature_pos", "sapo_temperature_neg")
-        ratio_rule_options(**{name: kw[name] for name in rule_options})
-        check_choice("importance_sampling_level", kw["importance_sampling_level"], IMPORTANCE_SAMPLING_LEVELS)
-        check_choice("kl_estimator", kw["kl_estimator"], KL_ESTIMATORS)
-        check_bool("use_bias_correction_kl", kw["use_bias_correction_kl"])
+        """Argument checks of the reference and group-filter variants of docs/maths.md#12-variants (the objective's
+        own options are checked by :class:`pg_extras.ObjectiveOptions`)."""
         alpha = check_float("ref_model_mixup_alpha", kw["ref_model_mixup_alpha"], 0.0, 1.0, hint="1.0: a hard copy")
         if alpha != 1.0 and kw["ref_update_interval"] is None:
             raise ValueError(
@@ -313,15 +287,13 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         bounds = check_return_bounds(kw["keep_return_bounds"])
         if (kw["dynamic_sampling"] or bounds is not None) and kw["advantage_estimator"] != "group":
             raise ValueError("dynamic_sampling / keep_return_bounds filter groups: they need advantage_estimator='group'.")
-        check_bool("mask_truncated_completions", kw["mask_truncated_completions"])
-        check_float(
-            "top_entropy_quantile", kw["top_entropy_quantile"], 0.0, 1.0, low_inclusive=False,
-            hint="the fraction of steps kept in the policy loss, e.g. 0.2; 1.0 keeps every step",
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
         super()._setup_model()
+        legacy = {name: self.__dict__.pop(name) for name in OBJECTIVE_OPTION_NAMES if name in self.__dict__}
+        if legacy:  # a model saved before the options object, or GRPO.load(path, update_rule=...): re-checked here
+            self.objective_options = dataclasses.replace(self.objective_options, **legacy)
         self.ref_policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
         ).to(self.device)
@@ -395,10 +367,10 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     ) -> tuple[th.Tensor, dict[str, float]]:
         """The loss of one mini-batch of whole episodes (``layout``) and its diagnostics.
 
-        Per step: the update rule's surrogate (:func:`pg_extras.policy_loss`, with the ratio variants), masked to the
-        high-entropy steps (``top_entropy_quantile``), plus ``beta * KL(pi || pi_ref)`` and the entropy bonus
-        (:func:`pg_extras.regularized_loss`); then aggregated over the episodes kept in the loss (``loss_aggregation``;
-        ``mask_truncated_completions`` leaves out the truncated episodes).
+        Per step, :func:`pg_extras.policy_objective` with ``objective_options``: the update rule's surrogate (masked to
+        the high-entropy steps with ``top_entropy_quantile``), ``beta * KL(pi || pi_ref)`` and the entropy bonus; then
+        aggregated over the episodes kept in the loss (``loss_aggregation``; ``mask_truncated_completions`` leaves out
+        the truncated episodes).
         """
         loss_mask = layout.mask  # [E, L]: the steps in the loss
         if self.mask_truncated_completions:
@@ -411,47 +383,32 @@ class GRPO(EpisodicOnPolicyAlgorithm):
 
         actions = self._policy_actions(part.actions)
         _, log_prob, entropy = self.policy.evaluate_actions(part.observations, actions)
-        surrogate, clipped = policy_loss(
-            self.update_rule,
+        with th.no_grad():
+            _, ref_log_prob, _ = self.ref_policy.evaluate_actions(part.observations, actions)
+        terms = policy_objective(
+            self.objective_options,
             log_prob,
             part.old_log_prob,
             advantages,
-            clip_range,
-            clip_range_high,
-            delta=self.delta,
-            clip_ratio_c=self.clip_ratio_c,
-            importance_sampling_level=self.importance_sampling_level,
+            clip_range=clip_range,
+            clip_range_high=clip_range_high,
+            beta=self.beta,
+            ent_coef=self.ent_coef,
+            ref_log_prob=ref_log_prob,
+            entropy=entropy_or_estimate(entropy, lambda: self._fresh_sample_log_prob(part.observations)),
+            in_loss=layout.to_steps(loss_mask)[:, 0],
             episode_index=layout.episode_index[:, 0],
-            sapo_temperature_pos=self.sapo_temperature_pos,
-            sapo_temperature_neg=self.sapo_temperature_neg,
         )
-        with th.no_grad():
-            _, ref_log_prob, _ = self.ref_policy.evaluate_actions(part.observations, actions)
-        entropy = entropy_or_estimate(entropy, lambda: self._fresh_sample_log_prob(part.observations))
         stats: dict[str, float] = {}
-        if self.top_entropy_quantile < 1.0:  # the policy-gradient term of the high-entropy steps only (TRL)
-            in_loss = layout.to_steps(loss_mask)[:, 0]
-            keep = top_entropy_mask(entropy, self.top_entropy_quantile, in_loss)
-            surrogate = th.where(keep, surrogate, th.zeros_like(surrogate))
-            stats["entropy_mask_fraction"] = keep.float().sum().item() / max(int(in_loss.sum()), 1)
-        per_step, kl_ref = regularized_loss(
-            surrogate,
-            log_prob,
-            ref_log_prob,
-            entropy,
-            self.beta,
-            self.ent_coef,
-            self.kl_estimator,
-            old_log_prob=part.old_log_prob,
-            use_bias_correction_kl=self.use_bias_correction_kl,
-        )
         with th.no_grad():
-            stats["policy_gradient_loss"] = aggregate(surrogate).item()
-            stats["entropy_loss"] = -aggregate(entropy).item()
-            stats["kl_ref"] = aggregate(kl_ref).item()  # type: ignore[arg-type]
-            stats["clip_fraction"] = clipped.float().mean().item()
-            stats["approx_kl"] = kl_estimate(part.old_log_prob, log_prob.detach(), "k3").mean().item()  # SB3's approx_kl
-        return aggregate(per_step), stats
+            stats["policy_gradient_loss"] = aggregate(terms.policy).item()
+            stats["entropy_loss"] = -aggregate(terms.entropy).item()  # type: ignore[arg-type]
+            stats["kl_ref"] = aggregate(terms.kl).item()  # type: ignore[arg-type]
+            stats["clip_fraction"] = terms.clipped.float().mean().item()
+            stats["approx_kl"] = terms.approx_kl.mean().item()  # type: ignore[union-attr]
+            if terms.entropy_mask_fraction is not None:
+                stats["entropy_mask_fraction"] = terms.entropy_mask_fraction.item()
+        return aggregate(terms.total()), stats
 
     def train(self) -> None:
         """Update the policy on the completed groups: ``n_epochs`` passes of mini-batches of whole episodes."""

@@ -244,6 +244,31 @@ def test_variant_options_survive_save_load(tmp_path):
     loaded.learn(32)
 
 
+def test_objective_options_set_after_construction_are_checked_and_used(tmp_path):
+    """``model.update_rule = ...`` re-checks the options (pg_extras.ObjectiveOptions) and the next update uses them;
+    ``GRPO.load(path, top_entropy_quantile=...)`` and a file that stores the options as flat attributes (the layout
+    before the options object) fold into the options."""
+    model = GRPO("MlpPolicy", seek_env(2), group_size=2, n_steps=8, **SMALL)
+    with pytest.raises(ValueError, match="update_rule"):
+        model.update_rule = "ppo"
+    model.update_rule = "cispo"
+    model.top_entropy_quantile = 0.5
+    assert model.objective_options.update_rule == "cispo" and model.objective_options.top_entropy_quantile == 0.5
+    writer = capture_logger(model)
+    model.learn(32)
+    assert any("train/entropy_mask_fraction" in record for record in writer.records)
+    model.save(tmp_path / "live")
+    assert GRPO.load(tmp_path / "live").update_rule == "cispo"
+    assert GRPO.load(tmp_path / "live", top_entropy_quantile=0.25).objective_options.top_entropy_quantile == 0.25
+    with pytest.raises(ValueError, match="kl_estimator"):
+        GRPO.load(tmp_path / "live", kl_estimator="k9")
+    legacy = GRPO("MlpPolicy", seek_env(2), group_size=2, n_steps=8, **SMALL, _init_setup_model=False)
+    legacy.__dict__.update(update_rule="sapo", loss_aggregation="dr_grpo")  # as SB3's load restores an older file
+    legacy._setup_model()
+    assert (legacy.objective_options.update_rule, legacy.objective_options.loss_aggregation) == ("sapo", "dr_grpo")
+    assert "update_rule" not in legacy.__dict__
+
+
 def test_remax_greedy_member_acts_deterministically_is_not_trained_on_and_gives_the_baseline():
     model = GRPO(
         "MlpPolicy",

@@ -356,6 +356,21 @@ def test_coefficients_are_live_after_construction():
     assert "loss_entropy" in reinforce(td.clone()).keys()
 
 
+def test_objective_options_are_live_and_checked_when_set():
+    actor = discrete_actor()
+    td = padded_batch(actor)
+    loss = GRPOLoss(actor)
+    assert "entropy_mask_fraction" not in loss(td.clone()).keys()
+    loss.top_entropy_quantile = 0.5  # a pg_extras.ObjectiveOptions field: re-checked, used by the next call
+    out = loss(td.clone())
+    assert 0.0 < float(out["entropy_mask_fraction"]) < 1.0
+    loss.update_rule = "cispo"
+    assert loss.objective_options.update_rule == "cispo" and torch.isfinite(loss(td.clone())["loss_objective"])
+    with pytest.raises(ValueError, match="top_entropy_quantile"):
+        loss.top_entropy_quantile = 0.0
+    assert loss.top_entropy_quantile == 0.5
+
+
 def test_grpo_make_value_estimator_without_arguments_is_group_relative():
     loss = GRPOLoss(discrete_actor()).make_value_estimator()  # TorchRL's default call: no error at configuration
     assert isinstance(loss._value_estimator, GroupRelativeAdvantage)

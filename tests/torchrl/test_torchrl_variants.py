@@ -29,6 +29,7 @@ from pg_extras import (
     top_entropy_mask,
 )
 from torchrl_pg_extras import GreedyMemberPolicy, GroupBatcher, GroupedEnv, GroupRelativeAdvantage, GRPOLoss
+from torchrl_pg_extras._utils import entropy_of
 
 torch.set_num_threads(1)
 
@@ -208,10 +209,16 @@ def test_top_entropy_quantile_equals_the_core_mask(kind):
     loss = GRPOLoss(actor, top_entropy_quantile=0.4, loss_aggregation="grpo", kl_coeff=0.1)
     full = GRPOLoss(actor, loss_aggregation="grpo", kl_coeff=0.1)
     every = GRPOLoss(actor, loss_aggregation="grpo", kl_coeff=0.1, top_entropy_quantile=1.0)
-    out = moved(loss)(td)  # the three share the actor and its initial reference
+    moved(loss)  # the three share the actor and its initial reference
+    torch.manual_seed(7)
+    out = loss(td)
     lp, old, adv = actor_lp(actor, td), td["action_log_prob"], td["advantage"].squeeze(-1)
-    # the closed-form entropy, else -log pi(a|s) of the stored action (TanhNormal has none), as SB3 GRPO
-    entropy = actor.get_dist(td).entropy() if kind == "discrete" else -lp
+    # the closed-form entropy, else the one-sample estimate of a fresh action (TanhNormal has none), as SB3 GRPO:
+    # pg_extras.entropy_or_estimate, drawn here with the loss's random state
+    torch.manual_seed(7)
+    entropy = entropy_of(actor.get_dist(td), td.batch_size)
+    if kind == "discrete":
+        torch.testing.assert_close(entropy, actor.get_dist(td).entropy())
     keep = top_entropy_mask(torch.where(m, entropy, 0.0), 0.4, m)
     surrogate, _ = policy_loss("ppo_clip", lp, old, adv, 0.2)
     expected = aggregate_loss(torch.where(keep, surrogate, torch.zeros_like(surrogate)), m, "grpo")  # denominators kept

@@ -10,6 +10,7 @@ import argparse
 import importlib.resources
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -231,6 +232,16 @@ def test_samplers_give_constructible_models_and_convert_back(algo):
                 assert key in trial.params
         study.tell(trial, 0.0)
     env.close()
+
+
+@pytest.mark.parametrize(("algo", "lowest_gamma"), [("reinforce", 0.9), ("reinforce_baseline", 0.9), ("trpo", 0.97)])
+def test_critic_free_searches_reach_short_horizons(algo, lowest_gamma):
+    """The REINFORCE searches sample gamma down to 0.9 (their Pendulum entries use it); the others keep rl-zoo3's
+    range (gamma >= 0.97)."""
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    zoo.HYPERPARAMS_SAMPLER[algo](trial, 0, 4, {})
+    distribution = trial.distributions["one_minus_gamma"]
+    assert math.isclose(1.0 - distribution.high, lowest_gamma) and distribution.log
 
 
 def test_grpo_sampler_works_with_one_env():
