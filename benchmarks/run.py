@@ -961,6 +961,7 @@ def _tuning_files(tuning: Path) -> list[Path]:
         sorted(p for p in tuning.glob("optuna_*.csv") if not p.stem.endswith("_shipped"))
         + sorted(tuning.glob("branched_groups_*.csv"))
         + sorted(tuning.glob("reinforce_probe_*.csv"))
+        + sorted(tuning.glob("episode_signal.csv"))
     )
 
 
@@ -985,6 +986,23 @@ def _reinforce_probe_line(path: Path, rows: list[dict[str, str]]) -> str:
         median = _fmt(float(np.median(finals)))
         line += f"; our shipped REINFORCE entry on the same seeds: median {median} ({' '.join(map(_fmt, finals))})"
     return line + f" (`{path.as_posix()}`)"
+
+
+def _episode_signal_lines(path: Path, rows: list[dict[str, str]]) -> list[str]:
+    """The signal of the returns of a run without groups (``benchmarks/probes/group_signal.py``), per algorithm and env."""
+    cells: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        cells.setdefault((r["algo"], r["env"]), []).append(r)
+    lines = []
+    for (algo, env_id), got in cells.items():
+        best = " ".join(r["max_ep_rew_mean"] for r in got)
+        finals = " ".join(r["final"] for r in got)
+        lines.append(
+            f"- the signal of `{algo}`'s returns on {env_id}, its entry on tuning seeds "
+            f"{' '.join(r['seed'] for r in got)}: highest rollout/ep_rew_mean of any update (mean of the last 100 "
+            f"training episodes) {best}; final evaluation {finals} (`{path.as_posix()}`)"
+        )
+    return lines
 
 
 def tuning_lines(tuning: Path) -> list[str]:
@@ -1014,6 +1032,8 @@ def tuning_lines(tuning: Path) -> list[str]:
             lines.append(line + f" (`{rel}`)")
         elif path.stem.startswith("reinforce_probe_"):
             lines.append(_reinforce_probe_line(path, rows))
+        elif path.stem == "episode_signal":
+            lines += _episode_signal_lines(path, rows)
         else:
             by: dict[str, list[float]] = {}
             for r in rows:

@@ -694,7 +694,27 @@ def _pop_trial_options(arguments: list[str]) -> TrialOptions | None:
     if known.tune_keys is not None and algo in PG_EXTRAS_ALGOS:
         check_hyperparameters(algo, {"policy": "MlpPolicy", **dict.fromkeys(known.tune_keys)}, "--tune-keys")
     tune_keys = None if known.tune_keys is None else frozenset(known.tune_keys)
+    _check_trials_csv(known.trials_csv, _peek(arguments, "--storage"), _peek(arguments, "--study-name"))
     return TrialOptions(tuple(known.trial_seeds), tune_keys, known.trials_csv)
+
+
+def _check_trials_csv(path: Path | None, storage: str | None, study_name: str | None) -> None:
+    """``--trials-csv`` is appended to only to resume the study it belongs to (``--storage`` and ``--study-name`` of a
+    study that has trials); an existing file and a new study would mix two searches in one table."""
+    if path is None or not path.exists():
+        return
+    trials = 0
+    if storage is not None and study_name is not None:
+        try:
+            trials = len(optuna.load_study(study_name=study_name, storage=storage).trials)
+        except KeyError:  # no such study yet: a new search
+            trials = 0
+    if trials == 0:
+        raise ZooUsageError(
+            f"--trials-csv {path} exists and this is a new search: its rows would be mixed with another search's. "
+            "Move the file away or name another one; to resume the search it belongs to, pass that study's "
+            "--storage and --study-name."
+        )
 
 
 def _create_shared_study(storage: str, study_name: str | None, attempts: int = 10) -> None:

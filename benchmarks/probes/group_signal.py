@@ -6,6 +6,11 @@ gradient. This runs the zoo entry of ``--algo`` on ``--env`` (tuning seeds only)
 spread), then summarises each run: the mean share, the share of updates in which *every* group had zero spread, and
 the final return. Rows go to ``--out`` (CSV, resumable) and the table is printed.
 
+For an algorithm without groups (``--algo reinforce``, ``reinforce_baseline``) the same run records the signal its
+returns carry instead: the highest ``rollout/ep_rew_mean`` (SB3's mean over the last 100 training episodes) of any
+update. On MountainCar-v0 a value of -200 means that no training episode reached the flag, so every return is the
+same -200 and the only return differences are those of the discount over time.
+
 Usage::
 
     python -m benchmarks.probes.group_signal --algo grpo --env MountainCar-v0 --seeds 0 1 2 3 4 \\
@@ -24,13 +29,25 @@ from benchmarks.sb3_runner import run_sb3
 from sb3_pg_extras.registry import TUNING_SEEDS, held_out_seeds
 
 FIELDS = ["algo", "env", "seed", "updates", "mean_frac_zero_std", "frac_updates_all_zero", "final"]
+EPISODE_FIELDS = ["algo", "env", "seed", "updates", "max_ep_rew_mean", "final"]
 KEY = "rollout/frac_zero_std_groups"
+EPISODE_KEY = "rollout/ep_rew_mean"
 
 
 def measure(algo: str, env_id: str, seed: int, budget: int) -> dict[str, object]:
     logged: list[dict[str, float]] = []
     curve = run_sb3(algo, env_id, seed, budget, EVAL_EVERY, logged=logged)
     shares = [row[KEY] for row in logged if KEY in row]
+    if not shares:  # no groups: the best running mean of the training episodes' returns
+        means = [row[EPISODE_KEY] for row in logged if EPISODE_KEY in row]
+        return {
+            "algo": algo,
+            "env": env_id,
+            "seed": seed,
+            "updates": len(means),
+            "max_ep_rew_mean": round(max(means), 2) if means else "",
+            "final": round(curve.mean[-1], 1),
+        }
     return {
         "algo": algo,
         "env": env_id,
@@ -57,13 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             if (args.algo, env_id, seed) not in done:
                 row = measure(args.algo, env_id, seed, args.budget or ENVS[env_id])
-                append_row(args.out, row, FIELDS)
+                append_row(args.out, row, FIELDS if "mean_frac_zero_std" in row else EPISODE_FIELDS)
                 print(row, flush=True)
-    print("| env | seed | updates | mean share of zero-spread groups | updates with every group zero-spread | final |")
-    print("|---|---|---|---|---|---|")
     for r in read_rows(args.out):
-        print(f"| {r['env']} | {r['seed']} | {r['updates']} | {r['mean_frac_zero_std']} | {r['frac_updates_all_zero']} | "
-              f"{r['final']} |")  # fmt: skip
+        print(r)
 
 
 if __name__ == "__main__":

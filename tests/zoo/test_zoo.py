@@ -294,6 +294,16 @@ def test_optimize_trial_options_are_checked(tmp_path, capsys):
     assert "each seed once" in _cli_error([*base, "--trial-seeds", "1", "1"], capsys)
     assert "group_sise" in _cli_error([*base, "--trial-seeds", "0", "--tune-keys", "group_sise"], capsys)
     assert "go with --trial-seeds" in _cli_error([*base, "--tune-keys", "learning_rate"], capsys)
+    table = tmp_path / "trials.csv"
+    table.write_text("trial,value\n0,1.0\n")
+    assert "this is a new search" in _cli_error([*base, "--trial-seeds", "0", "--trials-csv", str(table)], capsys)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    new_study = [*base, "--trial-seeds", "0", "--trials-csv", str(table), "--storage", storage, "--study-name", "s"]
+    assert "this is a new search" in _cli_error(new_study, capsys)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({})
+    study.ask()
+    zoo._check_trials_csv(table, storage, "s")  # resuming the study the table belongs to: appended to
 
 
 # ---------------------------------------------------------------------------------------------------------------------
