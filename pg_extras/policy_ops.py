@@ -234,6 +234,9 @@ def sample_categorical(logits: torch.Tensor, deterministic: bool = False) -> tup
     probs = F.softmax(log_p, dim=-1)
     if deterministic:
         actions = torch.argmax(probs, dim=-1)
+    elif probs.dim() == 2:  # a batch of states (every rollout step): the draw's [B, 1] indices serve the gather
+        index = torch.multinomial(probs, 1, True)
+        return index.squeeze(-1), log_p.gather(-1, index).squeeze(-1)
     else:
         actions = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
     return actions, log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1)

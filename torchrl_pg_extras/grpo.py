@@ -107,9 +107,9 @@ class GRPOLoss(ObjectiveOptionAttributes, PolicyGradientLossBase):
         top_entropy_quantile (float): keep in ``loss_objective`` only the steps whose policy entropy is in the top
             fraction of the steps in the loss, in ``(0, 1]`` (TRL's option; Wang et al. 2025, arXiv:2506.01939;
             :func:`pg_extras.top_entropy_mask`, docs/maths.md#top-entropy-steps). The entropy is the distribution's
-            closed form, else ``-log pi(a|s)`` of the stored action (as SB3's ``GRPO``); the other steps get no
-            policy-gradient term but stay in the denominators and in the KL / entropy terms. ``1.0`` (default): every
-            step.
+            closed form, else the one-sample estimate of a fresh action (:func:`pg_extras.entropy_or_estimate`, as SB3's
+            ``GRPO``); the other steps get no policy-gradient term but stay in the denominators and in the KL / entropy
+            terms. ``1.0`` (default): every step.
         max_length (int, optional): Dr. GRPO's constant ``max_length`` (default: the padded length of the batch).
         functional (bool): functionalise the actor (TorchRL convention). Defaults to ``True``.
         reduction (str, optional): as in ``torchrl.objectives``: ``"mean"`` (the mean over the valid steps, which is

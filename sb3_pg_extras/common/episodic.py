@@ -489,6 +489,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         timeouts: list[tuple[int, int, Any]] = []  # "gae": (step, env, final observation) of time-limit truncations
         n_steps, active_steps = 0, 0
         dones = self._last_episode_starts
+        no_values = th.zeros(env.num_envs)  # "gae": the values are computed after the loop
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
@@ -525,9 +526,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                     final_obs = infos[idx].get("terminal_observation")
                     if final_obs is not None and infos[idx].get("TimeLimit.truncated", False):
                         timeouts.append((n_steps, int(idx), final_obs))
-                rollout_buffer.add(
-                    self._last_obs, actions, rewards, self._last_episode_starts, th.zeros(env.num_envs), log_probs
-                )
+                rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, no_values, log_probs)
                 n_steps += 1
                 self._last_obs = new_obs  # type: ignore[assignment]
                 self._last_episode_starts = dones
