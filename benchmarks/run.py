@@ -1039,7 +1039,12 @@ def tuning_lines(tuning: Path) -> list[str]:
             for r in rows:
                 by.setdefault(r["candidate"], []).append(float(r["final"]))
             parts = [f"{name} {' '.join(map(_fmt, v))} (median {_fmt(float(np.median(v)))})" for name, v in by.items()]
-            lines.append(f"- branched groups against same-start groups, GRPO probe, seeds 0-2: {'; '.join(parts)} (`{rel}`)")
+            env_id = path.stem[len("branched_groups_") :]
+            seeds = " ".join(sorted({r["seed"] for r in rows}, key=int))
+            lines.append(
+                f"- branched groups against same-start groups, GRPO probe on {env_id}, seeds {seeds}: {'; '.join(parts)} "
+                f"(`{rel}`)"
+            )
     return lines
 
 

@@ -21,15 +21,16 @@ Usage (tuning seeds only)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch as th
 
+from benchmarks.common import append_row, read_rows
 from benchmarks.probes.grpo_pendulum import Policy, VecPendulum, evaluate, play
 
 
@@ -146,32 +147,43 @@ def main() -> None:
         parser.error("seeds >= 100 are held out for the report")
     th.set_num_threads(1)
     common = dict(group_size=4, gamma=0.95, lr=3e-4, n_epochs=10, batch_size=512, clip=0.2)
-    done = set()
-    if args.out is not None and args.out.exists():
-        done = {(r["candidate"], int(r["seed"])) for r in csv.DictReader(args.out.open())}
-    for name in args.candidates:
-        for seed in args.seeds:
+    run_candidates(
+        args.out,
+        {name: CANDIDATES[name] for name in args.candidates},
+        args.seeds,
+        lambda settings, seed: run(seed, steps=args.steps, eval_every=args.eval_every, **common, **settings),
+        lambda curve: {"first_at_least_minus_200": next((s for s, r in curve if r >= -200), "")},
+    )
+
+
+def run_candidates(
+    out: Path | None,
+    candidates: dict[str, dict],
+    seeds: list[int],
+    train: Callable[[dict, int], list[tuple[int, float]]],
+    extra: Callable[[list[tuple[int, float]]], dict] = lambda curve: {},
+) -> None:
+    """Train every candidate on every seed (``train(settings, seed)`` -> evaluation curve), one CSV row per run in
+    ``out`` as it finishes (the runs already there are skipped, so a stopped comparison resumes)."""
+    done = {(r["candidate"], int(r["seed"])) for r in read_rows(out)} if out is not None else set()
+    for name, settings in candidates.items():
+        for seed in seeds:
             if (name, seed) in done:
                 continue
             start = time.perf_counter()
-            curve = run(seed, steps=args.steps, eval_every=args.eval_every, **common, **CANDIDATES[name])
+            curve = train(settings, seed)
             row = {
                 "candidate": name,
-                "settings": json.dumps(CANDIDATES[name], sort_keys=True),
+                "settings": json.dumps(settings, sort_keys=True),
                 "seed": seed,
-                "final": round(curve[-1][1], 1),
-                "first_at_least_minus_200": next((s for s, r in curve if r >= -200), ""),
+                "final": round(float(curve[-1][1]), 1),
+                **extra(curve),
                 "curve": " ".join(f"{s // 1000}k:{r:.0f}" for s, r in curve),
                 "wall_s": round(time.perf_counter() - start, 1),
             }
             print(row, flush=True)
-            if args.out is not None:
-                new = not args.out.exists()
-                with args.out.open("a", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=list(row))
-                    if new:
-                        writer.writeheader()
-                    writer.writerow(row)
+            if out is not None:
+                append_row(out, row, list(row))
 
 
 if __name__ == "__main__":

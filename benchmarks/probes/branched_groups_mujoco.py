@@ -26,15 +26,14 @@ Usage (tuning seeds only)::
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 from torch import nn
+
+from benchmarks.probes.branched_groups import run_candidates
 
 MAX_STEPS = 1000  # the -v5 envs' time limit
 
@@ -238,31 +237,12 @@ def main() -> None:
         parser.error("seeds >= 100 are held out for the report")
     th.set_num_threads(1)
     common = dict(group_size=8, gamma=0.99, lr=3e-4, n_epochs=10, batch_size=512, clip=0.2)
-    done = set()
-    if args.out is not None and args.out.exists():
-        done = {(r["candidate"], int(r["seed"])) for r in csv.DictReader(args.out.open())}
-    for name in args.candidates:
-        for seed in args.seeds:
-            if (name, seed) in done:
-                continue
-            start = time.perf_counter()
-            curve = run(args.env, seed, steps=args.steps, eval_every=args.eval_every, **common, **CANDIDATES[name])
-            row = {
-                "candidate": name,
-                "settings": json.dumps(CANDIDATES[name], sort_keys=True),
-                "seed": seed,
-                "final": round(curve[-1][1], 1),
-                "curve": " ".join(f"{s // 1000}k:{r:.0f}" for s, r in curve),
-                "wall_s": round(time.perf_counter() - start, 1),
-            }
-            print(row, flush=True)
-            if args.out is not None:
-                new = not args.out.exists()
-                with args.out.open("a", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=list(row))
-                    if new:
-                        writer.writeheader()
-                    writer.writerow(row)
+    run_candidates(
+        args.out,
+        {name: CANDIDATES[name] for name in args.candidates},
+        args.seeds,
+        lambda settings, seed: run(args.env, seed, steps=args.steps, eval_every=args.eval_every, **common, **settings),
+    )
 
 
 if __name__ == "__main__":
