@@ -226,9 +226,12 @@ class _Pipeline:
 
 
 def _networks(env: EnvBase, hidden: int, critic: bool, continuous: str = "tanh_normal"):
+    """``(env, actor, critic or None)``: the examples' networks; ``env`` gains the noise a ``continuous="gsde"`` actor
+    reads (TorchRL's ``gSDENoise``), otherwise it is returned as it is."""
     common = _load_examples_common()
     cpu = torch.device("cpu")
-    return common.make_actor(env, hidden, cpu, continuous), (common.make_critic(env, hidden, cpu) if critic else None)
+    actor = common.make_actor(env, hidden, cpu, continuous)
+    return common.with_actor_noise(env, actor), actor, (common.make_critic(env, hidden, cpu) if critic else None)
 
 
 class _EpisodePipeline(_Pipeline):
@@ -247,7 +250,7 @@ class _GRPO(_Pipeline):
         remax = hp["mode"] == "remax"  # ReMax: one greedy member per group, played with the deterministic action
         env = GroupedEnv(make_batched_env(env_id, hp["num_envs"], seed), hp["group_size"], seed=seed, greedy_member=remax)
         env = self.normalized(env, hp)
-        self.actor, _ = _networks(env, hp["hidden"], critic=False, continuous=hp["continuous"])
+        env, self.actor, _ = _networks(env, hp["hidden"], critic=False, continuous=hp["continuous"])
         self.loss = GRPOLoss(
             self.actor,
             clip_epsilon=hp["clip_epsilon"],
@@ -295,7 +298,7 @@ class _GRPO(_Pipeline):
 class _ReinforcePgx(_EpisodePipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = self.normalized(make_batched_env(env_id, hp["num_envs"], seed), hp)
-        self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"], continuous=hp["continuous"])
+        env, self.actor, critic = _networks(env, hp["hidden"], critic=hp["baseline"], continuous=hp["continuous"])
         self.loss = REINFORCELoss(self.actor, critic, normalize_advantage=True, critic_coeff=hp["critic_coeff"])
         self.loss.make_value_estimator(gamma=hp["gamma"])
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
@@ -310,7 +313,7 @@ class _ReinforcePgx(_EpisodePipeline):
 class _TRPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = self.normalized(make_batched_env(env_id, hp["num_envs"], seed), hp)
-        self.actor, critic = _networks(env, hp["hidden"], critic=True, continuous=hp["continuous"])
+        env, self.actor, critic = _networks(env, hp["hidden"], critic=True, continuous=hp["continuous"])
         self.loss = TRPOLoss(self.actor, critic, max_kl=hp["max_kl"], cg_damping=hp["cg_damping"])
         self.loss.make_value_estimator(gamma=hp["gamma"], lmbda=hp["lmbda"])
         self.stepper = TRPOStepper(
@@ -328,7 +331,7 @@ class _TRPO(_Pipeline):
 class _TorchRLReinforce(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
-        self.actor, critic = _networks(env, hp["hidden"], critic=True)
+        env, self.actor, critic = _networks(env, hp["hidden"], critic=True)
         self.loss = ReinforceLoss(self.actor, critic)
         self.loss.make_value_estimator(ValueEstimators.GAE, gamma=hp["gamma"], lmbda=hp["gae_lambda"])
         self.optim = torch.optim.Adam(self.loss.parameters(), lr=hp["lr"])
@@ -342,7 +345,7 @@ class _TorchRLReinforce(_Pipeline):
 class _TorchRLPPO(_Pipeline):
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
-        self.actor, critic = _networks(env, hp["hidden"], critic=True)
+        env, self.actor, critic = _networks(env, hp["hidden"], critic=True)
         entropy = hp["entropy_coeff"] > 0
         # functional=False: the networks are used as they are (no functional parameter swap per call, ~10 % faster)
         self.loss = ClipPPOLoss(
@@ -381,7 +384,7 @@ class _TorchRLMCPPO(_EpisodePipeline):
 
     def __init__(self, env_id: str, seed: int, hp: dict[str, Any]) -> None:
         env = make_batched_env(env_id, hp["num_envs"], seed)
-        self.actor, _ = _networks(env, hp["hidden"], critic=False)
+        env, self.actor, _ = _networks(env, hp["hidden"], critic=False)
         self.loss = ClipPPOLoss(
             self.actor, None, clip_epsilon=hp["clip"], entropy_bonus=False, normalize_advantage=False, functional=False
         )
@@ -426,6 +429,7 @@ class _Evaluator:
     def __call__(self, actor: torch.nn.Module, obs_norm: VecNormV2 | None = None) -> tuple[float, float]:
         """Mean and std of the returns; ``obs_norm``: the training env's observation normalisation, applied frozen."""
         env = self.env if obs_norm is None else TransformedEnv(self.env, obs_norm.frozen_copy())
+        env = _load_examples_common().with_actor_noise(env, actor)  # a gSDE actor reads its noise (unused: deterministic)
         returns = torch.zeros(self.n, dtype=torch.float64)
         finished = torch.zeros(self.n, dtype=torch.bool)
         with set_exploration_type(ExplorationType.DETERMINISTIC):

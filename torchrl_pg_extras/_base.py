@@ -346,9 +346,12 @@ class PolicyGradientLossBase(LossModule):
         return [p for p in self.critic_network.parameters() if p.requires_grad]
 
     def _dist(self, tensordict: TensorDictBase, params: TensorDictBase | None = None):
+        """The actor's distribution on ``tensordict``, computed on a shallow copy: an actor whose modules write the
+        action key (TorchRL's ``gSDEModule`` writes ``mu + noise``) must not replace the stored action the loss
+        evaluates."""
         params = self._actor_params() if params is None else params
         with actor_context(self.actor_network, params):
-            return self.actor_network.get_dist(tensordict)
+            return self.actor_network.get_dist(tensordict.copy())
 
     def _log_prob(self, dist, tensordict: TensorDictBase, mask: torch.Tensor | None) -> torch.Tensor:
         """Log-probability of the stored actions under ``dist``, checked finite on the valid steps."""

@@ -22,11 +22,12 @@ import gymnasium as gym
 import torch
 from gymnasium.vector import AutoresetMode
 from tensordict import TensorDictBase
-from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule
+from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv, VecNorm
+from torchrl.envs import EnvBase, GymWrapper, RewardSum, TransformedEnv, VecNorm, gSDENoise
 from torchrl.modules import MLP, IndependentNormal, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules.models.exploration import gSDEModule
 from torchrl.record.loggers import Logger, get_logger
 from torchrl_pg_extras.configs import envs as config_envs
 from torchrl_pg_extras.configs import load_config, parse_overrides
@@ -34,6 +35,8 @@ from torchrl_pg_extras.configs import load_config, parse_overrides
 from torchrl_pg_extras import ID_NAMESPACE, GroupedEnv
 
 BACKENDS = ("serial", "process", "ray")
+#: the ``continuous`` distributions of :func:`make_actor` (the configs' ``continuous`` key)
+CONTINUOUS = ("tanh_normal", "normal", "gsde")
 
 
 def parser(algo: str, frames: int, envs: int) -> argparse.ArgumentParser:
@@ -158,6 +161,7 @@ def make_env(
     worker: int = 0,
     greedy_member: bool = False,
     normalize_obs: bool = False,
+    gsde_state_dim: int | None = None,
 ) -> EnvBase:
     """A gymnasium vector env (sync, ``AutoresetMode.DISABLED``: TorchRL drives the resets) with episode returns.
 
@@ -165,6 +169,7 @@ def make_env(
     namespace of collector worker ``worker``; ``greedy_member``: ReMax's extra greedy member per group).
     ``normalize_obs``: TorchRL's ``VecNorm`` on the observation, one running mean and variance over the sub-envs (as
     SB3's ``VecNormalize(norm_reward=False)``; with several collector workers, each worker keeps its own).
+    ``gsde_state_dim``: the exploration noise of a ``continuous="gsde"`` actor (:func:`gsde_noise`).
     """
     vec = gym.make_vec(
         env_name, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
@@ -175,8 +180,31 @@ def make_env(
     env = TransformedEnv(env, RewardSum())
     if normalize_obs:
         env.append_transform(obs_normalization())
+    if gsde_state_dim is not None:
+        env.append_transform(gsde_noise(env, gsde_state_dim))
     env.set_seed(seed)
     return env
+
+
+def gsde_noise(env: EnvBase, state_dim: int) -> gSDENoise:
+    """TorchRL's ``gSDENoise`` for a ``continuous="gsde"`` actor on ``env``: one noise matrix ``[n_act, state_dim]`` per
+    sub-env, drawn at each of its resets and held for the episode (SB3's gSDE with ``sde_sample_freq=-1``)."""
+    return gSDENoise(state_dim=state_dim, action_dim=env.action_spec.shape[-1], shape=env.batch_size)
+
+
+def with_actor_noise(env: EnvBase, actor: nn.Module) -> EnvBase:
+    """``env`` with the :func:`gsde_noise` that ``actor`` reads if it is a ``continuous="gsde"`` actor, else ``env``."""
+    for module in actor.modules():
+        if isinstance(module, gSDEModule):
+            return TransformedEnv(env, gsde_noise(env, module.state_dim))
+    return env
+
+
+class _Detach(nn.Module):
+    """The gSDE features without their gradient (SB3's ``learn_features=False``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach()
 
 
 def obs_normalization() -> VecNorm:
@@ -190,7 +218,15 @@ def env_factories(args, group_size: int | None = None, greedy_member: bool = Fal
     workers = 1 if args.backend == "serial" else args.workers
     return [
         functools.partial(
-            make_env, args.env, args.num_envs, args.seed + 1000 * i, group_size, i, greedy_member, args.normalize_obs
+            make_env,
+            args.env,
+            args.num_envs,
+            args.seed + 1000 * i,
+            group_size,
+            i,
+            greedy_member,
+            args.normalize_obs,
+            args.hidden if getattr(args, "continuous", None) == "gsde" else None,
         )
         for i in range(workers)
     ]
@@ -198,9 +234,12 @@ def env_factories(args, group_size: int | None = None, greedy_member: bool = Fal
 
 def make_actor(env: EnvBase, hidden: int, device: torch.device, continuous: str = "tanh_normal") -> ProbabilisticActor:
     """Categorical policy for discrete actions; for continuous ones ``continuous`` picks the distribution:
-    ``"tanh_normal"`` (TanhNormal scaled to the action bounds, state-dependent scale) or ``"normal"`` (a diagonal
+    ``"tanh_normal"`` (TanhNormal scaled to the action bounds, state-dependent scale), ``"normal"`` (a diagonal
     Gaussian with a state-independent sigma that starts at half the action range, the env clipping the action; the
-    SB3 critic-free policies' default, docs/design.md#sigma)."""
+    SB3 critic-free policies' default, docs/design.md#sigma) or ``"gsde"`` (SB3's ``use_sde=True``: the action is
+    ``mu(s) + (sigma * eps) h(s)`` with the last hidden layer's features ``h`` and a noise ``eps`` held for the episode,
+    TorchRL's ``gSDEModule``; its log-probability is that of ``Normal(mu, ||sigma h||)``; the env needs
+    :func:`gsde_noise`, which ``make_env(gsde_state_dim=hidden)`` adds)."""
     n_obs = env.observation_spec_unbatched["observation"].shape[-1]
     spec = env.action_spec_unbatched
     if spec.domain == "discrete":
@@ -224,8 +263,24 @@ def make_actor(env: EnvBase, hidden: int, device: torch.device, continuous: str 
             module, in_keys=["loc", "scale"], distribution_class=IndependentNormal, return_log_prob=True, spec=spec
         )
         return actor.to(device)
+    if continuous == "gsde":  # state-dependent exploration (Raffin et al. 2022), TorchRL's gSDEModule
+        features = MLP(in_features=n_obs, out_features=hidden, num_cells=[hidden], activation_class=nn.Tanh)
+        net = TensorDictSequential(
+            TensorDictModule(nn.Sequential(features, nn.Tanh()), ["observation"], ["gsde_features"]),
+            TensorDictModule(nn.Linear(hidden, n_act), ["gsde_features"], ["gsde_mean"]),
+            TensorDictModule(_Detach(), ["gsde_features"], ["gsde_state"]),
+            TensorDictModule(
+                gSDEModule(n_act, hidden, sigma_init=None),
+                ["gsde_mean", "gsde_state", "_eps_gSDE"],
+                ["loc", "scale", "action", "_eps_gSDE"],
+            ),
+        )
+        actor = ProbabilisticActor(
+            net, in_keys=["loc", "scale"], distribution_class=IndependentNormal, return_log_prob=True, spec=spec
+        )
+        return actor.to(device)
     if continuous != "tanh_normal":
-        raise ValueError(f"continuous={continuous!r}: use 'tanh_normal' or 'normal'.")
+        raise ValueError(f"continuous={continuous!r}: use one of {', '.join(CONTINUOUS)}.")
     net = nn.Sequential(
         MLP(in_features=n_obs, out_features=2 * n_act, num_cells=[hidden, hidden], activation_class=nn.Tanh),
         NormalParamExtractor(),

@@ -22,6 +22,7 @@ import argparse
 
 import torch
 from _common import (
+    CONTINUOUS,
     Progress,
     episode_returns,
     gradient_step,
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> float:
         help="minibatch of steps per gradient step (default: the batch; for the token-level aggregation bnpo)",
     )
     p.add_argument(
-        "--continuous", choices=["tanh_normal", "normal"],
-        help="continuous actions: TanhNormal, or a Gaussian with sigma starting at half the action range",
+        "--continuous", choices=CONTINUOUS,
+        help="continuous actions: TanhNormal, a Gaussian with sigma starting at half the action range, or gSDE",
     )  # fmt: skip
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-linear", action=argparse.BooleanOptionalAction, help="linear decay of the lr to 0 over frames")

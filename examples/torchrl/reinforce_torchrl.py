@@ -17,6 +17,7 @@ import argparse
 
 import torch
 from _common import (
+    CONTINUOUS,
     Progress,
     episode_returns,
     gradient_step,
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--gamma", type=float)
     p.add_argument("--critic-coeff", type=float)
     p.add_argument("--max-grad-norm", type=float, help="0: no clipping")
-    p.add_argument("--continuous", choices=["tanh_normal", "normal"], help="the continuous-action distribution")
+    p.add_argument("--continuous", choices=CONTINUOUS, help="the continuous-action distribution")
     args = parse_args(p, "reinforce", argv)
     device = setup(args)
 

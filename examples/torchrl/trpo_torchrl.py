@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from _common import (
+    CONTINUOUS,
     EnvSteps,
     Progress,
     episode_returns,
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--critic-lr", type=float)
     p.add_argument("--critic-updates", type=int, help="passes over the batch for the critic")
     p.add_argument("--critic-batch-size", type=int)
-    p.add_argument("--continuous", choices=["tanh_normal", "normal"], help="the continuous-action distribution")
+    p.add_argument("--continuous", choices=CONTINUOUS, help="the continuous-action distribution")
     args = parse_args(p, "trpo", argv)
     device = setup(args)
 
