@@ -441,6 +441,11 @@ class _Evaluator:
                 if bool(finished.all()):
                     break
                 td = td_next
+        if not bool(torch.isfinite(returns).all()):  # a NaN return must not enter a results file as a number
+            raise RuntimeError(
+                f"the evaluation returns are not finite ({returns.tolist()}): the env got NaN actions or observations "
+                "(an observation normalisation without statistics, or an actor with non-finite parameters)."
+            )
         return float(returns.mean()), float(returns.std(unbiased=False))
 
     def close(self) -> None:

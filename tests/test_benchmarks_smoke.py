@@ -4,6 +4,7 @@ pipeline runs, the curve is well-formed, evaluation counts each episode once and
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -203,6 +204,36 @@ def test_evaluator_applies_the_training_observation_normalisation_frozen():
     torch.testing.assert_close(restored, raw, atol=1e-4, rtol=1e-4)  # ... by the training statistics
     after = obs_norm.state_dict()["_extra_state"]
     assert all(torch.equal(after[k], v) for k, v in before.items())  # which the evaluation left alone
+
+
+def test_gsde_pipeline_with_observation_normalisation_trains_the_statistics_it_evaluates_with():
+    """A gSDE actor's noise is appended to the normalised env, not nested around it: TorchRL unwraps a nested
+    TransformedEnv into copies of its transforms, and the pipeline's VecNorm then never saw a step (the evaluation
+    returned NaN)."""
+    hp = torchrl_runner.config_for("torchrl_trpo", "MountainCarContinuous-v0")
+    hp.update(continuous="gsde", normalize_obs=True, frames_per_batch=256)
+    torch.manual_seed(0)
+    pipeline = torchrl_runner._TRPO("MountainCarContinuous-v0", 0, hp)
+    before = {k: v.clone() for k, v in pipeline.obs_norm.state_dict()["_extra_state"].items()}
+    pipeline.update(next(iter(pipeline.batches())), 0.0)
+    after = pipeline.obs_norm.state_dict()["_extra_state"]
+    assert any(not torch.equal(after[k], v) for k, v in before.items())  # the held VecNorm is the one that trains
+    evaluator = torchrl_runner._Evaluator("MountainCarContinuous-v0", 2, 7)
+    mean, _ = evaluator(pipeline.actor, pipeline.obs_norm)
+    evaluator.close()
+    assert math.isfinite(mean)
+
+
+def test_evaluator_refuses_non_finite_returns():
+    class NaNActions(torch.nn.Module):
+        def forward(self, td: TensorDictBase) -> TensorDictBase:
+            td.set("action", torch.full((*td.shape, 1), float("nan")))
+            return td
+
+    evaluator = torchrl_runner._Evaluator("Pendulum-v1", 2, 0)
+    with pytest.raises(RuntimeError, match="not finite"):
+        evaluator(NaNActions())
+    evaluator.close()
 
 
 def test_bad_names_are_rejected():

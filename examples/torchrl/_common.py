@@ -196,7 +196,11 @@ def with_actor_noise(env: EnvBase, actor: nn.Module) -> EnvBase:
     """``env`` with the :func:`gsde_noise` that ``actor`` reads if it is a ``continuous="gsde"`` actor, else ``env``."""
     for module in actor.modules():
         if isinstance(module, gSDEModule):
-            return TransformedEnv(env, gsde_noise(env, module.state_dim))
+            noise = gsde_noise(env, module.state_dim)
+            if isinstance(env, TransformedEnv):  # appended, not nested: TorchRL unwraps a nested TransformedEnv into
+                env.append_transform(noise)  # copies of its transforms (a VecNorm held elsewhere would stop updating)
+                return env
+            return TransformedEnv(env, noise)
     return env
 
 
