@@ -135,17 +135,29 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("--steps", type=int, default=200_000)
-    parser.add_argument("--eval-every", type=int, default=20_000)
+def candidates_parser(doc: str, candidates: dict[str, dict], seeds: list[int], steps: int, eval_every: int):
+    """The command line of a candidates comparison (``--seeds``, ``--candidates``, ``--steps``, ``--eval-every``,
+    ``--out``); :func:`parse_candidate_args` reads it."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--candidates", nargs="+", default=list(candidates), choices=list(candidates))
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--eval-every", type=int, default=eval_every)
     parser.add_argument("--out", type=Path, default=None, help="CSV, one row per run (resumes)")
+    return parser
+
+
+def parse_candidate_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, refuse the held-out report seeds (100 and above), and run torch on one thread."""
     args = parser.parse_args()
     if any(s >= 100 for s in args.seeds):
         parser.error("seeds >= 100 are held out for the report")
     th.set_num_threads(1)
+    return args
+
+
+def main() -> None:
+    args = parse_candidate_args(candidates_parser(__doc__, CANDIDATES, [0, 1, 2], 200_000, 20_000))
     common = dict(group_size=4, gamma=0.95, lr=3e-4, n_epochs=10, batch_size=512, clip=0.2)
     run_candidates(
         args.out,

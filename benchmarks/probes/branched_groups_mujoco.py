@@ -25,15 +25,12 @@ Usage (tuning seeds only)::
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import torch as th
 from torch import nn
 
-from benchmarks.probes.branched_groups import run_candidates
+from benchmarks.probes.branched_groups import candidates_parser, parse_candidate_args, run_candidates
 
 MAX_STEPS = 1000  # the -v5 envs' time limit
 
@@ -225,17 +222,9 @@ CANDIDATES: dict[str, dict] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = candidates_parser(__doc__, CANDIDATES, [0, 1], 500_000, 100_000)
     parser.add_argument("--env", default="HalfCheetah-v5")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("--steps", type=int, default=500_000)
-    parser.add_argument("--eval-every", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=None, help="CSV, one row per run (resumes)")
-    args = parser.parse_args()
-    if any(s >= 100 for s in args.seeds):
-        parser.error("seeds >= 100 are held out for the report")
-    th.set_num_threads(1)
+    args = parse_candidate_args(parser)
     common = dict(group_size=8, gamma=0.99, lr=3e-4, n_epochs=10, batch_size=512, clip=0.2)
     run_candidates(
         args.out,

@@ -3,27 +3,16 @@ action key: the loss evaluates the stored action, not one its actor recomputes."
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_pg_extras import GRPOLoss, REINFORCELoss, TRPOLoss
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "torchrl"
-
 
 @pytest.fixture
-def common():
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import _common
-
-        yield _common
-    finally:
-        sys.path.remove(str(EXAMPLES))
+def common(examples_common):
+    return examples_common
 
 
 def _batch(common, frames: int = 32):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,18 +12,12 @@ ray = pytest.importorskip("ray")
 
 from torchrl_pg_extras import ID_NAMESPACE, GroupBatcher, GroupRelativeAdvantage, GRPOLoss  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "torchrl"
-
 
 @pytest.fixture
-def common():
-    sys.path.insert(0, str(EXAMPLES))
+def common(examples_common):
     try:
-        import _common
-
-        yield _common
+        yield examples_common
     finally:
-        sys.path.remove(str(EXAMPLES))
         if ray.is_initialized():
             ray.shutdown()
 
