@@ -92,6 +92,20 @@ def collect_branched(
     return np.concatenate(obs_all), th.cat(act_all), th.cat(logp_all), np.concatenate(adv_all), steps
 
 
+def ppo_clip_update(
+    policy, optimizer, obs, actions, old_log_prob, adv: np.ndarray, n_epochs: int, batch_size: int, clip: float
+):
+    """``n_epochs`` of PPO-clip on shuffled minibatches, the advantages standardised over the batch (both probes)."""
+    b_adv = th.as_tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=th.float32)
+    for _ in range(n_epochs):
+        for idx in th.randperm(len(b_adv)).split(batch_size):
+            ratio = (policy.dist(obs[idx]).log_prob(actions[idx]).sum(-1) - old_log_prob[idx]).exp()
+            loss = -th.min(ratio * b_adv[idx], ratio.clamp(1 - clip, 1 + clip) * b_adv[idx]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
 def run(seed: int, schedule: str, steps: int, eval_every: int, **kw) -> list[tuple[int, float]]:
     """Train on ``schedule`` for ``steps`` env steps (trunk steps included); deterministic evaluation curve."""
     th.manual_seed(seed)
@@ -107,15 +121,7 @@ def run(seed: int, schedule: str, steps: int, eval_every: int, **kw) -> list[tup
                 policy, rng, kw["group_size"], kw["trunks"], kw["gamma"], kw["branch_every"], kw["branch_len"]
             )
         b_obs = th.as_tensor(b_obs)
-        b_adv = th.as_tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=th.float32)
-        for _ in range(kw["n_epochs"]):
-            for idx in th.randperm(len(b_adv)).split(kw["batch_size"]):
-                ratio = (policy.dist(b_obs[idx]).log_prob(b_act[idx]).sum(-1) - b_logp[idx]).exp()
-                clipped = ratio.clamp(1 - kw["clip"], 1 + kw["clip"])
-                loss = -th.min(ratio * b_adv[idx], clipped * b_adv[idx]).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        ppo_clip_update(policy, optimizer, b_obs, b_act, b_logp, adv, kw["n_epochs"], kw["batch_size"], kw["clip"])
         done += n
         while done >= next_eval:
             curve.append((next_eval, evaluate(policy, eval_rng)))

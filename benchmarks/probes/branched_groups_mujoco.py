@@ -30,7 +30,7 @@ import numpy as np
 import torch as th
 from torch import nn
 
-from benchmarks.probes.branched_groups import candidates_parser, parse_candidate_args, run_candidates
+from benchmarks.probes.branched_groups import candidates_parser, parse_candidate_args, ppo_clip_update, run_candidates
 
 MAX_STEPS = 1000  # the -v5 envs' time limit
 
@@ -195,15 +195,7 @@ def run(env_id: str, seed: int, schedule: str, steps: int, eval_every: int, **kw
         b_act = th.as_tensor(np.concatenate([np.asarray(e[1]) for e in episodes]))
         b_logp = th.as_tensor(np.concatenate([np.asarray(e[2]) for e in episodes]), dtype=th.float32)
         adv = np.concatenate([e[3] for e in episodes])
-        b_adv = th.as_tensor((adv - adv.mean()) / (adv.std() + 1e-8), dtype=th.float32)
-        for _ in range(kw["n_epochs"]):
-            for idx in th.randperm(len(b_adv)).split(kw["batch_size"]):
-                ratio = (policy.dist(b_obs[idx]).log_prob(b_act[idx]).sum(-1) - b_logp[idx]).exp()
-                clipped = ratio.clamp(1 - kw["clip"], 1 + kw["clip"])
-                loss = -th.min(ratio * b_adv[idx], clipped * b_adv[idx]).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        ppo_clip_update(policy, optimizer, b_obs, b_act, b_logp, adv, kw["n_epochs"], kw["batch_size"], kw["clip"])
         done += n
         while done >= next_eval:
             curve.append((next_eval, evaluate(policy, norm, eval_env, 10_000 + seed)))
