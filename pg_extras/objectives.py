@@ -168,27 +168,49 @@ def regularized_loss(
         >>> total
         tensor([0.1931, 0.0000])
     """
-    total, kl = loss, None
+    if ref_log_prob is not None and log_prob is None:
+        raise ValueError("ref_log_prob needs log_prob (the current policy's log-probabilities of the same actions).")
+    penalty, kl, bonus = _regularizers(
+        log_prob, ref_log_prob, entropy, beta, ent_coef, kl_estimator, old_log_prob, use_bias_correction_kl
+    )
+    total = loss
+    for term in (penalty, bonus):
+        if term is not None:
+            total = total + term
+    return total, kl
+
+
+def _regularizers(
+    log_prob: torch.Tensor | None,
+    ref_log_prob: torch.Tensor | None,
+    entropy: torch.Tensor | None,
+    beta: float,
+    ent_coef: float,
+    kl_estimator: str,
+    old_log_prob: torch.Tensor | None,
+    use_bias_correction_kl: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(beta * KL or None, KL or None, -ent_coef * H or None)`` per step, the two terms of :func:`regularized_loss`
+    and :func:`policy_objective`: the KL is estimated whenever ``ref_log_prob`` is given (for logging), its term is on
+    only with ``beta``; a coefficient without its input is refused."""
+    penalty = kl = None
     if ref_log_prob is not None:
-        if log_prob is None:
-            raise ValueError("ref_log_prob needs log_prob (the current policy's log-probabilities of the same actions).")
         penalty, kl = kl_penalty(
-            log_prob,
+            log_prob,  # type: ignore[arg-type]
             ref_log_prob,
             beta,
             kl_estimator,
             old_log_prob=old_log_prob,
             use_bias_correction_kl=use_bias_correction_kl,
         )
-        if beta:
-            total = total + penalty
     elif beta:
         raise ValueError(f"beta={beta} needs ref_log_prob (the reference policy's log-probabilities).")
+    bonus = None
     if ent_coef:
         if entropy is None:
             raise ValueError(f"ent_coef={ent_coef} needs entropy (see pg_extras.entropy_or_estimate without a closed form).")
-        total = total + entropy_bonus(entropy, ent_coef)
-    return total, kl
+        bonus = entropy_bonus(entropy, ent_coef)
+    return (penalty if beta else None), kl, bonus
 
 
 def kl_penalty(
@@ -389,6 +411,8 @@ class ObjectiveOptions:
     :param loss_aggregation: :func:`pg_extras.aggregate_loss`'s mode, for the adapter's layout.
     :param mask_truncated_completions: leave the truncated episodes out of the loss (the adapter's loss mask).
     :param top_entropy_quantile: the fraction of steps whose policy term is kept, by entropy (``1.0``: all).
+    :param update_rules: the rules the holder accepts (GRPO: :data:`RATIO_RULES`); ``update_rule`` is checked against it
+        whenever the options are built, a later ``model.update_rule = ...`` included.
 
     Example::
 
@@ -407,9 +431,10 @@ class ObjectiveOptions:
     loss_aggregation: str = "grpo"
     mask_truncated_completions: bool = False
     top_entropy_quantile: float = 1.0
+    update_rules: tuple[str, ...] = UPDATE_RULES
 
     def __post_init__(self) -> None:
-        rule = check_choice("update_rule", self.update_rule, UPDATE_RULES)
+        rule = check_choice("update_rule", self.update_rule, self.update_rules)
         if rule in RATIO_RULES:
             rule_options = ratio_rule_options(
                 rule, self.delta, self.clip_ratio_c, self.sapo_temperature_pos, self.sapo_temperature_neg
@@ -555,28 +580,21 @@ def policy_objective(
         keep = top_entropy_mask(ranked, options.top_entropy_quantile, valid)
         policy = torch.where(keep, policy, torch.zeros_like(policy))
         fraction = keep.sum().to(policy.dtype) / valid.sum().clamp(min=1)
-    penalty = kl = None
-    if ref_log_prob is not None:
-        penalty, kl = kl_penalty(
-            log_prob,
-            ref_log_prob,
-            beta,
-            options.kl_estimator,
-            old_log_prob=old_log_prob,
-            use_bias_correction_kl=options.use_bias_correction_kl,
-        )
-    elif beta:
-        raise ValueError(f"beta={beta} needs ref_log_prob (the reference policy's log-probabilities).")
-    bonus = None
-    if ent_coef:
-        if entropy is None:
-            raise ValueError(f"ent_coef={ent_coef} needs entropy (see pg_extras.entropy_or_estimate without a closed form).")
-        bonus = entropy_bonus(entropy, ent_coef)
+    penalty, kl, bonus = _regularizers(
+        log_prob,
+        ref_log_prob,
+        entropy,  # type: ignore[arg-type]
+        beta,
+        ent_coef,
+        options.kl_estimator,
+        old_log_prob,
+        options.use_bias_correction_kl,
+    )
     approx_kl = None if old_log_prob is None else kl_estimate(old_log_prob, log_prob.detach(), "k3")
     return ObjectiveTerms(
         policy=policy,
         clipped=clipped,
-        kl_penalty=penalty if beta else None,
+        kl_penalty=penalty,
         entropy_bonus=bonus,
         kl=kl,
         entropy=entropy,  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
 from pg_extras import (
+    RATIO_RULES,
     EpisodeLayout,
     ObjectiveOptionAttributes,
     ObjectiveOptions,
@@ -220,7 +221,9 @@ class GRPOLoss(ObjectiveOptionAttributes, PolicyGradientLossBase):
                 )
             loss_aggregation = "bnpo"
         objective_options = ObjectiveOptions.from_arguments(  # checked once: pg_extras.ObjectiveOptions
-            locals(), loss_aggregation="grpo" if loss_aggregation is None else loss_aggregation
+            locals(),
+            loss_aggregation="grpo" if loss_aggregation is None else loss_aggregation,
+            update_rules=RATIO_RULES,  # the rules that clip or gate the ratio
         )
         max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
         super().__init__(actor_network, None, functional=functional, reduction=reduction, entropy_coeff=entropy_coeff)

@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from pg_extras import (
     OBJECTIVE_OPTION_NAMES,
+    RATIO_RULES,
     EpisodeLayout,
     ObjectiveOptionAttributes,
     ObjectiveOptions,
@@ -213,7 +214,8 @@ class GRPO(ObjectiveOptionAttributes, EpisodicOnPolicyAlgorithm):
         _check_clip("clip_range_high", clip_range_high, allow_none=True)
         check_float("beta", beta, 0.0, hint="the weight of the KL penalty; 0 disables it")
         check_float("target_kl", target_kl, 0.0, low_inclusive=False, allow_none=True, hint="None: no early stopping")
-        objective_options = ObjectiveOptions.from_arguments(locals())  # checked once: pg_extras.ObjectiveOptions
+        # checked once (pg_extras.ObjectiveOptions); GRPO takes the rules that clip or gate the ratio
+        objective_options = ObjectiveOptions.from_arguments(locals(), update_rules=RATIO_RULES)
         self._check_variants(
             ref_model_mixup_alpha=ref_model_mixup_alpha,
             ref_update_interval=ref_update_interval,

@@ -126,6 +126,7 @@ def test_missing_inputs_are_refused_with_the_fix():
         (dict(loss_aggregation="mean"), "loss_aggregation"),
         (dict(top_entropy_quantile=0.0), "top_entropy_quantile"),
         (dict(use_bias_correction_kl="yes"), "use_bias_correction_kl"),
+        (dict(update_rule="pg", update_rules=("ppo_clip", "cispo")), "use one of 'ppo_clip', 'cispo'"),
     ],
 )
 def test_options_are_checked_once_when_built(kwargs, message):

@@ -251,6 +251,11 @@ def test_objective_options_set_after_construction_are_checked_and_used(tmp_path)
     model = GRPO("MlpPolicy", seek_env(2), group_size=2, n_steps=8, **SMALL)
     with pytest.raises(ValueError, match="update_rule"):
         model.update_rule = "ppo"
+    for rule in ("pg", "trust_region"):  # GRPO clips or gates the ratio: an unclipped rule over epochs is refused
+        with pytest.raises(ValueError, match=f"update_rule='{rule}'"):
+            GRPO("MlpPolicy", seek_env(2), group_size=2, update_rule=rule, **SMALL)
+        with pytest.raises(ValueError, match="'ppo_clip', 'cispo', 'sapo'"):
+            model.update_rule = rule
     model.update_rule = "cispo"
     model.top_entropy_quantile = 0.5
     assert model.objective_options.update_rule == "cispo" and model.objective_options.top_entropy_quantile == 0.5

@@ -369,6 +369,11 @@ def test_objective_options_are_live_and_checked_when_set():
     with pytest.raises(ValueError, match="top_entropy_quantile"):
         loss.top_entropy_quantile = 0.0
     assert loss.top_entropy_quantile == 0.5
+    for rule in ("pg", "trust_region"):  # GRPOLoss clips or gates the ratio
+        with pytest.raises(ValueError, match="'ppo_clip', 'cispo', 'sapo'"):
+            GRPOLoss(actor, update_rule=rule)
+        with pytest.raises(ValueError, match="'ppo_clip', 'cispo', 'sapo'"):
+            loss.update_rule = rule
 
 
 def test_grpo_make_value_estimator_without_arguments_is_group_relative():
